@@ -1,0 +1,5 @@
+"""Allow `python -m pve_datastore_exporter`."""
+
+from .cli import main
+
+raise SystemExit(main())

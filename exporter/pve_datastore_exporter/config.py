@@ -1,0 +1,205 @@
+"""The one reader of the environment and `.env`: a table of settings frozen into a Config."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from dotenv import dotenv_values
+
+# Proxmox's storage ID rule (PVE::JSONSchema::parse_id): case-insensitive, at least 2 characters.
+DATASTORE_ID = re.compile(r"^[a-z][a-z0-9\-_.]*[a-z0-9]$", re.IGNORECASE)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the exporter cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its default, help line and parser."""
+
+    env: str
+    field: str
+    default: str
+    help: str
+    parse: Callable[[str], object]
+    secret: bool = False
+
+
+def _text(value: str) -> str:
+    return value.strip()
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number from {low} to {high}") from None
+        if not low <= number <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return number
+
+    return parse
+
+
+def _datastore_id(value: str) -> str:
+    value = value.strip()
+    if not DATASTORE_ID.match(value):
+        raise ValueError("expected a Proxmox storage ID (letters, digits, - _ ., at least 2 characters)")
+    return value
+
+
+def _host(value: str) -> str:
+    value = value.strip()
+    if value and ("/" in value or " " in value):
+        raise ValueError("expected a host name or host:port, without a scheme or path")
+    return value
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """Split `host:port` (IPv6 as `[::1]:port`) and check both parts."""
+    value = value.strip()
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected host:port, e.g. 0.0.0.0:9863 or [::1]:9863")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not re.match(r"^[A-Za-z0-9.\-]+$", host):
+            raise ValueError("expected host:port, e.g. 0.0.0.0:9863 or [::1]:9863") from None
+    return host, int(port)
+
+
+def _listen(value: str) -> str:
+    parse_listen_address(value)
+    return value.strip()
+
+
+def _database_url(value: str) -> str:
+    value = value.strip()
+    if "://" not in value:
+        raise ValueError("expected a URL such as sqlite:///instance/proxmox_manager.db")
+    return value
+
+
+def _log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError("expected one of " + ", ".join(LOG_LEVELS))
+    return level
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("PROXMOX_HOST", "proxmox_host", "", "host or host:port of any cluster node (required outside demo)", _host),
+    Setting("PROXMOX_PORT", "proxmox_port", "8006", "Proxmox API port", _int_range(1, 65535)),
+    Setting("PROXMOX_USER", "proxmox_user", "", "user@realm, e.g. monitor@pve", _text),
+    Setting("PROXMOX_TOKEN_NAME", "proxmox_token_name", "", "API token name (not user!name); preferred over a password", _text),
+    Setting("PROXMOX_TOKEN_VALUE", "proxmox_token_value", "", "API token secret (UUID)", _text, secret=True),
+    Setting("PROXMOX_PASSWORD", "proxmox_password", "", "password login, used only when no token is set", _text, secret=True),
+    Setting("PROXMOX_VERIFY_SSL", "proxmox_verify_ssl", "true", "verify the cluster's TLS certificate (false logs a warning)", _bool),
+    Setting("PROXMOX_CA_BUNDLE", "proxmox_ca_bundle", "", "CA file for a cluster with a private or self-signed CA", _text),
+    Setting("PROXMOX_TIMEOUT", "proxmox_timeout", "10", "seconds per Proxmox API call", _int_range(1, 300)),
+    Setting("PROXMOX_HDD_DATASTORE", "hdd_datastore", "local-lvm", "initial default HDD datastore (later kept in the DB)", _datastore_id),
+    Setting("PROXMOX_SSD_DATASTORE", "ssd_datastore", "local", "initial default SSD datastore (later kept in the DB)", _datastore_id),
+    Setting("DATABASE_URL", "database_url", "sqlite:///instance/proxmox_manager.db", "database URL (playhouse.db_url)", _database_url),
+    Setting("EXPORTER_LISTEN_ADDRESS", "listen_address", "0.0.0.0:9863", "host:port where HTTP is served", _listen),
+    Setting("EXPORTER_REFRESH_INTERVAL", "refresh_interval", "60", "seconds between refreshes; 0 = only on demand", _int_range(0, 86400)),
+    Setting("EXPORTER_API_TOKEN", "api_token", "", "bearer token for POST endpoints; unset = loopback clients only", _text, secret=True),
+    Setting("EXPORTER_LOG_LEVEL", "log_level", "INFO", "log level: " + ", ".join(LOG_LEVELS), _log_level),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective settings, parsed and frozen at start."""
+
+    proxmox_host: str = ""
+    proxmox_port: int = 8006
+    proxmox_user: str = ""
+    proxmox_token_name: str = ""
+    proxmox_token_value: str = dataclasses.field(default="", repr=False)
+    proxmox_password: str = dataclasses.field(default="", repr=False)
+    proxmox_verify_ssl: bool = True
+    proxmox_ca_bundle: str = ""
+    proxmox_timeout: int = 10
+    hdd_datastore: str = "local-lvm"
+    ssd_datastore: str = "local"
+    database_url: str = "sqlite:///instance/proxmox_manager.db"
+    listen_address: str = "0.0.0.0:9863"
+    refresh_interval: int = 60
+    api_token: str = dataclasses.field(default="", repr=False)
+    log_level: str = "INFO"
+
+    def replace(self, **changes) -> Config:
+        """A copy with some settings changed (used by demo and tests)."""
+        return dataclasses.replace(self, **changes)
+
+    def secrets(self) -> tuple[str, ...]:
+        """The secret values in force, for scrubbing them out of messages."""
+        return tuple(getattr(self, s.field) for s in SETTINGS if s.secret and getattr(self, s.field))
+
+    def check_proxmox(self) -> None:
+        """Raise ConfigError unless enough is set to talk to a real cluster."""
+        if not self.proxmox_host:
+            raise ConfigError("PROXMOX_HOST: not set; expected the host or host:port of a cluster node")
+        if not self.proxmox_user:
+            raise ConfigError("PROXMOX_USER: not set; expected user@realm, e.g. monitor@pve")
+        if "@" not in self.proxmox_user:
+            raise ConfigError("PROXMOX_USER: expected user@realm, e.g. monitor@pve (the realm is required)")
+        if "!" in self.proxmox_token_name:
+            raise ConfigError("PROXMOX_TOKEN_NAME: expected the token name alone, not user!name")
+        if self.proxmox_token_name and not self.proxmox_token_value:
+            raise ConfigError("PROXMOX_TOKEN_VALUE: not set while PROXMOX_TOKEN_NAME is")
+        if not self.proxmox_token_name and not self.proxmox_password:
+            raise ConfigError("PROXMOX_TOKEN_NAME: not set; expected an API token (or PROXMOX_PASSWORD)")
+
+
+def load(env_file: str | None = ".env", environ: Mapping[str, str] | None = None) -> Config:
+    """Read `.env` then the environment (which wins) and parse every setting."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, str | None] = {}
+    if env_file and os.path.isfile(env_file):
+        values.update(dotenv_values(env_file))
+    values.update({s.env: environ[s.env] for s in SETTINGS if s.env in environ})
+    parsed = {}
+    for setting in SETTINGS:
+        raw = values.get(setting.env)
+        raw = setting.default if raw is None or raw.strip() == "" else raw
+        try:
+            parsed[setting.field] = setting.parse(raw)
+        except ValueError as exc:
+            shown = "***" if setting.secret else repr(raw)
+            raise ConfigError(f"{setting.env}: invalid value {shown}; {exc}") from None
+    return Config(**parsed)
+
+
+def describe(config: Config) -> list[tuple[str, str, str]]:
+    """(variable, effective value with secrets masked, help) for check-config."""
+    rows = []
+    for setting in SETTINGS:
+        value = getattr(config, setting.field)
+        if setting.secret:
+            shown = "***" if value else "(unset)"
+        elif isinstance(value, bool):
+            shown = "true" if value else "false"
+        else:
+            shown = str(value) if value != "" else "(unset)"
+        rows.append((setting.env, shown, setting.help))
+    return rows

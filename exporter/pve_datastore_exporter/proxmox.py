@@ -1,0 +1,181 @@
+"""The one importer of proxmoxer: fetch the two lists, then parse them with pure functions."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+
+import requests
+from proxmoxer import AuthenticationError, ProxmoxAPI, ResourceException
+
+from .config import Config, ConfigError
+from .records import DatastoreRecord, NodeFigures
+
+log = logging.getLogger(__name__)
+
+REASONS = ("auth", "timeout", "connection", "http_4xx", "http_5xx", "parse")
+
+
+class ProxmoxError(Exception):
+    """A refresh could not read Proxmox; `reason` is one of REASONS."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def connect(config: Config) -> ProxmoxAPI:
+    """Build the API client: token first, password otherwise, TLS verified unless told not to."""
+    verify: bool | str = config.proxmox_ca_bundle or config.proxmox_verify_ssl
+    auth = ({"token_name": config.proxmox_token_name, "token_value": config.proxmox_token_value}
+            if config.proxmox_token_name else {"password": config.proxmox_password})
+    # An inline port in PROXMOX_HOST wins over `port`, as proxmoxer does it.
+    return ProxmoxAPI(config.proxmox_host, port=config.proxmox_port, user=config.proxmox_user,
+                      verify_ssl=verify, timeout=config.proxmox_timeout, **auth)
+
+
+def fetch(api) -> tuple[object, object]:
+    """Two calls whatever the cluster's size; /cluster/resources never waits on a dead node."""
+    return api.cluster.resources.get(type="storage"), api.storage.get()
+
+
+def _flag(value) -> bool:
+    # Third-party plugins send 0/1 as strings ("1"); int() takes both.
+    try:
+        return bool(int(value))
+    except (TypeError, ValueError):
+        return str(value).strip().lower() == "true"
+
+
+def _bytes(value) -> int:
+    return max(int(float(value)), 0)
+
+
+def _content(value) -> str:
+    # Comma lists arrive in random order; /storage says "none" and resources "" for empty.
+    if not isinstance(value, str):
+        return ""
+    return ",".join(sorted(p for p in (s.strip() for s in value.split(",")) if p and p != "none"))
+
+
+def _items(payload, what: str) -> list[dict]:
+    # proxmoxer turns an unparsable body into {"errors": b"..."}, so the shape is checked here.
+    if not isinstance(payload, list):
+        raise ProxmoxError("parse", f"{what}: expected a list from Proxmox, got {type(payload).__name__}")
+    return [item for item in payload if isinstance(item, dict) and isinstance(item.get("storage"), str)]
+
+
+def parse_resources(payload) -> dict[str, dict]:
+    """Group /cluster/resources?type=storage by datastore: per-node figures plus what it says of it."""
+    found: dict[str, dict] = {}
+    for item in _items(payload, "/cluster/resources"):
+        if item.get("type", "storage") != "storage" or not isinstance(item.get("node"), str):
+            continue
+        entry = found.setdefault(item["storage"], {"nodes": {}, "shared": False, "type": "", "content": ""})
+        entry["shared"] |= _flag(item.get("shared", 0))
+        entry["type"] = entry["type"] or str(item.get("plugintype") or "")
+        entry["content"] = entry["content"] or _content(item.get("content"))
+        entry["nodes"][item["node"]] = _node_figures(item)
+    return found
+
+
+def _node_figures(item: dict) -> NodeFigures:
+    # disk/maxdisk exist only while status is "available"; "unknown" is not an empty disk.
+    if item.get("status") != "available" or "maxdisk" not in item or "disk" not in item:
+        return NodeFigures(node=item["node"], active=False)
+    try:
+        size, used = _bytes(item["maxdisk"]), _bytes(item["disk"])
+    except (TypeError, ValueError):
+        raise ProxmoxError("parse", f"/cluster/resources: sizes of {item['storage']!r} are not numbers") from None
+    return NodeFigures(node=item["node"], active=True, size=size, used=used, available=max(size - used, 0))
+
+
+def parse_storage_config(payload) -> dict[str, dict]:
+    """Read /storage: type, content, shared, disabled; disabled datastores appear only here."""
+    return {
+        item["storage"]: {
+            "type": str(item.get("type") or ""),
+            "content": _content(item.get("content")),
+            "shared": _flag(item.get("shared", 0)),
+            "enabled": not _flag(item.get("disable", 0)),
+        }
+        for item in _items(payload, "/storage")
+    }
+
+
+def build_records(resources: dict[str, dict], storage_config: dict[str, dict]) -> list[DatastoreRecord]:
+    """Merge both lists into cluster-wide records: a shared datastore once, a local one summed."""
+    records = []
+    for datastore_id in sorted(set(resources) | set(storage_config)):
+        seen = resources.get(datastore_id, {"nodes": {}, "shared": False, "type": "", "content": ""})
+        conf = storage_config.get(datastore_id, {})
+        nodes = tuple(seen["nodes"][name] for name in sorted(seen["nodes"]))
+        shared = conf.get("shared", False) or seen["shared"]
+        size, used = _cluster_figures(nodes, shared)
+        records.append(DatastoreRecord(
+            id=datastore_id, type=conf.get("type") or seen["type"] or "unknown",
+            content=conf.get("content") or seen["content"], shared=shared,
+            enabled=conf.get("enabled", True), size=size, used=used,
+            available=max(size - used, 0), nodes=nodes,
+        ))
+    return records
+
+
+def _cluster_figures(nodes: Iterable[NodeFigures], shared: bool) -> tuple[int, int]:
+    active = [n for n in nodes if n.active]
+    if not active:
+        return 0, 0
+    if shared:
+        # Every node reports the same shared capacity: count it once, not once per node.
+        return active[0].size, active[0].used
+    return sum(n.size for n in active), sum(n.used for n in active)
+
+
+def parse(resources_payload, storage_payload) -> list[DatastoreRecord]:
+    """Both payloads to records."""
+    return build_records(parse_resources(resources_payload), parse_storage_config(storage_payload))
+
+
+def classify(exc: BaseException) -> str:
+    """Map an exception from proxmoxer/requests to a failure reason."""
+    if isinstance(exc, AuthenticationError):
+        return "auth"
+    if isinstance(exc, ResourceException):
+        if exc.status_code in (401, 403):
+            return "auth"
+        return "http_5xx" if exc.status_code >= 500 else "http_4xx"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "timeout"
+    return "connection"
+
+
+class Reader:
+    """Reads the datastores of one cluster; keeps one client (and its ticket) between refreshes."""
+
+    def __init__(self, config: Config, connect: Callable[[Config], object] = connect):
+        self._config = config
+        self._connect = connect
+        self._api = None
+        self._lock = threading.Lock()
+
+    def read(self) -> list[DatastoreRecord]:
+        """Fetch and parse; raise ProxmoxError with a reason and a message free of secrets."""
+        with self._lock:
+            try:
+                if self._api is None:
+                    self._config.check_proxmox()
+                    self._api = self._connect(self._config)
+                payloads = fetch(self._api)
+            except (AuthenticationError, ResourceException, requests.exceptions.RequestException) as exc:
+                if isinstance(exc, AuthenticationError):
+                    self._api = None  # log in again next time
+                raise ProxmoxError(classify(exc), self._scrub(f"Proxmox API call failed: {exc}")) from None
+            except ConfigError as exc:
+                raise ProxmoxError("auth", str(exc)) from None
+            return parse(*payloads)
+
+    def _scrub(self, message: str) -> str:
+        for secret in self._config.secrets():
+            message = message.replace(secret, "***")
+        return message

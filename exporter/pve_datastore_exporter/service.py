@@ -1,0 +1,201 @@
+"""The seed's behaviour: list, refresh, set defaults, and fall back to `.env` when the DB fails."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from .config import Config
+from .proxmox import ProxmoxError
+from .records import DatastoreRow, RefreshInfo, View
+from .store import StoreError, UnknownDatastore
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[View, str], None]  # (view, event) with event "load", "refresh" or "defaults"
+
+
+class RefreshFailed(Exception):
+    """A refresh failed; `reason` says where (Proxmox's reasons, or "db")."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class Service:
+    """Everything the API, the page and the metrics need, over one store and one reader."""
+
+    def __init__(self, config: Config, reader, store, clock: Callable[[], float] = time.time):
+        self.config = config
+        self._reader = reader
+        self._store = store
+        self._clock = clock
+        self._listeners: list[Listener] = []
+        self._view = View(default_hdd=config.hdd_datastore, default_ssd=config.ssd_datastore, source="env")
+        self._known_defaults: dict[str, str] = {}
+        self._cond = threading.Condition()
+        self._running = False
+        self._generation = 0
+        self._last_error: RefreshFailed | None = None
+
+    @property
+    def view(self) -> View:
+        """The in-memory view: what metrics are rendered from."""
+        return self._view
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener(view, event)` now and on every change."""
+        self._listeners.append(listener)
+        listener(self._view, "load")
+
+    def start(self) -> None:
+        """Create or upgrade the schema and load what the DB holds; a broken DB is logged, not fatal."""
+        try:
+            self._store.migrate()
+            view = self._store.view()  # its refresh bookkeeping tells the data's age after a restart
+            self._remember(view)
+            self._publish(view, "load")
+        except StoreError as exc:
+            log.error("database unusable at start, answering with .env defaults: %s", exc)
+
+    def datastores(self) -> View:
+        """The seed's GET: the DB's view; the first call on an empty DB fetches from Proxmox."""
+        try:
+            if self._store.is_empty() and self._view.refresh.last_success is None:
+                try:
+                    self.refresh()
+                except RefreshFailed as exc:
+                    log.warning("first fetch failed: %s", exc)
+            return self._load()
+        except StoreError as exc:
+            log.warning("database unreadable, answering with .env defaults: %s", exc)
+            return self._env_view(self._view)
+
+    def defaults(self) -> View:
+        """The current defaults, from the DB or, failing that, from `.env`."""
+        try:
+            return self._load()
+        except StoreError:
+            return self._env_view(self._view)
+
+    def refresh(self) -> int:
+        """Fetch and store a snapshot; concurrent callers share the one in progress."""
+        with self._cond:
+            if self._running:
+                generation = self._generation
+                while self._generation == generation:
+                    self._cond.wait()
+                if self._last_error:
+                    raise self._last_error
+                return sum(1 for r in self._view.rows if r.record.enabled)
+            self._running = True
+        error = None
+        try:
+            return self._refresh()
+        except RefreshFailed as exc:
+            error = exc
+            raise
+        finally:
+            with self._cond:
+                self._running = False
+                self._generation += 1
+                self._last_error = error
+                self._cond.notify_all()
+
+    def _refresh(self) -> int:
+        started = self._clock()
+        try:
+            records = self._reader.read()
+        except ProxmoxError as exc:
+            self._finish(started, exc.reason, str(exc), self._view)
+            raise RefreshFailed(exc.reason, str(exc)) from None
+        seed = {"hdd": self._known_defaults.get("hdd", self.config.hdd_datastore),
+                "ssd": self._known_defaults.get("ssd", self.config.ssd_datastore)}
+        system = {"hdd": self.config.hdd_datastore, "ssd": self.config.ssd_datastore}
+        try:
+            self._store.replace_snapshot(records, seed=seed, system=system)
+            view = self._load()
+        except StoreError as exc:
+            fallback = self._env_view(View(rows=tuple(DatastoreRow(record=r) for r in sorted(records, key=lambda r: r.id))))
+            message = f"database write failed: {exc}"
+            self._finish(started, "db", message, fallback, fetched=True)
+            raise RefreshFailed("db", message) from None
+        self._finish(started, None, None, view)
+        return sum(1 for r in records if r.enabled)
+
+    def _finish(self, started: float, reason: str | None, error: str | None, view: View,
+                fetched: bool = False) -> None:
+        now = self._clock()
+        old = self._view.refresh
+        success = now if reason is None or fetched else old.last_success
+        info = RefreshInfo(last_attempt=now, last_success=success, ok=reason is None, error=error,
+                           reason=reason, duration=now - started, count=old.count + 1)
+        if reason:
+            log.warning("refresh failed (%s): %s", reason, error)
+        try:
+            self._store.record_refresh(info)
+        except StoreError as exc:
+            log.debug("could not record the refresh: %s", exc)
+        self._publish(dataclasses.replace(view, refresh=info), "refresh")
+
+    def set_defaults(self, hdd: str | None = None, ssd: str | None = None) -> tuple[View, bool]:
+        """Change the default HDD and/or SSD datastore; raise UnknownDatastore or StoreError."""
+        changed = self._store.set_defaults(hdd=hdd, ssd=ssd)
+        view = self._load()
+        self._publish(view, "defaults")
+        log.info("defaults set: hdd=%s ssd=%s (changed=%s)", view.default_hdd, view.default_ssd, changed)
+        return view, changed
+
+    def _load(self) -> View:
+        view = dataclasses.replace(self._store.view(), refresh=self._view.refresh)
+        self._remember(view)
+        if view.default_hdd is None or view.default_ssd is None:
+            # Nothing seeded yet (Proxmox never answered): the .env values stand in, and say so.
+            return dataclasses.replace(view, default_hdd=view.default_hdd or self.config.hdd_datastore,
+                                       default_ssd=view.default_ssd or self.config.ssd_datastore, source="env")
+        return view
+
+    def _remember(self, view: View) -> None:
+        # The last defaults the DB held: restored if the DB file is deleted under us.
+        self._known_defaults = {k: v for k, v in (("hdd", view.default_hdd), ("ssd", view.default_ssd)) if v}
+
+    def _env_view(self, view: View) -> View:
+        hdd, ssd = self.config.hdd_datastore, self.config.ssd_datastore
+        rows = tuple(dataclasses.replace(r, is_default_hdd=r.record.id == hdd, is_default_ssd=r.record.id == ssd)
+                     for r in view.rows)
+        return dataclasses.replace(view, rows=rows, default_hdd=hdd, default_ssd=ssd, source="env",
+                                   refresh=self._view.refresh)
+
+    def _publish(self, view: View, event: str) -> None:
+        self._view = view
+        for listener in self._listeners:
+            listener(view, event)
+
+    def age(self) -> float | None:
+        """Seconds since the last successful refresh, or None if there never was one."""
+        last = self._view.refresh.last_success
+        return None if last is None else max(self._clock() - last, 0.0)
+
+
+def warnings(view: View) -> list[str]:
+    """Sentences about defaults that point nowhere useful; the answers carry them."""
+    found = []
+    for role, datastore_id in (("HDD", view.default_hdd), ("SSD", view.default_ssd)):
+        if not datastore_id:
+            found.append(f"no default {role} datastore is set")
+            continue
+        row = view.row(datastore_id)
+        if row is None or row.record.type == "unknown" and not row.record.nodes:
+            found.append(f"default {role} datastore '{datastore_id}' does not exist in the cluster")
+        elif not row.record.enabled:
+            found.append(f"default {role} datastore '{datastore_id}' is disabled or gone from the cluster")
+        elif not row.record.active:
+            found.append(f"default {role} datastore '{datastore_id}' is not active on any node")
+    return found
+
+
+__all__ = ["RefreshFailed", "Service", "StoreError", "UnknownDatastore", "warnings"]

@@ -1,0 +1,274 @@
+"""The one importer of peewee: the seed's `datastores` table, per-node figures, refresh bookkeeping."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from urllib.parse import urlparse
+
+from peewee import (
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    DatabaseError,
+    DatabaseProxy,
+    DateTimeField,
+    FloatField,
+    IntegerField,
+    Model,
+    TextField,
+    fn,
+)
+from playhouse.db_url import connect
+from playhouse.migrate import SchemaMigrator, migrate
+
+from .records import DatastoreRecord, DatastoreRow, NodeFigures, RefreshInfo, View
+
+StoreError = DatabaseError  # what callers catch: every peewee failure (locked, read-only, corrupt)
+
+db = DatabaseProxy()
+
+
+class UnknownDatastore(LookupError):
+    """A default was asked for a datastore the cluster does not have (or has disabled)."""
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = db
+
+
+class Datastore(BaseModel):
+    """The seed's table, column for column; `shared`, `active`, `present` are ours."""
+
+    id = CharField(max_length=100, primary_key=True)
+    name = CharField(max_length=100)
+    type = CharField(max_length=50)
+    size = BigIntegerField(default=0)
+    used = BigIntegerField(default=0)
+    available = BigIntegerField(default=0)
+    content = TextField(null=True)
+    enabled = BooleanField(default=True)
+    is_default_hdd = BooleanField(default=False)
+    is_default_ssd = BooleanField(default=False)
+    is_system_default = BooleanField(default=False)
+    created_at = DateTimeField(default=_utcnow)
+    updated_at = DateTimeField(default=_utcnow)
+    shared = BooleanField(default=False)
+    active = BooleanField(default=False)
+    present = BooleanField(default=True)  # false: gone from Proxmox, or a default it never had
+
+    class Meta:
+        table_name = "datastores"
+
+
+class DatastoreNode(BaseModel):
+    """One datastore on one node; sizes are NULL when Proxmox reports it `unknown`."""
+
+    datastore = CharField(max_length=100, index=True)
+    node = CharField(max_length=100)
+    active = BooleanField(default=False)
+    size = BigIntegerField(null=True)
+    used = BigIntegerField(null=True)
+    available = BigIntegerField(null=True)
+
+    class Meta:
+        table_name = "datastore_nodes"
+        indexes = ((("datastore", "node"), True),)
+
+
+class RefreshState(BaseModel):
+    """A single row (id 1): the last attempt, the last success, the last error."""
+
+    id = IntegerField(primary_key=True)
+    last_attempt = FloatField(null=True)
+    last_success = FloatField(null=True)
+    ok = BooleanField(null=True)
+    error = TextField(null=True)
+    reason = CharField(max_length=20, null=True)
+    duration = FloatField(null=True)
+    count = IntegerField(default=0)
+
+    class Meta:
+        table_name = "refresh_state"
+
+
+MODELS = (Datastore, DatastoreNode, RefreshState)
+# A database-level guarantee of "never two default HDD (or SSD) datastores".
+ONE_DEFAULT = ("CREATE UNIQUE INDEX IF NOT EXISTS datastores_one_default_{role} "
+               "ON datastores (is_default_{role}) WHERE is_default_{role}")
+
+
+def open_database(url: str):
+    """Connect by URL; SQLite gets WAL and a busy timeout, and its folder is created."""
+    parsed = urlparse(url)
+    if parsed.scheme.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:" and os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        return connect(url, pragmas={"journal_mode": "wal", "busy_timeout": 5000, "foreign_keys": 1})
+    return connect(url)
+
+
+class Store:
+    """The cache and the defaults, each call in its own connection and transaction."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.database = open_database(url)
+        db.initialize(self.database)
+
+    def migrate(self) -> None:
+        """Create missing tables and columns in place; a seed-era file keeps its rows and flags."""
+        with self.database.connection_context(), self.database.atomic():
+            self._migrate()
+
+    def _migrate(self) -> None:
+        self.database.create_tables(MODELS, safe=True)
+        have = {c.name for c in self.database.get_columns("datastores")}
+        migrator = SchemaMigrator.from_database(self.database)
+        missing = [(name, Datastore._meta.fields[name]) for name in ("shared", "active", "present")
+                   if name not in have]
+        if missing:
+            migrate(*(migrator.add_column("datastores", name, field) for name, field in missing))
+        for role in ("hdd", "ssd"):
+            self._keep_one_default(role)
+            self.database.execute_sql(ONE_DEFAULT.format(role=role))
+
+    def _keep_one_default(self, role: str) -> None:
+        # A seed-era DB may hold two flagged rows; keep the most recently updated one.
+        flag = getattr(Datastore, f"is_default_{role}")
+        rows = list(Datastore.select(Datastore.id).where(flag == True)  # noqa: E712
+                    .order_by(Datastore.updated_at.desc(), Datastore.id))
+        if len(rows) > 1:
+            Datastore.update({flag: False}).where(Datastore.id.in_([r.id for r in rows[1:]])).execute()
+
+    def is_empty(self) -> bool:
+        """True before the first refresh ever stored a datastore."""
+        with self.database.connection_context():
+            return not Datastore.select().where(Datastore.present == True).exists()  # noqa: E712
+
+    def replace_snapshot(self, records: list[DatastoreRecord], seed: dict[str, str],
+                         system: dict[str, str]) -> None:
+        """Swap in a new snapshot atomically, keeping every default flag; seed defaults if none."""
+        now = _utcnow()
+        with self.database.connection_context(), self.database.atomic():
+            self._migrate()
+            self._upsert(records, now)
+            seen = [r.id for r in records]
+            (Datastore.update(enabled=False, present=False, active=False, updated_at=now)
+             .where(Datastore.id.not_in(seen) & (Datastore.present == True)).execute())  # noqa: E712
+            DatastoreNode.delete().execute()
+            rows = [{"datastore": r.id, "node": n.node, "active": n.active, "size": n.size,
+                     "used": n.used, "available": n.available} for r in records for n in r.nodes]
+            for start in range(0, len(rows), 500):
+                DatastoreNode.insert_many(rows[start:start + 500]).execute()
+            for role, datastore_id in seed.items():
+                self._seed_default(role, datastore_id, now)
+            Datastore.update(is_system_default=Datastore.id.in_(list(system.values()))).execute()
+
+    def _upsert(self, records: list[DatastoreRecord], now: dt.datetime) -> None:
+        for start in range(0, len(records), 200):
+            chunk = [{"id": r.id, "name": r.id, "type": r.type, "size": r.size, "used": r.used,
+                      "available": r.available, "content": r.content, "enabled": r.enabled,
+                      "shared": r.shared, "active": r.active, "present": True,
+                      "created_at": now, "updated_at": now} for r in records[start:start + 200]]
+            keep = ("name", "type", "size", "used", "available", "content", "enabled",
+                    "shared", "active", "present", "updated_at")
+            (Datastore.insert_many(chunk)
+             .on_conflict(conflict_target=[Datastore.id], preserve=[getattr(Datastore, k) for k in keep])
+             .execute())
+
+    def _seed_default(self, role: str, datastore_id: str, now: dt.datetime) -> None:
+        # The .env value is only the initial default: once a row carries the flag, the DB rules.
+        flag = getattr(Datastore, f"is_default_{role}")
+        if Datastore.select().where(flag == True).exists():  # noqa: E712
+            return
+        if not Datastore.select().where(Datastore.id == datastore_id).exists():
+            # Keep the configured name even though the cluster lacks it, so answers can say so.
+            Datastore.create(id=datastore_id, name=datastore_id, type="unknown", enabled=False,
+                             present=False, created_at=now, updated_at=now)
+        Datastore.update({flag: True}).where(Datastore.id == datastore_id).execute()
+
+    def set_defaults(self, hdd: str | None = None, ssd: str | None = None) -> bool:
+        """Move the default flags; raise UnknownDatastore unless each target is an enabled datastore."""
+        changed = False
+        with self.database.connection_context(), self.database.atomic():
+            self._migrate()
+            for role, datastore_id in (("hdd", hdd), ("ssd", ssd)):
+                if datastore_id is None:
+                    continue
+                row = Datastore.get_or_none(Datastore.id == datastore_id)
+                if row is None or not row.enabled or not row.present:
+                    raise UnknownDatastore(datastore_id)
+                flag = getattr(Datastore, f"is_default_{role}")
+                if getattr(row, f"is_default_{role}"):
+                    continue
+                Datastore.update({flag: False}).where(flag == True).execute()  # noqa: E712
+                Datastore.update({flag: True}).where(Datastore.id == datastore_id).execute()
+                changed = True
+        return changed
+
+    def restore_defaults(self, hdd: str | None, ssd: str | None) -> None:
+        """Put defaults back on a fresh DB (after the file was deleted), creating placeholders."""
+        now = _utcnow()
+        with self.database.connection_context(), self.database.atomic():
+            self._migrate()
+            for role, datastore_id in (("hdd", hdd), ("ssd", ssd)):
+                if datastore_id:
+                    self._seed_default(role, datastore_id, now)
+
+    def view(self) -> View:
+        """Every datastore with its nodes, the defaults, and the refresh bookkeeping."""
+        with self.database.connection_context():
+            nodes: dict[str, list[NodeFigures]] = {}
+            for n in DatastoreNode.select().order_by(DatastoreNode.datastore, DatastoreNode.node).tuples():
+                nodes.setdefault(n[1], []).append(
+                    NodeFigures(node=n[2], active=bool(n[3]), size=n[4], used=n[5], available=n[6]))
+            rows = tuple(_row(d, nodes.get(d.id, ())) for d in Datastore.select().order_by(Datastore.id))
+            state = RefreshState.get_or_none(RefreshState.id == 1)
+        hdd = next((r.record.id for r in rows if r.is_default_hdd), None)
+        ssd = next((r.record.id for r in rows if r.is_default_ssd), None)
+        return View(rows=rows, default_hdd=hdd, default_ssd=ssd, source="db", refresh=_refresh_info(state))
+
+    def record_refresh(self, info: RefreshInfo) -> None:
+        """Write the bookkeeping row."""
+        with self.database.connection_context(), self.database.atomic():
+            self.database.create_tables([RefreshState], safe=True)
+            (RefreshState.insert(id=1, last_attempt=info.last_attempt, last_success=info.last_success,
+                                 ok=info.ok, error=info.error, reason=info.reason,
+                                 duration=info.duration, count=info.count)
+             .on_conflict_replace().execute())
+
+    def count_enabled(self) -> int:
+        """How many enabled datastores the cluster has."""
+        with self.database.connection_context():
+            return Datastore.select(fn.COUNT(Datastore.id)).where(
+                (Datastore.enabled == True) & (Datastore.present == True)).scalar()  # noqa: E712
+
+    def close(self) -> None:
+        """Close this thread's connection if one is open."""
+        if not self.database.is_closed():
+            self.database.close()
+
+
+def _row(d: Datastore, nodes) -> DatastoreRow:
+    record = DatastoreRecord(
+        id=d.id, type=d.type, content=d.content or "", shared=bool(d.shared),
+        enabled=bool(d.enabled) and bool(d.present), size=d.size or 0, used=d.used or 0,
+        available=d.available or 0, nodes=tuple(nodes))
+    updated = d.updated_at.isoformat() + "Z" if isinstance(d.updated_at, dt.datetime) else d.updated_at
+    return DatastoreRow(record=record, is_default_hdd=bool(d.is_default_hdd),
+                        is_default_ssd=bool(d.is_default_ssd),
+                        is_system_default=bool(d.is_system_default), updated_at=updated)
+
+
+def _refresh_info(state: RefreshState | None) -> RefreshInfo:
+    if state is None:
+        return RefreshInfo()
+    return RefreshInfo(last_attempt=state.last_attempt, last_success=state.last_success, ok=state.ok,
+                       error=state.error, reason=state.reason, duration=state.duration, count=state.count)

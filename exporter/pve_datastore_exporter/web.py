@@ -1,0 +1,213 @@
+"""The WSGI app: the seed's JSON API, /metrics, /healthz and the page, with one error envelope."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import ipaddress
+import json
+import logging
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from .config import DATASTORE_ID, Config
+from .metrics import CONTENT_TYPE, Exposition
+from .records import View
+from .service import RefreshFailed, Service, StoreError, UnknownDatastore, warnings
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 16 * 1024
+DEFAULT_FIELDS = {"hdd_datastore_id": "hdd", "ssd_datastore_id": "ssd"}
+ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "payload_too_large"}
+
+
+class ApiError(Exception):
+    """An answer in the error envelope: a status, a machine code and a sentence."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_body(code: str, message: str) -> dict:
+    """The one error shape of every JSON error."""
+    return {"success": False, "error": code, "message": message}
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def refresh_answer(view: View, age: float | None) -> dict:
+    """The `last_refresh` object: when, whether it worked, how old the data is."""
+    info = view.refresh
+    return {"ok": info.ok, "last_attempt": _iso(info.last_attempt), "last_success": _iso(info.last_success),
+            "age_seconds": None if age is None else round(age, 3), "error": info.error, "reason": info.reason}
+
+
+def datastores_answer(view: View, age: float | None) -> dict:
+    """GET /api/datastores: the seed's keys first, then ours. The page renders the same dict."""
+    return {
+        "success": True,
+        "datastores": [r.as_dict() for r in view.rows if r.record.enabled],
+        "default_hdd": view.default_hdd,
+        "default_ssd": view.default_ssd,
+        "source": view.source,
+        "warnings": warnings(view),
+        "last_refresh": refresh_answer(view, age),
+    }
+
+
+def defaults_answer(view: View) -> dict:
+    """GET /api/datastores/default: a cheap read for idempotent clients."""
+    return {"success": True, "hdd_datastore": view.default_hdd, "ssd_datastore": view.default_ssd,
+            "source": view.source, "warnings": warnings(view)}
+
+
+def parse_defaults_body(raw: bytes) -> dict[str, str]:
+    """Validate the POST body; return {"hdd": id, "ssd": id} with at least one of them."""
+    try:
+        body = json.loads(raw.decode("utf-8")) if raw.strip() else None
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json",
+                       "The request body must be a JSON object with hdd_datastore_id and/or ssd_datastore_id.")
+    unknown = sorted(set(body) - set(DEFAULT_FIELDS))
+    if unknown:
+        raise ApiError(400, "invalid_field", f"Unknown field(s): {', '.join(unknown)}; "
+                       "expected hdd_datastore_id and/or ssd_datastore_id.")
+    chosen = {}
+    for field, role in DEFAULT_FIELDS.items():
+        value = body.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not DATASTORE_ID.match(value):
+            raise ApiError(400, "invalid_field", f"{field} must be a Proxmox datastore ID "
+                           "(letters, digits, '-', '_', '.', at least 2 characters).")
+        chosen[role] = value
+    if not chosen:
+        raise ApiError(400, "invalid_field", "Give hdd_datastore_id and/or ssd_datastore_id.")
+    return chosen
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return ipaddress.ip_address((address or "").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def check_auth(config: Config) -> None:
+    """POSTs need the bearer token when one is configured, else a loopback client."""
+    if not config.api_token:
+        if not _is_loopback(request.remote_addr):
+            raise ApiError(403, "forbidden", "Changes are accepted from loopback only while "
+                           "EXPORTER_API_TOKEN is not set.")
+        return
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), config.api_token.encode()):
+        raise ApiError(401, "unauthorized", "A valid 'Authorization: Bearer <token>' header is required.")
+
+
+def create_app(service: Service, config: Config) -> Flask:
+    """The Flask app with every route and error handler."""
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.json.sort_keys = False
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError):
+        return jsonify(error_body(exc.code, exc.message)), exc.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        code = ERROR_CODES.get(exc.code, "http_error")
+        response = jsonify(error_body(code, exc.description or exc.name))
+        response.status_code = exc.code
+        if exc.code == 405 and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def crash(exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return jsonify(error_body("internal_error", "An unexpected error occurred; see the exporter's log.")), 500
+
+    @app.get("/api/datastores")
+    def list_datastores():
+        return jsonify(datastores_answer(service.datastores(), service.age()))
+
+    @app.post("/api/datastores/refresh")
+    def refresh():
+        check_auth(config)
+        try:
+            count = service.refresh()
+        except RefreshFailed as exc:
+            status, code = (503, "db_unavailable") if exc.reason == "db" else (502, "proxmox_error")
+            raise ApiError(status, code, f"Refresh failed ({exc.reason}): {exc}") from None
+        return jsonify({"success": True, "message": f"Refreshed {count} datastores from Proxmox.", "count": count})
+
+    @app.get("/api/datastores/default")
+    def get_defaults():
+        return jsonify(defaults_answer(service.defaults()))
+
+    @app.post("/api/datastores/default")
+    def set_defaults():
+        check_auth(config)
+        chosen = parse_defaults_body(request.get_data(cache=False))
+        try:
+            view, changed = service.set_defaults(hdd=chosen.get("hdd"), ssd=chosen.get("ssd"))
+        except UnknownDatastore as exc:
+            raise ApiError(404, "unknown_datastore",
+                           f"Datastore '{exc.args[0]}' does not exist in the cluster or is disabled.") from None
+        except StoreError as exc:
+            raise ApiError(503, "db_unavailable", f"The database cannot be written: {exc}") from None
+        message = "Default datastores changed." if changed else "Default datastores already set."
+        return jsonify({"success": True, "message": message, "hdd_datastore": view.default_hdd,
+                        "ssd_datastore": view.default_ssd, "changed": changed})
+
+    @app.get("/metrics")
+    def metrics_route():  # MetricsFront answers GET first; this route gives other methods their 405
+        return "", 404
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"success": True, "status": "ok"})
+
+    @app.get("/")
+    def page():
+        answer = datastores_answer(service.datastores(), service.age())
+        return render_template("index.html", answer=answer, token_required=bool(config.api_token))
+
+    return app
+
+
+class MetricsFront:
+    """Serves GET /metrics straight from the cached bytes; everything else goes to Flask."""
+
+    def __init__(self, app, exposition: Exposition):
+        self.app = app
+        self.exposition = exposition
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") != "/metrics" or environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            return self.app(environ, start_response)
+        accepted = environ.get("HTTP_ACCEPT_ENCODING", "")
+        use_gzip = "gzip" in accepted and "gzip;q=0" not in accepted.replace(" ", "")
+        body = self.exposition.scrape(use_gzip)
+        headers = [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(body))), ("Vary", "Accept-Encoding")]
+        if use_gzip:
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", headers)
+        return [b""] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+
+
+def create_wsgi(service: Service, exposition: Exposition, config: Config):
+    """The WSGI callable the server runs."""
+    return MetricsFront(create_app(service, config), exposition)

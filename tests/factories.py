@@ -1,0 +1,71 @@
+"""Small builders shared by the unit tests: records, a fake reader at the Proxmox boundary."""
+
+from __future__ import annotations
+
+import threading
+
+from pve_datastore_exporter.config import Config
+from pve_datastore_exporter.proxmox import ProxmoxError
+from pve_datastore_exporter.records import DatastoreRecord, NodeFigures
+
+SEED_SCHEMA = """
+CREATE TABLE datastores (
+    id VARCHAR(100) PRIMARY KEY,
+    name VARCHAR(100) NOT NULL,
+    type VARCHAR(50) NOT NULL,
+    size BIGINT DEFAULT 0,
+    used BIGINT DEFAULT 0,
+    available BIGINT DEFAULT 0,
+    content TEXT,
+    enabled BOOLEAN DEFAULT TRUE,
+    is_default_hdd BOOLEAN DEFAULT FALSE,
+    is_default_ssd BOOLEAN DEFAULT FALSE,
+    is_system_default BOOLEAN DEFAULT FALSE,
+    created_at DATETIME DEFAULT CURRENT_TIMESTAMP,
+    updated_at DATETIME DEFAULT CURRENT_TIMESTAMP
+);
+"""
+
+
+def record(datastore_id: str, type_: str = "dir", size: int = 1000, used: int = 100, shared: bool = False,
+           enabled: bool = True, nodes: tuple[str, ...] = ("pve1",), content: str = "images,rootdir"):
+    """A datastore record with the same figures on each node (summed unless shared)."""
+    figures = tuple(NodeFigures(n, True, size, used, size - used) for n in nodes) if enabled else ()
+    factor = 1 if shared else len(figures)
+    return DatastoreRecord(id=datastore_id, type=type_, content=content, shared=shared, enabled=enabled,
+                           size=size * factor, used=used * factor, available=(size - used) * factor,
+                           nodes=figures)
+
+
+def cluster():
+    """A small cluster with the seed's default names present."""
+    return [record("local", content="backup,iso,vztmpl", nodes=("pve1", "pve2")),
+            record("local-lvm", "lvmthin", nodes=("pve1", "pve2")),
+            record("ceph-vm", "rbd", 5000, 500, shared=True, nodes=("pve1", "pve2")),
+            record("old-iso", enabled=False)]
+
+
+def config(tmp_path, **changes) -> Config:
+    """A Config pointing at a SQLite file in tmp_path."""
+    base = Config(database_url=f"sqlite:///{tmp_path}/db.sqlite", proxmox_host="pve1",
+                  proxmox_user="monitor@pve", proxmox_token_name="exporter",
+                  proxmox_token_value="tok-s3cret-value")
+    return base.replace(**changes)
+
+
+class FakeReader:
+    """Stands in for Proxmox: returns `records`, or raises `error`; counts calls."""
+
+    def __init__(self, records=None, error: ProxmoxError | None = None, gate: threading.Event | None = None):
+        self.records = cluster() if records is None else records
+        self.error = error
+        self.gate = gate
+        self.calls = 0
+
+    def read(self):
+        self.calls += 1
+        if self.gate:
+            self.gate.wait(5)
+        if self.error:
+            raise self.error
+        return list(self.records)

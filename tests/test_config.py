@@ -1,0 +1,95 @@
+"""Configuration: one table, .env then environment, one clear line per wrong value."""
+
+from pathlib import Path
+
+import pytest
+
+from pve_datastore_exporter import config as cfg
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_defaults_match_the_design_table():
+    c = cfg.load(env_file=None, environ={})
+    assert (c.proxmox_port, c.proxmox_verify_ssl, c.proxmox_timeout) == (8006, True, 10)
+    assert (c.hdd_datastore, c.ssd_datastore) == ("local-lvm", "local")
+    assert c.database_url == "sqlite:///instance/proxmox_manager.db"
+    assert (c.listen_address, c.refresh_interval, c.log_level) == ("0.0.0.0:9863", 60, "INFO")
+
+
+def test_environment_wins_over_env_file(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("PROXMOX_HOST=from-file\nPROXMOX_HDD_DATASTORE=file-hdd\nEXPORTER_REFRESH_INTERVAL=30\n")
+    c = cfg.load(env_file=str(env), environ={"PROXMOX_HOST": "from-env"})
+    assert (c.proxmox_host, c.hdd_datastore, c.refresh_interval) == ("from-env", "file-hdd", 30)
+
+
+def test_blank_value_means_default(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("PROXMOX_HDD_DATASTORE=\n")
+    assert cfg.load(env_file=str(env), environ={}).hdd_datastore == "local-lvm"
+
+
+@pytest.mark.parametrize("name,value,expected", [
+    ("PROXMOX_PORT", "http", "PROXMOX_PORT: invalid value 'http'; expected a whole number from 1 to 65535"),
+    ("PROXMOX_VERIFY_SSL", "maybe", "PROXMOX_VERIFY_SSL: invalid value 'maybe'; expected true or false"),
+    ("EXPORTER_REFRESH_INTERVAL", "-5", "EXPORTER_REFRESH_INTERVAL: invalid value '-5'"),
+    ("EXPORTER_LISTEN_ADDRESS", "9863", "EXPORTER_LISTEN_ADDRESS: invalid value '9863'; expected host:port"),
+    ("PROXMOX_HDD_DATASTORE", "bad id!", "PROXMOX_HDD_DATASTORE: invalid value 'bad id!'"),
+    ("DATABASE_URL", "proxmox.db", "DATABASE_URL: invalid value 'proxmox.db'"),
+    ("EXPORTER_LOG_LEVEL", "loud", "EXPORTER_LOG_LEVEL: invalid value 'loud'; expected one of DEBUG"),
+    ("PROXMOX_HOST", "https://pve1:8006", "PROXMOX_HOST: invalid value 'https://pve1:8006'"),
+])
+def test_wrong_value_names_the_variable_and_what_is_accepted(name, value, expected):
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.load(env_file=None, environ={name: value})
+    assert str(info.value).startswith(expected)
+    assert "\n" not in str(info.value)
+
+
+def test_listen_address_accepts_ipv6():
+    assert cfg.parse_listen_address("[::1]:9863") == ("::1", 9863)
+
+
+def test_check_proxmox_explains_what_is_missing():
+    base = cfg.load(env_file=None, environ={})
+    with pytest.raises(cfg.ConfigError, match="PROXMOX_HOST"):
+        base.check_proxmox()
+    with pytest.raises(cfg.ConfigError, match="realm"):
+        base.replace(proxmox_host="pve1", proxmox_user="monitor").check_proxmox()
+    with pytest.raises(cfg.ConfigError, match="not user!name"):
+        base.replace(proxmox_host="pve1", proxmox_user="m@pve", proxmox_token_name="m@pve!x",
+                     proxmox_token_value="v").check_proxmox()
+    base.replace(proxmox_host="pve1", proxmox_user="m@pve", proxmox_password="pw").check_proxmox()
+
+
+def test_secrets_are_masked_in_describe_and_repr():
+    c = cfg.load(env_file=None, environ={"PROXMOX_TOKEN_VALUE": "s3cret-token", "EXPORTER_API_TOKEN": "api-s3cret"})
+    text = repr(c) + repr(cfg.describe(c))
+    assert "s3cret" not in text
+    assert dict((n, v) for n, v, _ in cfg.describe(c))["PROXMOX_TOKEN_VALUE"] == "***"
+
+
+def test_secret_value_never_appears_in_an_error():
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.load(env_file=None, environ={"PROXMOX_PORT": "x", "PROXMOX_PASSWORD": "pw-s3cret"})
+    assert "pw-s3cret" not in str(info.value)
+
+
+def _env_keys(text):
+    return [line.split("=", 1)[0].lstrip("# ").strip() for line in text.splitlines()
+            if "=" in line and line.lstrip("# ").split("=", 1)[0].strip().isupper()]
+
+
+def test_env_example_lists_exactly_the_settings():
+    keys = _env_keys((ROOT / ".env.example").read_text())
+    assert sorted(set(keys)) == sorted(s.env for s in cfg.SETTINGS)
+
+
+def test_readme_configuration_table_lists_every_setting_with_its_default():
+    readme = (ROOT / "README.md").read_text()
+    for s in cfg.SETTINGS:
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{s.env}`")), None)
+        assert row is not None, f"README has no configuration row for {s.env}"
+        if s.default:
+            assert s.default in row, f"README row for {s.env} does not show the default {s.default}"

@@ -1,0 +1,111 @@
+"""Parsing captured Proxmox payloads, quirks included (pve-api.md sections 1 and 4)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pve_datastore_exporter.proxmox import ProxmoxError, parse
+from pve_datastore_exporter.records import NodeFigures
+
+DATA = Path(__file__).parent / "data"
+
+
+def load(name):
+    return json.loads((DATA / name).read_text())["data"]
+
+
+@pytest.fixture(scope="module")
+def records():
+    return {r.id: r for r in parse(load("cluster_resources.json"), load("storage.json"))}
+
+
+def test_every_datastore_of_either_list_is_known(records):
+    assert sorted(records) == ["ceph-vm", "local", "local-lvm", "nas-backup", "old-iso", "san", "tank"]
+
+
+def test_shared_datastore_is_counted_once_not_per_node(records):
+    ceph = records["ceph-vm"]
+    assert ceph.shared is True
+    assert (ceph.size, ceph.used) == (12094627905536, 2199023255552)
+    assert ceph.available == 12094627905536 - 2199023255552
+    assert [n.node for n in ceph.nodes] == ["pve1", "pve2", "pve3"]
+
+
+def test_local_datastore_is_summed_over_its_available_nodes(records):
+    local = records["local"]
+    assert local.shared is False
+    assert local.size == 2 * 100861726720
+    assert local.used == 13478248448 + 20000000000
+    assert local.available == local.size - local.used
+
+
+def test_unknown_entry_has_no_sizes_and_is_not_zero(records):
+    pve3 = records["local-lvm"].nodes[2]
+    assert pve3 == NodeFigures(node="pve3", active=False, size=None, used=None, available=None)
+
+
+def test_strings_for_numbers_and_flags_are_coerced(records):
+    pve2 = records["ceph-vm"].nodes[1]
+    assert pve2.active and pve2.size == 12094627905536 and pve2.used == 2199023255552
+
+
+def test_disabled_datastore_comes_only_from_storage_config(records):
+    old = records["old-iso"]
+    assert old.enabled is False and old.nodes == () and old.size == 0 and old.type == "dir"
+
+
+def test_restricted_datastore_lists_only_its_nodes(records):
+    tank = records["tank"]
+    assert [n.node for n in tank.nodes] == ["pve2", "pve3"]
+    assert tank.size == 3985729650688 and tank.active
+
+
+def test_content_lists_are_sorted_and_none_is_empty(records):
+    assert records["local"].content == "backup,iso,vztmpl"
+    assert records["local-lvm"].content == "images,rootdir"
+    assert records["san"].content == ""
+
+
+def test_datastore_unreachable_everywhere_is_inactive_with_zero_totals(records):
+    nas = records["nas-backup"]
+    assert nas.enabled and not nas.active and (nas.size, nas.used, nas.available) == (0, 0, 0)
+
+
+def test_capacityless_iscsi_is_active_with_zero_size(records):
+    san = records["san"]
+    assert san.active and san.size == 0 and san.type == "iscsi"
+
+
+def test_order_of_input_does_not_change_the_result():
+    resources, storage = load("cluster_resources.json"), load("storage.json")
+    assert parse(resources, storage) == parse(list(reversed(resources)), list(reversed(storage)))
+
+
+def test_datastore_missing_from_config_takes_plugintype():
+    resources = [{"type": "storage", "storage": "extra", "node": "pve1", "status": "available",
+                  "plugintype": "cifs", "shared": 1, "content": "backup", "disk": 5, "maxdisk": 10}]
+    (record,) = parse(resources, [])
+    assert (record.type, record.shared, record.size, record.available) == ("cifs", True, 10, 5)
+
+
+@pytest.mark.parametrize("payload", [{"errors": b"<html>"}, None, "text", 42])
+def test_a_body_that_is_not_a_list_is_a_parse_error(payload):
+    with pytest.raises(ProxmoxError) as info:
+        parse(payload, [])
+    assert info.value.reason == "parse"
+
+
+def test_garbage_sizes_are_a_parse_error():
+    resources = [{"type": "storage", "storage": "x1", "node": "pve1", "status": "available",
+                  "disk": "lots", "maxdisk": 10}]
+    with pytest.raises(ProxmoxError) as info:
+        parse(resources, [])
+    assert info.value.reason == "parse"
+
+
+def test_items_that_are_not_storages_are_ignored():
+    resources = [{"type": "node", "node": "pve1", "id": "node/pve1"}, "junk",
+                 {"type": "storage", "storage": "s1", "node": "pve1", "status": "unknown"}]
+    (record,) = parse(resources, [])
+    assert record.id == "s1" and not record.active

@@ -1,0 +1,131 @@
+"""The seed's behaviour over a real SQLite file, with a fake reader at the Proxmox boundary."""
+
+import os
+import threading
+
+import pytest
+
+from pve_datastore_exporter.proxmox import ProxmoxError
+from pve_datastore_exporter.service import RefreshFailed, Service, StoreError, warnings
+from pve_datastore_exporter.store import Store
+
+from .factories import FakeReader, cluster, config
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_700_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+def make(tmp_path, reader=None, **changes):
+    c = config(tmp_path, **changes)
+    clock = Clock()
+    service = Service(c, reader or FakeReader(), Store(c.database_url), clock=clock)
+    service.start()
+    return service, clock
+
+
+def test_first_call_on_empty_db_fetches_and_takes_env_defaults(tmp_path):
+    reader = FakeReader()
+    service, _ = make(tmp_path, reader, hdd_datastore="ceph-vm")
+    view = service.datastores()
+    assert reader.calls == 1
+    assert (view.default_hdd, view.default_ssd, view.source) == ("ceph-vm", "local", "db")
+    assert [r.record.id for r in view.rows if r.record.enabled] == ["ceph-vm", "local", "local-lvm"]
+    service.datastores()
+    assert reader.calls == 1  # later calls read the DB
+
+
+def test_defaults_survive_refresh_restart_and_vanishing(tmp_path):
+    service, _ = make(tmp_path)
+    service.refresh()
+    service.set_defaults(hdd="ceph-vm", ssd="local-lvm")
+    reader = FakeReader([r for r in cluster() if r.id != "ceph-vm"])
+    restarted, _ = make(tmp_path, reader)
+    restarted.refresh()
+    view = restarted.datastores()
+    assert (view.default_hdd, view.default_ssd) == ("ceph-vm", "local-lvm")
+    assert "default HDD datastore 'ceph-vm' is disabled or gone from the cluster" in warnings(view)
+
+
+def test_configured_default_missing_is_reported_not_replaced(tmp_path):
+    service, _ = make(tmp_path, hdd_datastore="HDD-Storage")
+    view = service.datastores()
+    assert view.default_hdd == "HDD-Storage"
+    assert warnings(view) == ["default HDD datastore 'HDD-Storage' does not exist in the cluster"]
+    assert not any(r.is_default_hdd for r in view.rows if r.record.id != "HDD-Storage")
+
+
+def test_proxmox_down_keeps_cached_data_and_tells_its_age(tmp_path):
+    reader = FakeReader()
+    service, clock = make(tmp_path, reader)
+    service.refresh()
+    reader.error = ProxmoxError("connection", "Proxmox API call failed: connection refused")
+    clock.now += 120
+    with pytest.raises(RefreshFailed) as info:
+        service.refresh()
+    assert info.value.reason == "connection"
+    view = service.datastores()
+    assert len([r for r in view.rows if r.record.enabled]) == 3
+    assert view.refresh.ok is False and view.refresh.reason == "connection"
+    assert service.age() == 120
+
+
+def test_proxmox_down_before_first_refresh_answers_empty_with_env_defaults(tmp_path):
+    service, _ = make(tmp_path, FakeReader(error=ProxmoxError("timeout", "timed out")))
+    view = service.datastores()
+    assert view.rows == () or not any(r.record.enabled for r in view.rows)
+    assert (view.default_hdd, view.default_ssd) == ("local-lvm", "local")
+    assert view.refresh.reason == "timeout"
+
+
+def test_garbage_db_falls_back_to_env_and_refuses_writes(tmp_path):
+    path = tmp_path / "db.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    service, _ = make(tmp_path)
+    with pytest.raises(RefreshFailed) as info:
+        service.refresh()
+    assert info.value.reason == "db"
+    view = service.datastores()
+    assert view.source == "env" and (view.default_hdd, view.default_ssd) == ("local-lvm", "local")
+    assert [r.record.id for r in view.rows if r.record.enabled] == ["ceph-vm", "local", "local-lvm"]
+    with pytest.raises(StoreError):
+        service.set_defaults(hdd="ceph-vm")
+
+
+def test_deleted_db_file_is_recreated_with_the_admins_defaults(tmp_path):
+    service, _ = make(tmp_path)
+    service.refresh()
+    service.set_defaults(hdd="ceph-vm")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(f"{tmp_path}/db.sqlite{suffix}"):
+            os.remove(f"{tmp_path}/db.sqlite{suffix}")
+    service.refresh()
+    view = service.datastores()
+    assert (view.default_hdd, view.source) == ("ceph-vm", "db")
+
+
+def test_concurrent_refreshes_share_one_call(tmp_path):
+    gate = threading.Event()
+    reader = FakeReader(gate=gate)
+    service, _ = make(tmp_path, reader)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(service.refresh())) for _ in range(3)]
+    for t in threads:
+        t.start()
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert reader.calls == 1 and results == [3, 3, 3]
+
+
+def test_listeners_see_every_change(tmp_path):
+    service, _ = make(tmp_path)
+    events = []
+    service.subscribe(lambda view, event: events.append((event, view.default_hdd)))
+    service.refresh()
+    service.set_defaults(hdd="ceph-vm")
+    assert events == [("load", None), ("refresh", "local-lvm"), ("defaults", "ceph-vm")]

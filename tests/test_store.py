@@ -1,0 +1,131 @@
+"""The store on a real SQLite file: schema, upgrade in place, snapshots, defaults."""
+
+import sqlite3
+
+import pytest
+
+from pve_datastore_exporter.store import Store, StoreError, UnknownDatastore
+
+from .factories import SEED_SCHEMA, cluster, record
+
+SEED = {"hdd": "local-lvm", "ssd": "local"}
+
+
+@pytest.fixture
+def path(tmp_path):
+    return tmp_path / "instance" / "proxmox_manager.db"
+
+
+@pytest.fixture
+def store(path):
+    s = Store(f"sqlite:///{path}")
+    s.migrate()
+    return s
+
+
+def rows(path, sql="SELECT id, enabled, is_default_hdd, is_default_ssd FROM datastores ORDER BY id"):
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_fresh_file_gets_the_seed_table_in_wal_mode(store, path):
+    assert path.exists()
+    columns = [r[1] for r in rows(path, "PRAGMA table_info(datastores)")]
+    assert columns[:13] == ["id", "name", "type", "size", "used", "available", "content", "enabled",
+                            "is_default_hdd", "is_default_ssd", "is_system_default", "created_at", "updated_at"]
+    assert rows(path, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_seed_era_database_is_upgraded_with_rows_and_flags_intact(path):
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as conn:
+        conn.executescript(SEED_SCHEMA)
+        conn.execute("INSERT INTO datastores (id, name, type, size, used, available, content, enabled, "
+                     "is_default_hdd, is_default_ssd) VALUES ('HDD-Storage', 'HDD-Storage', 'lvm', 1073741824000, "
+                     "536870912000, 536870912000, 'images', 1, 1, 0)")
+        conn.execute("INSERT INTO datastores (id, name, type, is_default_ssd) VALUES ('local', 'local', 'dir', 1)")
+    store = Store(f"sqlite:///{path}")
+    store.migrate()
+    store.migrate()  # idempotent
+    assert rows(path) == [("HDD-Storage", 1, 1, 0), ("local", 1, 0, 1)]
+    view = store.view()
+    assert (view.default_hdd, view.default_ssd) == ("HDD-Storage", "local")
+    assert view.row("HDD-Storage").record.size == 1073741824000
+    assert {"shared", "active", "present"} <= {r[1] for r in rows(path, "PRAGMA table_info(datastores)")}
+
+
+def test_seed_era_database_with_two_default_hdd_keeps_one(path):
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as conn:
+        conn.executescript(SEED_SCHEMA)
+        conn.execute("INSERT INTO datastores (id, name, type, is_default_hdd, updated_at) "
+                     "VALUES ('a1', 'a1', 'dir', 1, '2024-01-01 00:00:00'), ('b1', 'b1', 'dir', 1, '2025-01-01 00:00:00')")
+    Store(f"sqlite:///{path}").migrate()
+    assert rows(path, "SELECT id FROM datastores WHERE is_default_hdd") == [("b1",)]
+
+
+def test_snapshot_seeds_defaults_from_env_once(store, path):
+    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    assert rows(path) == [("ceph-vm", 1, 0, 0), ("local", 1, 0, 1), ("local-lvm", 1, 1, 0), ("old-iso", 0, 0, 0)]
+    store.set_defaults(hdd="ceph-vm")
+    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    assert store.view().default_hdd == "ceph-vm"
+    assert rows(path, "SELECT id FROM datastores WHERE is_system_default ORDER BY id") == [("local",), ("local-lvm",)]
+
+
+def test_vanished_datastore_keeps_its_row_and_its_flag(store, path):
+    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    store.set_defaults(hdd="ceph-vm")
+    store.replace_snapshot([r for r in cluster() if r.id != "ceph-vm"], seed=SEED, system=SEED)
+    assert ("ceph-vm", 0, 1, 0) in rows(path)
+    view = store.view()
+    assert view.default_hdd == "ceph-vm" and not view.row("ceph-vm").record.enabled
+    assert view.row("ceph-vm").record.nodes == ()
+    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    assert ("ceph-vm", 1, 1, 0) in rows(path)
+
+
+def test_configured_default_missing_from_cluster_is_kept_by_name(store, path):
+    store.replace_snapshot(cluster(), seed={"hdd": "HDD-Storage", "ssd": "local"}, system=SEED)
+    view = store.view()
+    assert view.default_hdd == "HDD-Storage"
+    assert view.row("HDD-Storage").record.type == "unknown" and not view.row("HDD-Storage").record.enabled
+    assert not any(r.is_default_hdd for r in view.rows if r.record.id != "HDD-Storage")
+
+
+def test_set_defaults_refuses_unknown_and_disabled_and_changes_nothing(store, path):
+    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    before = rows(path)
+    for bad in ("nope", "old-iso"):
+        with pytest.raises(UnknownDatastore):
+            store.set_defaults(hdd="ceph-vm", ssd=bad)
+    assert rows(path) == before
+
+
+def test_never_two_defaults_of_a_kind_even_by_hand(store, path):
+    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    assert store.set_defaults(hdd="local", ssd="local") is True
+    assert store.set_defaults(hdd="local") is False
+    assert rows(path, "SELECT count(*) FROM datastores WHERE is_default_hdd") == [(1,)]
+    with pytest.raises(sqlite3.IntegrityError):
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE datastores SET is_default_hdd = 1 WHERE id = 'ceph-vm'")
+
+
+def test_failed_snapshot_leaves_the_old_one(store, path):
+    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    before = rows(path, "SELECT * FROM datastores ORDER BY id"), rows(path, "SELECT * FROM datastore_nodes")
+    broken = cluster() + [record("dup", nodes=("pve1", "pve1"))]  # violates (datastore, node) uniqueness
+    with pytest.raises(StoreError):
+        store.replace_snapshot(broken, seed=SEED, system=SEED)
+    assert (rows(path, "SELECT * FROM datastores ORDER BY id"), rows(path, "SELECT * FROM datastore_nodes")) == before
+
+
+def test_per_node_figures_and_unknown_sizes_round_trip(store):
+    recs = cluster()
+    store.replace_snapshot(recs, seed=SEED, system=SEED)
+    view = store.view()
+    assert view.row("local").record.nodes == recs[0].nodes
+    assert view.row("ceph-vm").record.size == 5000  # shared: once
+    assert view.row("local").record.size == 2000  # local: summed
+    assert store.count_enabled() == 3
