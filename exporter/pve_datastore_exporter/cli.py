@@ -70,15 +70,17 @@ def serve(config: Config, ready=None) -> int:
     server = create_server(create_wsgi(service, exposition, config), host=host, port=port,
                            threads=8, ident="pve-datastore-exporter", clear_untrusted_proxy_headers=True)
     poller.start()
-    log.info("serving on http://%s:%d (refresh every %ss)", host, port, config.refresh_interval or "-")
+    every = f"every {config.refresh_interval}s" if config.refresh_interval else "on demand only"
+    log.info("serving on http://%s:%d (refresh %s)", host, port, every)
     if ready:
         ready(server)
     _stop_on_signals()
     try:
-        server.run()
+        server.run()  # returns when a signal raises KeyboardInterrupt inside its loop
     except KeyboardInterrupt:
-        log.info("stopping")
+        pass
     finally:
+        log.info("stopping")
         poller.stop()
         server.close()
     return 0

@@ -167,6 +167,8 @@ class Config:
             raise ConfigError("PROXMOX_TOKEN_NAME: expected the token name alone, not user!name")
         if self.proxmox_token_name and not self.proxmox_token_value:
             raise ConfigError("PROXMOX_TOKEN_VALUE: not set while PROXMOX_TOKEN_NAME is")
+        if self.proxmox_ca_bundle and not os.access(self.proxmox_ca_bundle, os.R_OK):
+            raise ConfigError(f"PROXMOX_CA_BUNDLE: cannot read {self.proxmox_ca_bundle}; expected a PEM file")
         if not self.proxmox_token_name and not self.proxmox_password:
             raise ConfigError("PROXMOX_TOKEN_NAME: not set; expected an API token (or PROXMOX_PASSWORD)")
 

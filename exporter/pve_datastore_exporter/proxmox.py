@@ -173,6 +173,8 @@ class Reader:
                 raise ProxmoxError(classify(exc), self._scrub(f"Proxmox API call failed: {exc}")) from None
             except ConfigError as exc:
                 raise ProxmoxError("auth", str(exc)) from None
+            except OSError as exc:  # requests raises it for an unreadable PROXMOX_CA_BUNDLE
+                raise ProxmoxError("connection", self._scrub(f"cannot reach Proxmox: {exc}")) from None
             return parse(*payloads)
 
     def _scrub(self, message: str) -> str:

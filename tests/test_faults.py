@@ -1,0 +1,243 @@
+"""Faults injected for real: Proxmox down, 401/5xx/595, hangs, a broken DB, kill -9. What survives?"""
+
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pve_datastore_exporter.simulator import Simulator
+
+from .processes import ExporterProcess, free_port
+from .tools import require_tool
+
+SECRET_API_TOKEN = "api-token-s3cret-0123"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return tmp_path_factory.mktemp("sim-certs")
+
+
+@pytest.fixture
+def sim(certs):
+    s = Simulator(nodes=3, datastores=6, seed=7, state_dir=str(certs), auth_delay=0.05, drift=False)
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def exporter(tmp_path, sim):
+    e = ExporterProcess(tmp_path, {**sim.env(), "PROXMOX_TIMEOUT": "2", "EXPORTER_API_TOKEN": SECRET_API_TOKEN})
+    e.auth = {"Authorization": f"Bearer {SECRET_API_TOKEN}"}
+    e.start()
+    yield e
+    e.stop()
+    logs = e.logs()
+    for secret in (sim.env()["PROXMOX_TOKEN_VALUE"], SECRET_API_TOKEN):
+        assert secret not in logs, "a secret reached the log"
+
+
+def quietly(call, *args):
+    """Run a request whose answer cannot come (its server is about to die)."""
+    try:
+        call(*args, timeout=5)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def enabled_ids(body):
+    return sorted(d["id"] for d in body["datastores"])
+
+
+def test_first_call_fetches_and_answers_from_the_simulated_cluster(exporter, sim):
+    body = exporter.get("/api/datastores").json()
+    assert enabled_ids(body) == ["ceph-vm", "local", "local-lvm", "nas-backup", "tank"]  # old-iso disabled
+    assert (body["default_hdd"], body["default_ssd"], body["source"]) == ("local-lvm", "local", "db")
+    ceph = next(d for d in body["datastores"] if d["id"] == "ceph-vm")
+    assert ceph["size"] == ceph["nodes"][0]["size"] and len(ceph["nodes"]) == 3  # shared: counted once
+    local = next(d for d in body["datastores"] if d["id"] == "local")
+    assert local["size"] == sum(n["size"] for n in local["nodes"])  # local: summed
+    before = sim.request_count
+    for _ in range(5):
+        exporter.get("/metrics")
+        exporter.get("/api/datastores")
+    assert sim.request_count == before  # answers come from the cache
+
+
+def test_proxmox_down_before_the_first_refresh(tmp_path, sim):
+    env = {**sim.env(), "PROXMOX_HOST": f"127.0.0.1:{free_port()}", "PROXMOX_TIMEOUT": "2"}
+    e = ExporterProcess(tmp_path, env).start()
+    try:
+        body = e.get("/api/datastores").json()
+        assert body["datastores"] == [] and (body["default_hdd"], body["source"]) == ("local-lvm", "env")
+        assert body["last_refresh"]["ok"] is False and body["last_refresh"]["reason"] == "connection"
+        response = e.post("/api/datastores/refresh")
+        assert response.status_code == 502 and response.json()["error"] == "proxmox_error"
+        assert "pve_datastore_up 0.0" in e.get("/metrics").text
+    finally:
+        e.stop()
+
+
+@pytest.mark.parametrize("faults,reason", [
+    ({"status": 503, "reason": "Service Unavailable"}, "http_5xx"),
+    ({"status": 595, "reason": "No route to host"}, "http_5xx"),
+    ({"auth_fail": True}, "auth"),
+    ({"malformed": True}, "parse"),
+    ({"hang": True, "hang_seconds": 10}, "timeout"),
+])
+def test_proxmox_failing_after_a_refresh_keeps_serving_the_cache(exporter, sim, faults, reason):
+    first = exporter.get("/api/datastores").json()
+    sim.set_faults(**faults)
+    response = exporter.post("/api/datastores/refresh", headers=exporter.auth)
+    assert response.status_code == 502 and f"({reason})" in response.json()["message"]
+    body = exporter.get("/api/datastores").json()
+    assert enabled_ids(body) == enabled_ids(first) and body["source"] == "db"
+    assert body["last_refresh"]["ok"] is False and body["last_refresh"]["reason"] == reason
+    assert body["last_refresh"]["age_seconds"] >= 0
+    metrics = exporter.get("/metrics").text
+    assert "pve_datastore_up 0.0" in metrics and 'pve_datastore_size_bytes{datastore="ceph-vm",node="pve1"}' in metrics
+    assert f'pve_datastore_refresh_failures_total{{reason="{reason}"}} 1.0' in metrics
+    sim.clear_faults()
+    assert exporter.post("/api/datastores/refresh", headers=exporter.auth).status_code == 200
+    assert "pve_datastore_up 1.0" in exporter.get("/metrics").text
+
+
+def test_a_hanging_cluster_never_blocks_the_answers(exporter, sim):
+    exporter.get("/api/datastores")
+    sim.set_faults(hang=True, hang_seconds=10)
+    worker = threading.Thread(target=exporter.post, args=("/api/datastores/refresh",), kwargs={"headers": exporter.auth})
+    worker.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    assert exporter.get("/api/datastores").status_code == 200
+    assert exporter.get("/metrics").status_code == 200
+    assert time.monotonic() - started < 1.5  # answered while the refresh waits on Proxmox
+    worker.join(15)
+    sim.clear_faults()
+
+
+def test_password_login_works_and_a_wrong_one_is_an_auth_failure(tmp_path, sim):
+    env = {k: v for k, v in sim.env().items() if not k.startswith("PROXMOX_TOKEN")}
+    good = ExporterProcess(tmp_path, {**env, "PROXMOX_PASSWORD": sim.password}).start()
+    try:
+        assert len(good.get("/api/datastores").json()["datastores"]) == 5
+    finally:
+        good.stop()
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    bad = ExporterProcess(bad_dir, {**env, "PROXMOX_PASSWORD": "wrong-pass-s3cret"}).start()
+    try:
+        body = bad.get("/api/datastores").json()
+        assert body["last_refresh"]["reason"] == "auth"
+    finally:
+        bad.stop()
+    assert "wrong-pass-s3cret" not in bad.logs()
+
+
+def test_db_locked_by_another_writer(exporter):
+    exporter.get("/api/datastores")
+    holder = sqlite3.connect(exporter.db, timeout=1)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        response = exporter.post("/api/datastores/default", json={"hdd_datastore_id": "ceph-vm"}, headers=exporter.auth)
+        assert response.status_code == 503 and response.json()["error"] == "db_unavailable"
+        assert exporter.get("/api/datastores").status_code == 200
+    finally:
+        holder.rollback()
+        holder.close()
+    response = exporter.post("/api/datastores/default", json={"hdd_datastore_id": "ceph-vm"}, headers=exporter.auth)
+    assert response.status_code == 200
+
+
+def test_db_deleted_under_the_running_exporter(exporter):
+    exporter.get("/api/datastores")
+    exporter.post("/api/datastores/default", json={"hdd_datastore_id": "ceph-vm"}, headers=exporter.auth)
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(f"{exporter.db}{suffix}"):
+            os.remove(f"{exporter.db}{suffix}")
+    body = exporter.get("/api/datastores").json()
+    assert exporter.get("/healthz").status_code == 200 and body["success"] is True
+    assert exporter.post("/api/datastores/refresh", headers=exporter.auth).status_code == 200
+    body = exporter.get("/api/datastores").json()
+    assert (body["default_hdd"], body["source"]) == ("ceph-vm", "db")
+    with sqlite3.connect(exporter.db) as conn:
+        assert conn.execute("SELECT id FROM datastores WHERE is_default_hdd").fetchall() == [("ceph-vm",)]
+
+
+def test_db_replaced_by_garbage(exporter):
+    exporter.get("/api/datastores")
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(f"{exporter.db}{suffix}"):
+            os.remove(f"{exporter.db}{suffix}")
+    exporter.db.write_bytes(os.urandom(8192))
+    body = exporter.get("/api/datastores").json()
+    assert body["source"] == "env" and len(body["datastores"]) == 5
+    response = exporter.post("/api/datastores/default", json={"hdd_datastore_id": "ceph-vm"}, headers=exporter.auth)
+    assert response.status_code == 503
+    response = exporter.post("/api/datastores/refresh", headers=exporter.auth)
+    assert response.status_code == 503 and response.json()["error"] == "db_unavailable"
+    metrics = exporter.get("/metrics").text
+    assert 'pve_datastore_default{role="hdd",datastore="local-lvm",source="env"} 1' in metrics
+    assert 'pve_datastore_refresh_failures_total{reason="db"} 1.0' in metrics
+
+
+def test_db_read_only(request, sim):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the exporter as another user")  # CI runs as root
+    require_tool("setpriv")
+    data = Path(tempfile.mkdtemp(prefix="pvedx-ro-"))  # pytest's tmp dirs are 0700: nobody could not enter
+    request.addfinalizer(lambda: shutil.rmtree(data, ignore_errors=True))
+    env = {**sim.env(), "PROXMOX_CA_BUNDLE": shutil.copy(sim.ca_file, data / "ca.pem")}
+    first = ExporterProcess(data, env).start()
+    first.get("/api/datastores")
+    first.post("/api/datastores/default", json={"hdd_datastore_id": "ceph-vm"})
+    first.stop()
+    os.chmod(data, 0o755)  # owned by root: the exporter running as nobody can read, not write
+    for path in data.iterdir():
+        os.chmod(path, 0o644)
+    e = ExporterProcess(data, env, user="65534").start()
+    try:
+        body = e.get("/api/datastores").json()
+        assert body["success"] is True and body["default_hdd"] in ("ceph-vm", "local-lvm")
+        response = e.post("/api/datastores/default", json={"hdd_datastore_id": "local"})
+        assert response.status_code == 503 and response.json()["error"] == "db_unavailable"
+        response = e.post("/api/datastores/refresh")
+        assert response.status_code == 503, e.logs()[-3000:]
+        assert 'pve_datastore_size_bytes{datastore="ceph-vm",node="pve1"}' in e.get("/metrics").text
+    finally:
+        e.stop()
+    with sqlite3.connect(data / "db.sqlite") as conn:
+        assert conn.execute("SELECT id FROM datastores WHERE is_default_hdd").fetchall() == [("ceph-vm",)]
+
+
+def test_kill_9_during_a_refresh_loses_nothing(tmp_path, sim):
+    e = ExporterProcess(tmp_path, {**sim.env(), "PROXMOX_TIMEOUT": "30"}).start()
+    e.get("/api/datastores")
+    e.post("/api/datastores/default", json={"hdd_datastore_id": "ceph-vm", "ssd_datastore_id": "tank"})
+    sim.set_faults(hang=True, hang_seconds=20)
+    threading.Thread(target=quietly, args=(e.post, "/api/datastores/refresh"), daemon=True).start()
+    time.sleep(0.5)
+    e.kill9()
+    sim.clear_faults()
+    with sqlite3.connect(e.db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    again = ExporterProcess(tmp_path, sim.env()).start()
+    try:
+        body = again.get("/api/datastores").json()
+        assert (body["default_hdd"], body["default_ssd"], body["source"]) == ("ceph-vm", "tank", "db")
+        assert len(body["datastores"]) == 5
+    finally:
+        again.stop()
+
+
+def test_sigterm_stops_cleanly(tmp_path, sim):
+    e = ExporterProcess(tmp_path, {**sim.env(), "EXPORTER_REFRESH_INTERVAL": "1"}).start()
+    time.sleep(0.5)
+    assert e.stop() == 0
+    assert "stopping" in e.logs()

@@ -1,0 +1,68 @@
+"""Golden files: the whole exposition and the seed's JSON. Regenerate with `make golden`."""
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pve_datastore_exporter.metrics import Exposition
+from pve_datastore_exporter.service import Service
+from pve_datastore_exporter.store import Store
+from pve_datastore_exporter.web import datastores_answer
+
+from .factories import FakeReader, cluster, config, record
+from .tools import require_tool
+
+DATA = Path(__file__).parent / "data"
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+
+
+def golden(name: str, actual: str) -> None:
+    path = DATA / name
+    if UPDATE:
+        path.write_text(actual)
+    assert path.exists(), f"{path} is missing: run `make golden`"
+    assert actual == path.read_text(), f"{name} changed: check the diff, then `make golden`"
+
+
+@pytest.fixture
+def service(tmp_path):
+    records = cluster() + [record("nas-backup", "nfs", 9000, 1000, shared=True, nodes=("pve1", "pve2"),
+                                  content="backup,iso")]
+    c = config(tmp_path, hdd_datastore="ceph-vm")
+    s = Service(c, FakeReader(records), Store(c.database_url), clock=lambda: 1_700_000_000.0)
+    s.start()
+    s.refresh()
+    return s
+
+
+def test_exposition_golden(service):
+    exposition = Exposition(process=False)
+    service.subscribe(exposition)
+    exposition.failures.labels("timeout").inc()
+    golden("golden_metrics.txt", exposition.scrape(use_gzip=False).decode())
+
+
+def test_promtool_finds_nothing_to_say_about_the_golden_exposition():
+    promtool = require_tool("promtool")
+    text = (DATA / "golden_metrics.txt").read_bytes()
+    done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=30)
+    assert done.returncode == 0 and done.stdout.strip() == b"" and done.stderr.strip() == b"", done
+
+
+def test_promtool_accepts_a_live_exposition_with_process_metrics(service):
+    promtool = require_tool("promtool")
+    exposition = Exposition()
+    service.subscribe(exposition)
+    done = subprocess.run([promtool, "check", "metrics"], input=exposition.scrape(False), capture_output=True, timeout=30)
+    assert done.returncode == 0, done
+
+
+def test_seed_json_golden(service):
+    answer = datastores_answer(service.datastores(), service.age())
+    text = json.dumps(answer, indent=2, ensure_ascii=False) + "\n"
+    text = re.sub(r'"updated_at": "[^"]+"', '"updated_at": "<timestamp>"', text)
+    golden("golden_datastores.json", text)

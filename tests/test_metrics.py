@@ -1,0 +1,108 @@
+"""The exposition follows the view: staleness is honest, vanished datastores drop out, fallback shows."""
+
+import gzip
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from pve_datastore_exporter.metrics import Exposition, render_datastores
+from pve_datastore_exporter.proxmox import ProxmoxError
+from pve_datastore_exporter.records import DatastoreRecord, DatastoreRow, NodeFigures, View
+from pve_datastore_exporter.service import RefreshFailed, Service
+from pve_datastore_exporter.store import Store
+
+from .factories import FakeReader, cluster, config
+
+
+def samples(exposition: Exposition) -> dict:
+    text = exposition.scrape(use_gzip=False).decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(found, name, **labels):
+    return found.get((name, tuple(sorted(labels.items()))))
+
+
+def running(tmp_path, reader, **changes):
+    c = config(tmp_path, **changes)
+    service = Service(c, reader, Store(c.database_url))
+    exposition = Exposition(process=False)
+    service.subscribe(exposition)
+    service.start()
+    return service, exposition
+
+
+def test_unknown_node_has_active_zero_and_no_capacity_series():
+    view = View(rows=(DatastoreRow(DatastoreRecord("tank", "zfspool", nodes=(
+        NodeFigures("pve2", True, 10, 4, 6), NodeFigures("pve3", False)))),))
+    text = render_datastores(view).decode()
+    assert 'pve_datastore_size_bytes{datastore="tank",node="pve2"} 10' in text
+    assert 'node="pve3"} ' not in text.replace('pve_datastore_active{datastore="tank",node="pve3"} 0', "")
+    assert 'pve_datastore_active{datastore="tank",node="pve3"} 0' in text
+
+
+def test_label_values_are_escaped():
+    view = View(rows=(DatastoreRow(DatastoreRecord("odd", 'we"ird\\type\n')),))
+    assert 'type="we\\"ird\\\\type\\n"' in render_datastores(view).decode()
+
+
+def test_proxmox_failing_keeps_last_series_and_counts_the_reason(tmp_path):
+    reader = FakeReader()
+    service, exposition = running(tmp_path, reader)
+    service.refresh()
+    assert value(samples(exposition), "pve_datastore_up") == 1
+    reader.error = ProxmoxError("auth", "401 Unauthorized: Authentication failed!")
+    for _ in range(2):
+        try:
+            service.refresh()
+        except RefreshFailed:
+            pass
+    found = samples(exposition)
+    assert value(found, "pve_datastore_up") == 0
+    assert value(found, "pve_datastore_refresh_failures_total", reason="auth") == 2
+    assert value(found, "pve_datastore_size_bytes", datastore="ceph-vm", node="pve1") == 5000
+    assert value(found, "pve_datastore_refresh_duration_seconds_count") == 3
+    reader.error = None
+    service.refresh()
+    assert value(samples(exposition), "pve_datastore_up") == 1
+
+
+def test_vanished_datastore_drops_out_at_the_next_refresh(tmp_path):
+    reader = FakeReader()
+    service, exposition = running(tmp_path, reader)
+    service.refresh()
+    reader.records = [r for r in cluster() if r.id != "ceph-vm"]
+    service.refresh()
+    found = samples(exposition)
+    assert value(found, "pve_datastore_size_bytes", datastore="ceph-vm", node="pve1") is None
+    info = [k for k in found if k[0] == "pve_datastore_info" and ("datastore", "ceph-vm") in k[1]]
+    assert info and ("enabled", "false") in info[0][1]
+
+
+def test_db_fallback_shows_source_env(tmp_path):
+    (tmp_path / "db.sqlite").write_bytes(b"garbage" * 1000)
+    service, exposition = running(tmp_path, FakeReader())
+    try:
+        service.refresh()
+    except RefreshFailed:
+        pass
+    found = samples(exposition)
+    assert value(found, "pve_datastore_default", role="hdd", datastore="local-lvm", source="env") == 1
+    assert value(found, "pve_datastore_refresh_failures_total", reason="db") == 1
+    assert value(found, "pve_datastore_size_bytes", datastore="local", node="pve1") == 1000
+
+
+def test_default_change_rerenders_without_a_refresh(tmp_path):
+    reader = FakeReader()
+    service, exposition = running(tmp_path, reader)
+    service.refresh()
+    service.set_defaults(ssd="ceph-vm")
+    assert value(samples(exposition), "pve_datastore_default", role="ssd", datastore="ceph-vm", source="db") == 1
+    assert reader.calls == 1
+
+
+def test_gzip_body_is_the_plain_body(tmp_path):
+    service, exposition = running(tmp_path, FakeReader())
+    service.refresh()
+    plain = exposition.scrape(use_gzip=False)
+    assert gzip.decompress(exposition.scrape(use_gzip=True)) == plain

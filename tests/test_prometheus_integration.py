@@ -1,0 +1,264 @@
+"""End to end: simulated cluster -> exporter (`serve`) -> real Prometheus with the rules -> every
+dashboard query answers, every rule group is healthy."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests import grafana_queries as gq
+from tests.tools import require_tool
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "prometheus" / "alerts.yml"
+GIB = 1 << 30
+CAPACITY = re.compile(r"pve_datastore_(size|used|available)_bytes")
+SHARED_AND_LOCAL = {"ceph-vm", "local-lvm"}  # one shared (rbd) and one local (lvmthin) datastore
+# The exporter's and Prometheus' settings must not leak in from the developer's shell.
+OWN_VARIABLES = ("PROXMOX_", "EXPORTER_", "DATABASE_URL")
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(what, check, timeout=30.0, interval=0.25):
+    """Poll `check()` until it returns a truthy value; fail naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+        except (requests.RequestException, KeyError, IndexError, ValueError):
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}", pytrace=False)
+        time.sleep(interval)
+
+
+def exporter_command():
+    script = Path(sys.executable).parent / "pve-datastore-exporter"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "pve_datastore_exporter"]
+
+
+class Prometheus:
+    """A real Prometheus on loopback with a temporary TSDB, scraping one target every second."""
+
+    def __init__(self, workdir: Path, target: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = workdir / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
+            f"rule_files: ['{RULES}']\n"
+            "scrape_configs:\n"
+            "  - job_name: pve-datastore\n"
+            f"    static_configs: [{{targets: ['{target}']}}]\n")
+        self.log = workdir / "prometheus.log"
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [require_tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+
+    def api(self, path, **params):
+        reply = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
+        body = reply.json()
+        assert body["status"] == "success", (path, params, body)
+        return body["data"]
+
+    def query(self, expr):
+        return self.api("query", query=expr)["result"]
+
+    def stop(self):
+        stop_process(self.process)
+
+
+def stop_process(process):
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """Simulator (drifting every second) + exporter subprocess + Prometheus, with a few samples."""
+    prometheus_path = require_tool("prometheus")  # skip (or fail in CI) before starting anything
+    assert prometheus_path
+    from pve_datastore_exporter.simulator import Simulator
+
+    workdir = tmp_path_factory.mktemp("stack")
+    # drift_rate is a fraction of the size per hour: 3.6 moves usage by 0.1 % of the size each second.
+    sim = Simulator(nodes=3, datastores=6, seed=1, state_dir=workdir / "sim", drift=True, drift_rate=3.6,
+                    auth_delay=0.1).start()
+    # A local and a shared datastore certainly fill up, so "Time until full" lists both kinds.
+    sim.cluster.set_rate("local-lvm", GIB)
+    sim.cluster.set_rate("ceph-vm", 16 * GIB)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_VARIABLES)}
+    env.update(sim.env(), DATABASE_URL=f"sqlite:///{workdir / 'db.sqlite'}",
+               EXPORTER_LISTEN_ADDRESS=f"127.0.0.1:{port}", EXPORTER_REFRESH_INTERVAL="1",
+               EXPORTER_LOG_LEVEL="WARNING")
+    exporter_log = workdir / "exporter.log"
+    with open(exporter_log, "w") as log:
+        exporter = subprocess.Popen([*exporter_command(), "--env-file", str(workdir / "absent.env"), "serve"],
+                                    env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    prometheus = None
+    try:
+        exporter_url = f"http://127.0.0.1:{port}"
+        wait_for("the exporter's first refresh",
+                 lambda: "pve_datastore_up 1" in requests.get(exporter_url + "/metrics", timeout=2).text)
+        prometheus = Prometheus(workdir, f"127.0.0.1:{port}")
+        wait_for("Prometheus to be ready", lambda: requests.get(prometheus.url + "/-/ready", timeout=2).ok)
+        # deriv/predict_linear need several distinct samples of every capacity series.
+        wait_for("8 samples per capacity series", lambda: prometheus.query(
+            "min(count_over_time(pve_datastore_used_bytes[1m])) >= 8"))
+        yield prometheus, exporter_url
+    except BaseException:
+        for path in (exporter_log, workdir / "prometheus.log"):
+            if path.exists():
+                print(f"--- {path.name}\n{path.read_text()[-4000:]}")
+        raise
+    finally:
+        if prometheus:
+            prometheus.stop()
+        stop_process(exporter)
+        sim.stop()
+
+
+def label_values(prometheus, query):
+    """Resolve a `label_values(...)` variable query the way Grafana does, through the HTTP API."""
+    selector, label = gq.parse_label_values(query)
+    if selector is None:
+        return sorted(prometheus.api(f"label/{label}/values"))
+    series = prometheus.api("series", **{"match[]": selector, "start": time.time() - 300})
+    return sorted({s[label] for s in series if label in s})
+
+
+def resolve_variables(prometheus, dashboard, all_value=None):
+    """Variable values in dashboard order; multi-value ones get every value (or `all_value`)."""
+    values = {}
+    for variable in gq.variables(dashboard):
+        if variable["type"] == "datasource":
+            values[variable["name"]] = "prometheus"
+            continue
+        found = label_values(prometheus, gq.substitute(gq.variable_query(variable), values))
+        assert found, f"variable ${variable['name']} has no values"
+        if not variable.get("multi"):
+            values[variable["name"]] = gq.regex_value(found[:1])
+        else:
+            values[variable["name"]] = all_value or gq.regex_value(found)
+    return values
+
+
+def test_every_rule_group_loads_and_evaluates_ok(stack):
+    prometheus, _ = stack
+    expected = set(re.findall(r"^  - name: (\S+)", RULES.read_text(), re.MULTILINE))
+    assert expected
+
+    def healthy():
+        groups = prometheus.api("rules")["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        return {g["name"] for g in groups} == expected and rules and all(r["health"] == "ok" for r in rules)
+
+    wait_for("every rule to be evaluated with health ok", healthy, timeout=15)
+    rules = [r for g in prometheus.api("rules")["groups"] for r in g["rules"]]
+    assert len(rules) == RULES.read_text().count("\n      - alert: ") + RULES.read_text().count("\n      - record: ")
+    assert not [r for r in rules if r.get("lastError")]
+
+
+def test_variables_resolve_from_prometheus(stack):
+    prometheus, _ = stack
+    values = resolve_variables(prometheus, gq.load())
+    assert values["job"] == "pve-datastore"
+    assert values["node"] == "(pve1|pve2|pve3)"
+    assert "local-lvm" in values["datastore"] and "ceph-vm" in values["datastore"]
+    assert "rbd" in values["type"]
+
+
+@pytest.mark.parametrize("all_value", [None, ".*"], ids=["every-value", "all"])
+def test_every_dashboard_query_answers_with_data(stack, all_value):
+    prometheus, _ = stack
+    dashboard = gq.load()
+    values = resolve_variables(prometheus, dashboard, all_value)
+    empty, one_sided = [], []
+    count = 0
+    for panel, target in gq.iter_targets(dashboard):
+        expr = gq.substitute(target["expr"], values)
+        count += 1
+        result = prometheus.query(expr)
+        datastores = {s["metric"]["datastore"] for s in result if "datastore" in s["metric"]}
+        if not result:
+            empty.append(f"{panel['title']} [{target['refId']}]: {expr}")
+        elif CAPACITY.search(expr) and datastores and not SHARED_AND_LOCAL <= datastores:
+            # Both halves of the shared/local split must answer, not just one of them.
+            one_sided.append(f"{panel['title']} [{target['refId']}]: {sorted(datastores)}")
+    assert count >= 20
+    assert not empty, "queries without data:\n" + "\n".join(empty)
+    assert not one_sided, "queries missing shared or local datastores:\n" + "\n".join(one_sided)
+    for annotation in dashboard["annotations"]["list"]:
+        if "expr" in annotation:
+            prometheus.query(gq.substitute(annotation["expr"], values))  # valid, possibly empty
+
+
+@pytest.mark.parametrize("title, key, tolerance", [
+    ("Capacity", "size", 0.0),  # sizes do not drift: exact
+    ("Used", "used", 0.02),  # usage drifts by 0.1 % of the size a second
+    ("Available", "available", 0.02),
+])
+def test_dashboard_totals_match_the_exporter_api(stack, title, key, tolerance):
+    # The API's figures are cluster-wide (shared once, local summed): the dashboard must agree.
+    prometheus, exporter_url = stack
+    dashboard = gq.load()
+    values = resolve_variables(prometheus, dashboard, ".*")
+    panel = next(p for p in gq.iter_panels(dashboard) if p["title"] == title)
+    (sample,) = prometheus.query(gq.substitute(panel["targets"][0]["expr"], values))
+    datastores = requests.get(exporter_url + "/api/datastores", timeout=5).json()["datastores"]
+    expected = sum(d[key] for d in datastores if d["active"] and d["size"])
+    assert float(sample["value"][1]) == pytest.approx(expected, rel=tolerance)
+
+
+def test_datastores_table_queries_line_up_for_the_merge(stack):
+    # Grafana's merge transformation joins the table's queries on their labels: every query must
+    # answer for the same (job, instance, datastore) rows, or the table shows half-empty rows.
+    prometheus, _ = stack
+    dashboard = gq.load()
+    values = resolve_variables(prometheus, dashboard, ".*")
+    table = next(p for p in gq.iter_panels(dashboard) if p["title"] == "Datastores")
+    keys = {}
+    for target in table["targets"]:
+        result = prometheus.query(gq.substitute(target["expr"], values))
+        keys[target["refId"]] = sorted((s["metric"]["instance"], s["metric"]["datastore"]) for s in result)
+    assert len({tuple(k) for k in keys.values()}) == 1, keys
+    assert len(keys["A"]) == 5  # local, local-lvm, ceph-vm, nas-backup, tank; old-iso is disabled
+
+
+def test_shared_datastores_are_one_series_local_ones_one_per_node(stack):
+    prometheus, _ = stack
+    shared = prometheus.query('datastore:pve_datastore_available_bytes:ratio{datastore="ceph-vm"}')
+    assert len(shared) == 1 and "node" not in shared[0]["metric"]
+    local = prometheus.query('datastore:pve_datastore_available_bytes:ratio{datastore="local-lvm"}')
+    assert sorted(s["metric"]["node"] for s in local) == ["pve1", "pve2", "pve3"]
+    assert not prometheus.query('datastore:pve_datastore_available_bytes:ratio{datastore="old-iso"}')
+
+
+def test_a_healthy_exporter_raises_no_health_or_default_alert(stack):
+    prometheus, _ = stack
+    alerts = prometheus.api("alerts")["alerts"]
+    names = {a["labels"]["alertname"] for a in alerts}
+    assert not names & {"PveDatastoreExporterRefreshFailing", "PveDatastoreExporterStale",
+                        "PveDatastoreExporterDown", "PveDefaultDatastoreMissing"}, alerts
