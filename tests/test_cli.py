@@ -1,0 +1,98 @@
+"""The command line as an operator runs it: real processes, a real SQLite file, the simulator."""
+
+import sqlite3
+import subprocess
+import time
+
+import pytest
+import requests
+
+from pve_datastore_exporter.simulator import Simulator
+
+from .factories import SEED_SCHEMA
+from .processes import BIN, free_port
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    s = Simulator(nodes=3, datastores=6, seed=3, state_dir=str(tmp_path_factory.mktemp("certs")),
+                  auth_delay=0.05, drift=False)
+    s.start()
+    yield s
+    s.stop()
+
+
+def run(tmp_path, env, *args, timeout=60):
+    full = {"PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", **env}
+    return subprocess.run([str(BIN), "--env-file", str(tmp_path / ".env"), *args], env=full, capture_output=True,
+                          text=True, timeout=timeout, cwd=tmp_path)
+
+
+def test_version():
+    done = subprocess.run([str(BIN), "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("pve-datastore-exporter ")
+
+
+def test_wrong_setting_stops_with_one_line_naming_it(tmp_path):
+    done = run(tmp_path, {"PROXMOX_HOST": "pve1", "PROXMOX_PORT": "eighty"}, "serve")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "configuration error: PROXMOX_PORT: invalid value 'eighty'; expected a whole number from 1 to 65535"]
+
+
+def test_check_config_masks_secrets_and_reads_env_file(tmp_path, sim):
+    env = sim.env()
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()) + "EXPORTER_API_TOKEN=tok-s3cret\n")
+    done = run(tmp_path, {}, "check-config")
+    assert done.returncode == 0, done.stderr
+    assert env["PROXMOX_TOKEN_VALUE"] not in done.stdout and "tok-s3cret" not in done.stdout
+    assert "PROXMOX_TOKEN_VALUE" in done.stdout and "***" in done.stdout and env["PROXMOX_HOST"] in done.stdout
+
+
+def test_refresh_list_and_set_default(tmp_path, sim):
+    env = sim.env()
+    done = run(tmp_path, env, "refresh")
+    assert done.returncode == 0 and done.stdout.strip() == "refreshed 5 datastores", done.stderr
+    done = run(tmp_path, env, "set-default", "--hdd", "ceph-vm")
+    assert done.returncode == 0 and "default HDD: ceph-vm" in done.stdout
+    done = run(tmp_path, env, "set-default", "--ssd", "no-such")
+    assert done.returncode == 1 and "no-such" in done.stderr
+    listing = run(tmp_path, env, "list").stdout.splitlines()
+    assert listing[0].split()[:4] == ["Name", "Type", "Status", "Total"]
+    rows = {line.split()[0]: line for line in listing[1:-1]}
+    assert sorted(rows) == ["ceph-vm", "local", "local-lvm", "nas-backup", "tank"]
+    assert rows["ceph-vm"].rstrip().endswith("hdd") and rows["local"].rstrip().endswith("ssd")
+    assert listing[-1] == "default HDD: ceph-vm  default SSD: local  (source: db)"
+
+
+def test_init_db_upgrades_a_seed_database_in_place(tmp_path):
+    db = tmp_path / "db.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(SEED_SCHEMA)
+        conn.execute("INSERT INTO datastores (id, name, type, size, is_default_hdd) VALUES ('HDD-Storage', 'HDD-Storage', 'lvm', 42, 1)")
+    done = run(tmp_path, {}, "init-db")
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT id, size, is_default_hdd, enabled FROM datastores").fetchall() == [("HDD-Storage", 42, 1, 1)]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"datastores", "datastore_nodes", "refresh_state"} <= tables
+
+
+def test_demo_answers_within_60_seconds(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([str(BIN), "demo", "--listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, body = time.monotonic() + 60, None
+        while time.monotonic() < deadline and not body:
+            try:
+                body = requests.get(f"http://127.0.0.1:{port}/api/datastores", timeout=2).json()
+            except requests.RequestException:
+                time.sleep(0.2)
+        assert body and len(body["datastores"]) == 5 and body["source"] == "db"
+        assert 'pve_datastore_up 1.0' in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=15)
+    assert proc.returncode == 0, out
+    assert f"http://127.0.0.1:{port}/metrics" in out
