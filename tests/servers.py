@@ -38,7 +38,7 @@ class Exporter:
 
     def close(self):
         self.http.close()
-        self.server.close()
-        for channel in list(self.server._map.values()):  # keep-alive channels hold run() open
-            channel.close()
+        # Close every channel from inside the loop's own thread, so select() never sees a dead fd;
+        # run() returns once its map is empty.
+        self.server.trigger.pull_trigger(lambda: [ch.close() for ch in list(self.server._map.values())])
         self.thread.join(5)
