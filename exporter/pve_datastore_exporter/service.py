@@ -65,7 +65,8 @@ class Service:
     def datastores(self) -> View:
         """The seed's GET: the DB's view; the first call on an empty DB fetches from Proxmox."""
         try:
-            if self._store.is_empty() and self._view.refresh.last_success is None:
+            # Only until the first attempt ends: a cluster that is down must not stall every GET.
+            if self._view.refresh.last_attempt is None and self._store.is_empty():
                 try:
                     self.refresh()
                 except RefreshFailed as exc:
@@ -120,7 +121,8 @@ class Service:
             self._store.replace_snapshot(records, seed=seed, system=system)
             view = self._load()
         except StoreError as exc:
-            fallback = self._env_view(View(rows=tuple(DatastoreRow(record=r) for r in sorted(records, key=lambda r: r.id))))
+            rows = tuple(DatastoreRow(record=r) for r in sorted(records, key=lambda r: r.id))
+            fallback = self._env_view(View(rows=rows))
             message = f"database write failed: {exc}"
             self._finish(started, "db", message, fallback, fetched=True)
             raise RefreshFailed("db", message) from None

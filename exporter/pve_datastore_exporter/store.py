@@ -248,10 +248,10 @@ class Store:
         """Write the bookkeeping row."""
         with self.database.connection_context(), self.database.atomic():
             self.database.create_tables([RefreshState], safe=True)
-            (RefreshState.insert(id=1, last_attempt=info.last_attempt, last_success=info.last_success,
-                                 ok=info.ok, error=info.error, reason=info.reason,
-                                 duration=info.duration, count=info.count)
-             .on_conflict_replace().execute())
+            fields = {"last_attempt": info.last_attempt, "last_success": info.last_success, "ok": info.ok,
+                      "error": info.error, "reason": info.reason, "duration": info.duration, "count": info.count}
+            (RefreshState.insert(id=1, **fields)
+             .on_conflict(conflict_target=[RefreshState.id], update=fields).execute())
 
     def count_enabled(self) -> int:
         """How many enabled datastores the cluster has."""
