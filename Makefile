@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo test lint bench golden clean
+.PHONY: help venv demo test lint bench golden screenshot clean
 
 help:
 	@echo "make demo   - run the exporter against the simulated Proxmox cluster"
@@ -12,6 +12,7 @@ help:
 	@echo "make lint   - ruff"
 	@echo "make bench  - benchmark against prometheus-pve-exporter (writes tests/bench/results.md)"
 	@echo "make golden - regenerate golden files (exposition, seed JSON)"
+	@echo "make screenshot - docs/screenshot*.png of the page from a real browser run"
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,9 @@ golden: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench.run
+
+screenshot: $(STAMP)
+	$(BIN)/python -m tests.screenshot
 
 clean:
 	rm -rf $(VENV) build *.egg-info exporter/*.egg-info .pytest_cache

@@ -183,7 +183,9 @@ def create_app(service: Service, config: Config) -> Flask:
     @app.get("/")
     def page():
         answer = datastores_answer(service.datastores(), service.age())
-        return render_template("index.html", answer=answer, token_required=bool(config.api_token))
+        response = app.make_response(render_template("index.html", answer=answer, token_required=bool(config.api_token)))
+        response.headers["Cache-Control"] = "no-store"  # the page shows live state; never a stale copy
+        return response
 
     return app
 
