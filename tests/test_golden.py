@@ -43,7 +43,7 @@ def test_exposition_golden(service):
     exposition = Exposition(process=False)
     service.subscribe(exposition)
     exposition.failures.labels("timeout").inc()
-    golden("golden_metrics.txt", exposition.scrape(use_gzip=False).decode())
+    golden("golden_metrics.txt", b"".join(exposition.scrape(use_gzip=False)).decode())
 
 
 def test_promtool_finds_nothing_to_say_about_the_golden_exposition():
@@ -57,7 +57,7 @@ def test_promtool_accepts_a_live_exposition_with_process_metrics(service):
     promtool = require_tool("promtool")
     exposition = Exposition()
     service.subscribe(exposition)
-    done = subprocess.run([promtool, "check", "metrics"], input=exposition.scrape(False), capture_output=True, timeout=30)
+    done = subprocess.run([promtool, "check", "metrics"], input=b"".join(exposition.scrape(False)), capture_output=True, timeout=30)
     assert done.returncode == 0, done
 
 

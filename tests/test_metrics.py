@@ -14,7 +14,7 @@ from .factories import FakeReader, cluster, config
 
 
 def samples(exposition: Exposition) -> dict:
-    text = exposition.scrape(use_gzip=False).decode()
+    text = b"".join(exposition.scrape(use_gzip=False)).decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
 
@@ -104,5 +104,22 @@ def test_default_change_rerenders_without_a_refresh(tmp_path):
 def test_gzip_body_is_the_plain_body(tmp_path):
     service, exposition = running(tmp_path, FakeReader())
     service.refresh()
-    plain = exposition.scrape(use_gzip=False)
-    assert gzip.decompress(exposition.scrape(use_gzip=True)) == plain
+    plain = b"".join(exposition.scrape(use_gzip=False))
+    assert gzip.decompress(b"".join(exposition.scrape(use_gzip=True))) == plain
+
+
+def test_self_metrics_are_reused_for_a_second_but_every_change_shows_at_once(tmp_path):
+    now = [100.0]
+    c = config(tmp_path)
+    service = Service(c, FakeReader(), Store(c.database_url))
+    exposition = Exposition(process=False, clock=lambda: now[0])
+    service.subscribe(exposition)
+    service.start()
+    assert value(samples(exposition), "pve_datastore_up") == 0
+    service.refresh()  # a change: shown by the very next scrape
+    assert value(samples(exposition), "pve_datastore_up") == 1
+    exposition.failures.labels("parse").inc()  # not through the service: the cached rendering stands
+    now[0] += 0.5
+    assert value(samples(exposition), "pve_datastore_refresh_failures_total", reason="parse") == 0
+    now[0] += 0.6
+    assert value(samples(exposition), "pve_datastore_refresh_failures_total", reason="parse") == 1

@@ -182,3 +182,12 @@ def test_metrics_plain_and_gzip(exporter):
 
 def test_healthz(exporter):
     assert exporter.get("/healthz").json() == {"success": True, "status": "ok"}
+
+
+def test_metrics_head_has_headers_and_no_body(exporter):
+    exporter.service.refresh()
+    plain = {"Accept-Encoding": "identity"}
+    head = exporter.http.head(exporter.url + "/metrics", headers=plain, timeout=5)
+    full = exporter.get("/metrics", headers=plain)
+    assert head.status_code == 200 and head.content == b""
+    assert int(head.headers["Content-Length"]) == len(full.content)

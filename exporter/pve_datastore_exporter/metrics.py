@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import threading
+import time
+from collections.abc import Callable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -23,6 +26,8 @@ FAILURE_REASONS = ("auth", "timeout", "connection", "http_4xx", "http_5xx", "par
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 disable_created_metrics()  # *_created series add nothing for a long-running exporter
+# Process metrics cost ~0.25 ms to collect, as much as sending the bytes: reuse them for a second.
+SELF_METRICS_TTL = 1.0
 
 FAMILIES = (
     ("pve_datastore_size_bytes", "Size of the datastore as one node reports it, in bytes."),
@@ -74,7 +79,8 @@ def render_datastores(view: View) -> bytes:
 class Exposition:
     """Keeps the rendered datastore bytes (plain and gzip) and the self-metrics registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, process: bool = True):
+    def __init__(self, registry: CollectorRegistry | None = None, process: bool = True,
+                 clock: Callable[[], float] = time.monotonic):
         self.registry = registry or CollectorRegistry()
         if process:
             ProcessCollector(registry=self.registry)
@@ -88,11 +94,17 @@ class Exposition:
                                 ["reason"], registry=self.registry)
         for reason in FAILURE_REASONS:
             self.failures.labels(reason)
+        self._clock = clock
         self._parts = (b"", b"")  # (plain, gzip), swapped as one tuple so a scrape never mixes two
+        self._own = (float("-inf"), b"", b"")  # (rendered at, plain, gzip) of the self-metrics
+        self._own_lock = threading.Lock()
 
     def __call__(self, view: View, event: str) -> None:
         """Service listener: re-render on every change, count refresh outcomes."""
+        plain = render_datastores(view)
+        self._parts = (plain, gzip.compress(plain, compresslevel=6, mtime=0))
         info = view.refresh
+        # Counted after the new bytes are in place, so no scrape sees the count without the data.
         if event == "refresh":
             if info.duration is not None:
                 self.duration.observe(info.duration)
@@ -100,15 +112,23 @@ class Exposition:
                 self.failures.labels(info.reason).inc()
         self.up.set(1 if info.ok else 0)
         self.last_success.set(info.last_success or 0)
-        plain = render_datastores(view)
-        parts = (plain, gzip.compress(plain, compresslevel=6, mtime=0))
-        self._parts = parts
+        with self._own_lock:
+            self._own = (float("-inf"), b"", b"")  # the next scrape shows this change
 
-    def scrape(self, use_gzip: bool) -> bytes:
-        """The whole exposition: cached datastore bytes plus freshly rendered self-metrics."""
+    def _own_parts(self) -> tuple[bytes, bytes]:
+        """The self-metrics (plain, gzip), rendered at most once per SELF_METRICS_TTL."""
+        rendered_at, plain, zipped = self._own
+        if self._clock() - rendered_at < SELF_METRICS_TTL:
+            return plain, zipped
+        with self._own_lock:  # one thread renders; the others reuse its bytes
+            if self._clock() - self._own[0] >= SELF_METRICS_TTL:
+                own = generate_latest(self.registry)
+                self._own = (self._clock(), own, gzip.compress(own, compresslevel=1, mtime=0))
+            return self._own[1], self._own[2]
+
+    def scrape(self, use_gzip: bool) -> list[bytes]:
+        """The whole exposition as chunks: cached datastore bytes, then the self-metrics."""
         plain, zipped = self._parts
-        own = generate_latest(self.registry)
-        if use_gzip:
-            # Concatenated gzip members form one valid stream (RFC 1952 section 2.2).
-            return zipped + gzip.compress(own, compresslevel=1, mtime=0)
-        return plain + own
+        own_plain, own_zipped = self._own_parts()
+        # Concatenated gzip members form one valid stream (RFC 1952 section 2.2).
+        return [zipped, own_zipped] if use_gzip else [plain, own_plain]
