@@ -1,0 +1,235 @@
+"""The figures as one markdown table with ratios and PASS/MISS against issue 3's targets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+from pathlib import Path
+
+COLUMNS = ("Size", "Proxmox latency", "Figure", "ours", "prometheus-pve-exporter", "static file",
+           "ours ÷ peer", "ours ÷ static", "target", "verdict")
+PER_LATENCY = (  # (figure, key in a run summary, load)
+    ("scrape p50, 1 client (ms)", "p50_ms", "sequential"),
+    ("scrape p99, 1 client (ms)", "p99_ms", "sequential"),
+    ("scrape p50, 16 clients (ms)", "p50_ms", "concurrent"),
+    ("scrape p99, 16 clients (ms)", "p99_ms", "concurrent"),
+    ("throughput, 16 clients (scrapes/s)", "throughput_per_s", "concurrent"),
+)
+REFRESH_L_S, RSS_L_MB = 1.0, 100.0
+
+
+def machine() -> dict:
+    """Date, architecture, CPU model, cores, load, Python: what makes figures comparable."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware", "cpu model"):
+                model = value.strip()
+                break
+    except OSError:
+        pass
+    return {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "machine": platform.machine(), "cpu_model": model, "cpus": os.cpu_count(),
+            "python": platform.python_version(), "loadavg_start": os.getloadavg()}
+
+
+def number(value: float | None) -> str:
+    """Three significant figures or so; a dash for nothing measured."""
+    if value is None:
+        return "–"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def ratio(value: float | None) -> str:
+    """ours ÷ other as `12x` or `1/12`."""
+    if value is None:
+        return "–"
+    if value <= 0:
+        return "0"
+    scaled = value if value >= 1 else 1 / value
+    text = f"{scaled:,.0f}" if scaled >= 100 else f"{scaled:.3g}"
+    return f"{text}x" if value >= 1 else f"1/{text}"
+
+
+def divide(a: float | None, b: float | None) -> float | None:
+    """a / b, None when either is missing or b is 0."""
+    return a / b if a is not None and b else None
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def _row(size, latency, figure, ours=None, peer=None, static=None, vs_peer=None, vs_static=None,
+         target="", verdict="") -> dict:
+    return {"size": size, "latency": latency, "figure": figure, "ours": ours, "peer": peer, "static": static,
+            "ours_vs_peer": vs_peer, "ours_vs_static": vs_static, "target": target, "verdict": verdict}
+
+
+def rows(results: dict) -> list[dict]:
+    """Every row of the table, targets judged; the JSON keeps them as numbers."""
+    table = []
+    for name, size in results["sizes"].items():
+        label = f"{name}: {size['nodes']}×{size['datastores']}, {size['rows']:,} listed"
+        table.append(_row(label, "–", "/metrics body on the wire, Accept-Encoding: gzip (bytes)",
+                          size["bytes"]["ours_gzip"], size["bytes"].get("peer"), size["bytes"]["ours_gzip"],
+                          divide(size["bytes"]["ours_gzip"], size["bytes"].get("peer"))))
+        for latency, entry in size["latency"].items():
+            table += _latency_rows(name, label, f"{latency} ms", entry)
+        table.append(_plain_row(label, size))
+        table += _rss_rows(name, label, size)
+    return table
+
+
+def _latency_rows(name: str, label: str, latency: str, entry: dict) -> list[dict]:
+    ours, peer, static = entry["ours"], entry.get("peer") or {}, entry.get("static") or {}
+    out = []
+    for figure, key, load in PER_LATENCY:
+        a, b, c = ours[load][key], (peer.get(load) or {}).get(key), (static.get(load) or {}).get(key)
+        row = _row(label, latency, figure, a, b, c, divide(a, b), divide(a, c))
+        _judge(name, latency, key, load, row)
+        out.append(row)
+    a, b = ours["proxmox_requests_per_scrape"], peer.get("proxmox_requests_per_scrape")
+    out.append(_row(label, latency, "Proxmox requests per scrape", a, b, target="ours 0, peer ≥ 1",
+                    verdict=_verdict(a == 0 and (b is None or b >= 1))))
+    refresh = entry["refresh"]["median_s"] * 1000
+    calls = entry["refresh"]["proxmox_requests_per_refresh"]
+    row = _row(label, latency, f"refresh, median of {len(entry['refresh']['samples_s'])}, "
+               f"{calls:g} Proxmox requests each (ms)", refresh)
+    if name == "L":
+        row.update(target=f"< {REFRESH_L_S * 1000:.0f}", verdict=_verdict(refresh < REFRESH_L_S * 1000))
+    out.append(row)
+    return out
+
+
+def _judge(name: str, latency: str, key: str, load: str, row: dict) -> None:
+    """Issue 3's scrape targets: M against the peer, L against the static file."""
+    vs_peer, vs_static = row["ours_vs_peer"], row["ours_vs_static"]
+    if name == "M" and load == "sequential" and key == "p50_ms" and vs_peer is not None:
+        limit = 1 / 100 if latency == "30 ms" else 1 / 20
+        row.update(target=f"≤ {ratio(limit)} of peer", verdict=_verdict(vs_peer <= limit))
+    elif name == "M" and key == "throughput_per_s" and vs_peer is not None:
+        row.update(target="≥ 20x peer", verdict=_verdict(vs_peer >= 20))
+    elif name == "L" and latency == "0 ms" and vs_static is not None:
+        if load == "sequential" and key == "p50_ms":
+            row.update(target="≤ 1.5x static", verdict=_verdict(vs_static <= 1.5))
+        elif key == "throughput_per_s":
+            row.update(target="≥ 1/1.5 static", verdict=_verdict(vs_static >= 1 / 1.5))
+
+
+def _plain_row(label: str, size: dict) -> dict:
+    plain = size["plain"]
+    a, c = plain["ours"]["p50_ms"], plain["static"]["p50_ms"]
+    return _row(label, "0 ms", f"scrape p50, 1 client, no gzip, {number(plain['ours']['body_bytes'])} bytes (ms)",
+                a, None, c, None, divide(a, c), target="(peer never compresses)")
+
+
+def _rss_rows(name: str, label: str, size: dict) -> list[dict]:
+    rss = size["rss_mb"]
+    ours, peer = rss["ours"], rss.get("peer")
+    row = _row(label, "–", "resident memory after refreshes and scrapes, VmRSS (MB)", ours, peer,
+               vs_peer=divide(ours, peer))
+    if name == "L":
+        row.update(target=f"< {RSS_L_MB:.0f}", verdict=_verdict(ours is not None and ours < RSS_L_MB))
+    return [row, _row(label, "–", "peak resident memory of ours, VmHWM (MB)", rss["ours_peak"])]
+
+
+def markdown_table(table: list[dict]) -> str:
+    """The one table."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in table:
+        cells = (r["size"], r["latency"], r["figure"], number(r["ours"]), number(r["peer"]), number(r["static"]),
+                 ratio(r["ours_vs_peer"]), ratio(r["ours_vs_static"]), r["target"],
+                 f"**{r['verdict']}**" if r["verdict"] else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write(results: dict, out_dir: Path) -> tuple[Path, Path]:
+    """results.md and results.json (each written whole, then renamed into place)."""
+    table = rows(results)
+    results["table"] = table
+    md = out_dir / "results.md"
+    js = out_dir / "results.json"
+    _replace(md, render(results, table))
+    _replace(js, json.dumps(results, indent=2) + "\n")
+    return md, js
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def render(results: dict, table: list[dict]) -> str:
+    """The whole results.md."""
+    meta, plan = results["meta"], results["plan"]
+    judged = [r for r in table if r["verdict"]]
+    missed = [r for r in judged if r["verdict"] == "MISS"]
+    peer = meta.get("peer") or {}
+    head = [
+        "# Benchmark results (`make bench`)", "",
+        f"- date: {meta['date']}; `uname -m`: {meta['machine']}; CPU: {meta['cpu_model']} ({meta['cpus']} cores); "
+        f"Python {meta['python']}",
+        f"- pve-datastore-exporter {meta['ours_version']} (waitress {meta['waitress_version']}, 8 threads); "
+        f"prometheus-pve-exporter {peer.get('prometheus-pve-exporter', 'not run')} "
+        f"(gunicorn {peer.get('gunicorn', '–')}, its default: 1 worker × 2 threads; Python {peer.get('python', '–')})",
+        f"- load average at start {_load(meta['loadavg_start'])}, at end {_load(meta.get('loadavg_end'))}; "
+        f"whole run {meta.get('duration_s', 0):.0f} s",
+        "- **Noisy figures:** other agents share this 2-core machine, and the load generator, the simulator "
+        "and the servers share it too. Ratios measured minutes apart can move by tens of percent between runs.",
+        "", f"Targets met: {len(judged) - len(missed)} of {len(judged)}."
+        + (" Missed: " + "; ".join(f"{r['size'].split(':')[0]} {r['latency']} {r['figure']}" for r in missed) + "."
+           if missed else ""),
+        "", markdown_table(table), "",
+    ]
+    return "\n".join(head + method_notes(plan)) + "\n"
+
+
+def _load(value) -> str:
+    return " / ".join(f"{v:.2f}" for v in value) if value else "–"
+
+
+def method_notes(plan: dict) -> list[str]:
+    """How the figures were taken, with the counts."""
+    fast, peer = plan["fast"], plan["peer"]
+    peer_counts = "; ".join(f"{k}: {v['seq']} sequential (≤ {v['seq_s']:.0f} s), {v['conc']} with 16 clients "
+                            f"(≤ {v['conc_s']:.0f} s)" for k, v in peer.items())
+    return [
+        "## How it was measured", "",
+        "- The simulated cluster (`pve-datastore-exporter simulate`, seed 1, drifting usage) runs in its own "
+        "process; 30 ms is added to every Proxmox API request by its `latency_ms` fault.",
+        "- Sizes are nodes × datastores; *listed* is the (datastore, node) pairs Proxmox lists in "
+        "/cluster/resources (disabled and node-restricted datastores list fewer than the product).",
+        "- Load: stdlib `http.client` keep-alive connections, one thread per client, from one process; every "
+        "scrape sends `Accept-Encoding: gzip` and Prometheus' Accept header and reads the whole body (not "
+        "decompressed). Latency is request sent to last body byte; throughput is scrapes ÷ wall time. "
+        "Percentiles are nearest-rank. Each load stops at its count or its time bound, whichever comes first.",
+        f"- Ours and the static file: {plan['rounds']} alternating rounds of {fast['seq']} sequential scrapes "
+        f"(≤ {fast['seq_s']:.0f} s) and {fast['conc']} scrapes with {plan['clients']} clients "
+        f"(≤ {fast['conc_s']:.0f} s), pooled, after {plan['warmup']} warm-up scrapes; no-gzip row: "
+        f"{plan['plain']['seq']} sequential scrapes.",
+        f"- prometheus-pve-exporter (fewer scrapes, it is slow): {peer_counts}; after 1 warm-up scrape. "
+        "Config: token auth, `verify_ssl: false`, scraped at `/pve?module=default&target=127.0.0.1:<port>&"
+        "cluster=1&node=0` with every collector off but `status` and `resources`. It ignores "
+        "Accept-Encoding and always answers uncompressed text.",
+        "- Proxmox requests per scrape: the simulator's counter reset before the scrapes and read after, "
+        "÷ scrapes. Ours refreshes every 3600 s during the run, so a scrape never calls Proxmox.",
+        f"- Refresh: `POST /api/datastores/refresh` timed by the client, {plan['refreshes']} times, median "
+        "(results.json also has the exporter's own pve_datastore_refresh_duration_seconds sum/count).",
+        "- Static file: our gzip and plain /metrics bodies fetched once, written to files, and served by "
+        "waitress (8 threads, as ours) from a minimal WSGI app that reads the file per request and sends "
+        "our headers. It is measured only in the 0 ms pass: Proxmox latency cannot touch it (nor our scrapes).",
+        "- Memory: VmRSS (and the peak, VmHWM) from /proc/<pid>/status after all refreshes and scrapes of the "
+        "size, in MB of 10^6 bytes (peer: gunicorn master + worker).",
+    ]

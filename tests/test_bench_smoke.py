@@ -1,0 +1,56 @@
+"""The bench harness at a tiny size for one round: structure only, never a timed assertion."""
+
+import dataclasses
+import json
+
+import pytest
+
+from tests.bench import report
+from tests.bench.exporters import peer_versions
+from tests.bench.loadgen import percentile
+from tests.bench.run import run, tiny_plan
+
+pytestmark = pytest.mark.slow
+
+
+def test_percentile_is_nearest_rank():
+    samples = [float(v) for v in range(1, 101)]
+    assert (percentile(samples, 50), percentile(samples, 99), percentile([7.0], 99)) == (50.0, 99.0, 7.0)
+    assert percentile([], 50) is None
+
+
+def test_ratio_reads_both_ways():
+    assert (report.ratio(25.0), report.ratio(0.01), report.ratio(None)) == ("25x", "1/100", "–")
+
+
+@pytest.mark.timeout(60)
+def test_tiny_bench_writes_one_table(tmp_path):
+    # The peer runs only when `make bench` already built its venv: a test never installs it.
+    with_peer = (peer_versions() or {}).get("prometheus-pve-exporter", "").startswith("3.10.")
+    plan = dataclasses.replace(tiny_plan(), with_peer=with_peer)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    results = run(plan, out, tmp_path / "work")
+
+    size = results["sizes"]["S"]
+    assert size["rows"] > 0 and size["bytes"]["ours_gzip"] > 0
+    for latency in ("0", "30"):
+        entry = size["latency"][latency]
+        assert entry["ours"]["proxmox_requests_per_scrape"] == 0  # a scrape never calls Proxmox
+        assert entry["refresh"]["proxmox_requests_per_refresh"] == 2
+        assert entry["ours"]["sequential"]["errors"] == entry["ours"]["concurrent"]["errors"] == 0
+        assert entry["ours"]["concurrent"]["clients"] == 16
+        if with_peer:
+            assert entry["peer"]["proxmox_requests_per_scrape"] >= 1
+            assert entry["peer"]["sequential"]["errors"] == 0
+    assert size["latency"]["0"]["static"]["sequential"]["content_encoding"] == "gzip"
+    assert size["rss_mb"]["ours"] > 0
+
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["meta"]["ours_version"] and saved["meta"]["machine"]
+    markdown = (out / "results.md").read_text()
+    tables = [line for line in markdown.splitlines() if line.startswith("| Size ")]
+    assert len(tables) == 1
+    assert "Proxmox requests per scrape" in markdown and "**PASS**" in markdown
+    assert all(row["verdict"] in ("", "PASS", "MISS") for row in saved["table"])
