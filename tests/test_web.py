@@ -191,3 +191,15 @@ def test_metrics_head_has_headers_and_no_body(exporter):
     full = exporter.get("/metrics", headers=plain)
     assert head.status_code == 200 and head.content == b""
     assert int(head.headers["Content-Length"]) == len(full.content)
+
+
+def test_cross_site_post_from_a_browser_is_refused(exporter):
+    exporter.get("/api/datastores")
+    before = db_rows(exporter)
+    response = exporter.post("/api/datastores/default", data='{"hdd_datastore_id": "ceph-vm"}',
+                             headers={"Origin": "http://evil.example", "Content-Type": "text/plain"})
+    assert_envelope(response, 403, "forbidden")
+    assert db_rows(exporter) == before
+    same = exporter.post("/api/datastores/default", json={"hdd_datastore_id": "ceph-vm"},
+                         headers={"Origin": exporter.url})
+    assert same.status_code == 200

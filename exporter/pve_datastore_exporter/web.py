@@ -105,6 +105,10 @@ def _is_loopback(address: str | None) -> bool:
 
 def check_auth(config: Config) -> None:
     """POSTs need the bearer token when one is configured, else a loopback client."""
+    origin = request.headers.get("Origin")
+    if origin and origin.rstrip("/") != request.host_url.rstrip("/"):
+        # A browser on the exporter's host must not let another site change the defaults (CSRF).
+        raise ApiError(403, "forbidden", "Cross-site requests are refused; call the API directly or use its page.")
     if not config.api_token:
         if not _is_loopback(request.remote_addr):
             raise ApiError(403, "forbidden", "Changes are accepted from loopback only while "
