@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The Ansible tests drive ansible-core 2.20+, which needs Python >= 3.12 on the controller.
+ANSIBLE_PYTHON ?= $(shell for p in python3.13 python3.12 $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3) python3; do \
+	$$p -c 'import sys; assert sys.version_info >= (3, 12); print(sys.executable)' 2>/dev/null && break; done)
+ANSIBLE_VENV   := .venv-ansible
+ANSIBLE_STAMP  := $(ANSIBLE_VENV)/.installed
 
 .PHONY: help venv demo test lint bench golden screenshot clean
 
@@ -20,12 +25,19 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-venv: $(STAMP)
+$(ANSIBLE_STAMP): ansible/requirements-test.txt
+	@test -n "$(ANSIBLE_PYTHON)" || { echo "make: Python >= 3.12 is needed for the Ansible tests (set ANSIBLE_PYTHON)"; exit 1; }
+	$(ANSIBLE_PYTHON) -m venv $(ANSIBLE_VENV)
+	$(ANSIBLE_VENV)/bin/pip install --quiet --upgrade pip
+	$(ANSIBLE_VENV)/bin/pip install --quiet -r ansible/requirements-test.txt
+	touch $(ANSIBLE_STAMP)
+
+venv: $(STAMP) $(ANSIBLE_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/pve-datastore-exporter demo
 
-test: $(STAMP)
+test: $(STAMP) $(ANSIBLE_STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -41,4 +53,4 @@ screenshot: $(STAMP)
 	$(BIN)/python -m tests.screenshot
 
 clean:
-	rm -rf $(VENV) build *.egg-info exporter/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(ANSIBLE_VENV) .venv-bench build *.egg-info exporter/*.egg-info .pytest_cache

@@ -1,0 +1,200 @@
+#!/usr/bin/python
+# Copyright (c) 2026 the pve-datastore-exporter authors
+# MIT License (see LICENSE in the collection root)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: datastore_defaults
+short_description: Set the default HDD/SSD datastores of a pve-datastore-exporter
+version_added: "1.0.0"
+description:
+  - Reads the current default HDD and SSD datastores from a running pve-datastore-exporter
+    (C(GET /api/datastores/default)) and changes them (C(POST /api/datastores/default)) only
+    when they differ from the requested ones.
+  - The defaults live in the exporter's database. The C(PROXMOX_HDD_DATASTORE) and
+    C(PROXMOX_SSD_DATASTORE) settings of its C(.env) only seed them, so this module and the
+    role's C(.env) template never undo each other.
+  - Uses only Ansible's own HTTP client; nothing needs to be installed on the target.
+author:
+  - pve-datastore-exporter team (@pvedx)
+options:
+  url:
+    description:
+      - Base URL of the exporter, for example V(http://127.0.0.1:9863).
+    type: str
+    required: true
+  api_token:
+    description:
+      - "The exporter's C(EXPORTER_API_TOKEN), sent as C(Authorization: Bearer <token>)."
+      - Without it the exporter accepts changes from loopback clients only.
+    type: str
+  hdd_datastore:
+    description:
+      - ID of the datastore to make the default HDD datastore.
+    type: str
+  ssd_datastore:
+    description:
+      - ID of the datastore to make the default SSD datastore.
+    type: str
+  validate_certs:
+    description:
+      - Verify the exporter's TLS certificate when O(url) is C(https).
+    type: bool
+    default: true
+  timeout:
+    description:
+      - Seconds to wait for each answer of the exporter.
+    type: int
+    default: 10
+notes:
+  - At least one of O(hdd_datastore) and O(ssd_datastore) is required.
+  - An unknown datastore fails with the exporter's own message and changes nothing.
+attributes:
+  check_mode:
+    support: full
+    description: Reads the current defaults and reports what would change, without changing it.
+  diff_mode:
+    support: full
+    description: Shows the defaults before and after.
+  platform:
+    support: full
+    platforms: posix
+    description: Runs on any target that reaches the exporter over HTTP.
+"""
+
+EXAMPLES = r"""
+- name: Set both defaults on the exporter of this host
+  pvedx.datastore_exporter.datastore_defaults:
+    url: http://127.0.0.1:9863
+    api_token: "{{ exporter_api_token }}"
+    hdd_datastore: local-lvm
+    ssd_datastore: ceph-vm
+
+- name: Change only the default SSD datastore, from the controller
+  pvedx.datastore_exporter.datastore_defaults:
+    url: https://exporter.example.org:9863
+    api_token: "{{ exporter_api_token }}"
+    ssd_datastore: tank
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+hdd_datastore:
+  description: The default HDD datastore after the module ran (in check mode, the one it would set).
+  returned: success
+  type: str
+  sample: local-lvm
+ssd_datastore:
+  description: The default SSD datastore after the module ran (in check mode, the one it would set).
+  returned: success
+  type: str
+  sample: ceph-vm
+previous:
+  description: The defaults before the module ran.
+  returned: success
+  type: dict
+  sample: {"hdd_datastore": "local-lvm", "ssd_datastore": "local"}
+source:
+  description: Where the exporter read the previous defaults from, V(db) or V(env) (the C(.env) fallback).
+  returned: success
+  type: str
+  sample: db
+message:
+  description: The exporter's message about the change.
+  returned: changed and not check mode
+  type: str
+  sample: Default datastores updated
+"""
+
+import json
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import fetch_url
+
+ROLES = ("hdd_datastore", "ssd_datastore")
+
+
+def _request(module, method, path, payload=None):
+    """Call the exporter; return (status, JSON body or None, raw text, error message)."""
+    url = module.params["url"].rstrip("/") + path
+    headers = {"Accept": "application/json"}
+    token = module.params["api_token"]
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    data = None
+    if payload is not None:
+        data = json.dumps(payload)
+        headers["Content-Type"] = "application/json"
+    resp, info = fetch_url(module, url, data=data, headers=headers, method=method,
+                           timeout=module.params["timeout"])
+    # On an HTTP error fetch_url hands back the error, already read, with its body in info.
+    if "body" in info:
+        raw = info["body"]
+    else:
+        raw = resp.read() if resp is not None else b""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else (raw or "")
+    try:
+        body = json.loads(text) if text else None
+    except ValueError:
+        body = None
+    return info["status"], body, text, info.get("msg", "")
+
+
+def _fail(module, method, path, status, body, text, msg):
+    """Turn an exporter error into a clear failure that passes on its message."""
+    message = body.get("message") if isinstance(body, dict) else None
+    code = body.get("error") if isinstance(body, dict) else None
+    where = "%s %s%s" % (method, module.params["url"].rstrip("/"), path)
+    if status == -1 or status is None:
+        module.fail_json(msg="cannot reach the exporter (%s): %s" % (where, msg), status=status)
+    if status in (401, 403):
+        module.fail_json(msg="the exporter rejected the API token (HTTP %d, %s): %s"
+                         % (status, code or "auth", message or msg), status=status, error=code)
+    if status == 404 and code == "unknown_datastore":
+        module.fail_json(msg="unknown datastore: %s" % (message or text), status=status, error=code)
+    module.fail_json(msg="the exporter answered HTTP %s to %s: %s"
+                     % (status, where, message or text[:200] or msg), status=status, error=code)
+
+
+def _call(module, method, path, payload=None):
+    """Call the exporter and return its JSON body, failing on anything but a success."""
+    status, body, text, msg = _request(module, method, path, payload)
+    if status != 200 or not isinstance(body, dict) or body.get("success") is not True:
+        _fail(module, method, path, status, body, text, msg)
+    return body
+
+
+def main():
+    """Compare the requested defaults with the exporter's and change them only if needed."""
+    module = AnsibleModule(
+        argument_spec=dict(
+            url=dict(type="str", required=True),
+            api_token=dict(type="str", no_log=True),
+            hdd_datastore=dict(type="str"),
+            ssd_datastore=dict(type="str"),
+            validate_certs=dict(type="bool", default=True),
+            timeout=dict(type="int", default=10),
+        ),
+        required_one_of=[ROLES],
+        supports_check_mode=True,
+    )
+    current = _call(module, "GET", "/api/datastores/default")
+    before = dict((role, current.get(role)) for role in ROLES)
+    wanted = dict((role, module.params[role]) for role in ROLES if module.params[role])
+    after = dict(before, **wanted)
+    changed = after != before
+    result = dict(changed=changed, previous=before, source=current.get("source"), **after)
+    if module._diff:
+        result["diff"] = dict(before=before, after=after)
+    if changed and not module.check_mode:
+        payload = dict((role + "_id", value) for role, value in wanted.items())
+        answer = _call(module, "POST", "/api/datastores/default", payload)
+        result.update((role, answer.get(role, after[role])) for role in ROLES)
+        result["message"] = answer.get("message", "")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

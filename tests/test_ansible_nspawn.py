@@ -1,0 +1,271 @@
+"""The whole role on a real systemd: a Debian rootfs booted with systemd-nspawn, reached over ssh.
+
+The rootfs (debootstrap, ~330 MB, ~1 min) is built once and cached in PVEDX_ROOTFS
+(/var/cache/pvedx-test-rootfs); each run boots an ephemeral copy of it, so the cache stays
+pristine. The container shares the host's network namespace: its sshd and the exporter listen
+on free loopback ports, and it reaches the simulated Proxmox on the host's loopback.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.ansible_helpers import (
+    ansible_env,
+    assert_no_secrets,
+    free_port,
+    run_playbook,
+    wheelhouse,
+    write_vars,
+)
+from tests.tools import in_ci, require_tool
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+simulator = pytest.importorskip("pve_datastore_exporter.simulator")
+
+ROOTFS = Path(os.environ.get("PVEDX_ROOTFS", "/var/cache/pvedx-test-rootfs"))
+SUITE = "bookworm"
+# python3-apt: the role's package task (apt) runs without fetching anything when all is installed.
+PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "python3-packaging", "python3-apt",
+            "openssh-server", "iproute2", "ca-certificates")
+STAMP = ROOTFS / ".pvedx-rootfs.json"
+API_TOKEN = "pvedx-nspawn-api-token-0b9e51"
+SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+
+
+def unavailable(reason: str):
+    """A missing prerequisite: skip locally, fail in CI (where .ci/run provides it)."""
+    if in_ci():
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this machine's apt uses (so debootstrap goes where apt may go)."""
+    for path in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        match = re.search(r"(?:^URIs:|^deb)\s+(?:\[[^]]*\]\s+)?(https?://\S+/debian)/?\s*$", text, re.M)
+        if match:
+            return match.group(1)
+    return "http://deb.debian.org/debian"
+
+
+def ensure_rootfs() -> Path:
+    """Build the cached rootfs once (under a lock; parallel runs wait for the first)."""
+    wanted = {"suite": SUITE, "packages": list(PACKAGES)}
+    ROOTFS.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{ROOTFS}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if STAMP.exists() and json.loads(STAMP.read_text()) == wanted:
+            return ROOTFS
+        debootstrap = require_tool("debootstrap")
+        build = Path(f"{ROOTFS}.build")
+        shutil.rmtree(build, ignore_errors=True)
+        proc = subprocess.run([debootstrap, "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE,
+                               str(build), debian_mirror()], capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            unavailable(f"debootstrap {SUITE} failed (rc={proc.returncode}): {proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+        (build / "root" / ".ssh").mkdir(mode=0o700, exist_ok=True)
+        (build / "etc" / "hostname").write_text("pvedx-test\n")
+        # No login prompt on the console we do not read; the container is reached over ssh only.
+        (build / "etc" / "systemd" / "system" / "console-getty.service").symlink_to("/dev/null")
+        shutil.rmtree(ROOTFS, ignore_errors=True)
+        build.rename(ROOTFS)
+        STAMP.write_text(json.dumps(wanted))
+    return ROOTFS
+
+
+class Container:
+    """An ephemeral systemd-nspawn boot of the cached rootfs with sshd on a loopback port."""
+
+    def __init__(self, work: Path, binds: dict[str, str]):
+        self.work, self.port = work, free_port()
+        self.key = work / "id_ed25519"
+        subprocess.run([require_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)],
+                       check=True, timeout=60)
+        sshd = work / "sshd.conf"
+        sshd.write_text(f"Port {self.port}\nListenAddress 127.0.0.1\nPermitRootLogin prohibit-password\n"
+                        "PasswordAuthentication no\nUseDNS no\n")
+        binds = {str(self.key) + ".pub": "/root/.ssh/authorized_keys",
+                 str(sshd): "/etc/ssh/sshd_config.d/pvedx.conf", **binds}
+        self.log_path = work / "nspawn.log"
+        self.cmd = [require_tool("systemd-nspawn"), "--quiet", "--register=no", "--keep-unit", "--ephemeral",
+                    f"--directory={ROOTFS}", f"--machine=pvedx-{os.getpid()}-{self.port}",
+                    *[f"--bind-ro={src}:{dst}" for src, dst in binds.items()], "--console=pipe", "--boot"]
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=open(self.log_path, "w"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def ssh(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([require_tool("ssh"), *SSH_OPTS, "-i", str(self.key), "-p", str(self.port),
+                               "root@127.0.0.1", command], capture_output=True, text=True, timeout=timeout)
+
+    def wait_for_ssh(self, timeout: float = 90):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"systemd-nspawn exited rc={self.proc.returncode}: {' '.join(self.cmd)}\n{self.log()}")
+            if self.ssh("true", timeout=15).returncode == 0:
+                return
+            time.sleep(1)
+        pytest.fail(f"no ssh into the container within {timeout}s: {' '.join(self.cmd)}\n{self.log()}")
+
+    def stop(self):
+        """SIGTERM asks the container's systemd to halt; SIGKILL if it takes too long."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(45)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(15)
+
+    def inventory(self) -> Path:
+        path = self.work / "inventory.json"
+        host = {"ansible_host": "127.0.0.1", "ansible_port": self.port, "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(self.key),
+                "ansible_ssh_common_args": " ".join(SSH_OPTS[:-2]),
+                "ansible_python_interpreter": "/usr/bin/python3"}
+        path.write_text(json.dumps({"pve_datastore_exporter": {"hosts": {"nspawn": host}}}))
+        return path
+
+
+@pytest.fixture(scope="module")
+def container(tmp_path_factory):
+    if os.environ.get("PVEDX_NSPAWN") == "0" and not in_ci():
+        pytest.skip("PVEDX_NSPAWN=0")
+    for name in ("systemd-nspawn", "debootstrap", "ssh", "ssh-keygen"):
+        require_tool(name)
+    if os.geteuid() != 0:
+        unavailable("booting a systemd-nspawn container needs root")
+    ensure_rootfs()
+    work = tmp_path_factory.mktemp("nspawn")
+    sim = simulator.Simulator(nodes=3, datastores=6, seed=2, state_dir=work / "sim", drift=False)
+    sim.start()
+    ca = work / "sim-ca.pem"
+    shutil.copyfile(sim.ca_file, ca)
+    ca.chmod(0o644)
+    box = Container(work, {str(ca): "/etc/ssl/pvedx-sim-ca.pem"})
+    try:
+        box.wait_for_ssh()
+        box.sim = sim
+        yield box
+    finally:
+        box.stop()
+        sim.stop()
+
+
+def http_text(url: str, timeout: float = 5) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return resp.read().decode()
+
+
+def wait_for(fetch, predicate, timeout: float = 60):
+    """Poll fetch() until predicate(result) holds; the last result for the assertion message."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            last = fetch()
+            if predicate(last):
+                return last
+        except OSError as exc:
+            last = exc
+        time.sleep(0.5)
+    raise AssertionError(f"timed out; last answer: {last!r}"[:2000])
+
+
+def test_role_on_a_real_systemd(container, tmp_path):
+    sim, exporter_port = container.sim, free_port()
+    secrets = (sim.token_value, API_TOKEN)
+    variables = {
+        "pve_datastore_exporter_package": "pve-datastore-exporter==0.1.0",
+        "pve_datastore_exporter_wheelhouse_src": str(wheelhouse()),
+        "pve_datastore_exporter_pip_no_index": True,
+        "pve_datastore_exporter_proxmox_host": f"127.0.0.1:{sim.port}",
+        "pve_datastore_exporter_proxmox_user": sim.user,
+        "pve_datastore_exporter_proxmox_token_name": sim.token_name,
+        "pve_datastore_exporter_proxmox_token_value": sim.token_value,
+        "pve_datastore_exporter_proxmox_ca_bundle": "/etc/ssl/pvedx-sim-ca.pem",
+        "pve_datastore_exporter_listen_address": f"127.0.0.1:{exporter_port}",
+        "pve_datastore_exporter_api_token": API_TOKEN,
+        "pve_datastore_exporter_default_hdd_datastore": "ceph-vm",
+        "pve_datastore_exporter_default_ssd_datastore": "tank",
+    }
+    control = tempfile.mkdtemp(prefix="pvedx-cp-")  # short: ssh's ControlPath must fit a socket name
+    env = ansible_env(tmp_path, ANSIBLE_SSH_CONTROL_PATH_DIR=control, ANSIBLE_PIPELINING="True")
+    base_args = ["-i", str(container.inventory()), "pvedx.datastore_exporter.deploy"]
+
+    def deploy(*flags, **overrides):
+        extra = write_vars(tmp_path / f"vars-{time.monotonic_ns()}.json", {**variables, **overrides})
+        result = run_playbook(tmp_path, [*base_args, "-e", extra, *flags], env=env, timeout=600)
+        assert_no_secrets(result.output, secrets)
+        return result
+
+    installed = ("ls -d /opt/pve-datastore-exporter /etc/pve-datastore-exporter /var/lib/pve-datastore-exporter "
+                 "/etc/systemd/system/pve-datastore-exporter.service 2>/dev/null; "
+                 "getent passwd pve-datastore-exporter; getent group pve-datastore-exporter; "
+                 "systemctl list-units --all --no-legend 'pve-datastore-exporter*'; "
+                 f"ss -Hltn 'sport = :{exporter_port}'")
+    dry = deploy("--check", "--diff")
+    assert dry.rc == 0 and dry.changed("nspawn") >= 8, dry.output[-5000:]
+    assert "a real run would" in dry.output  # the defaults step explains why it compared nothing
+    assert container.ssh(installed).stdout.strip() == "", "check mode must not install anything"
+
+    first = deploy("--diff")
+    assert first.rc == 0, first.output[-5000:]
+    assert first.changed("nspawn") >= 8
+    assert container.ssh("systemctl is-active pve-datastore-exporter").stdout.strip() == "active"
+    assert container.ssh("systemctl is-enabled pve-datastore-exporter").stdout.strip() == "enabled"
+
+    url = f"http://127.0.0.1:{exporter_port}"
+    metrics = wait_for(lambda: http_text(url + "/metrics"), lambda t: "pve_datastore_size_bytes{" in t)
+    defaults_series = [dict(re.findall(r'(\w+)="([^"]*)"', labels))
+                       for labels in re.findall(r"^pve_datastore_default\{([^}]*)\} 1", metrics, re.M)]
+    assert {"role": "hdd", "datastore": "ceph-vm", "source": "db"} in defaults_series, defaults_series
+    default = json.loads(http_text(url + "/api/datastores/default"))
+    assert (default["hdd_datastore"], default["ssd_datastore"], default["source"]) == ("ceph-vm", "tank", "db")
+    env_file = container.ssh("stat -c '%U:%G %a' /etc/pve-datastore-exporter/exporter.env").stdout.split()
+    assert env_file == ["root:pve-datastore-exporter", "640"]
+    owner = container.ssh("ps -o user= -p $(systemctl show -p MainPID --value pve-datastore-exporter)")
+    assert owner.stdout.split() == ["pve-datastore-exporter"], owner.stdout + owner.stderr
+    assert container.ssh("test -f /var/lib/pve-datastore-exporter/proxmox_manager.db").returncode == 0
+
+    security = container.ssh("systemd-analyze security --no-pager pve-datastore-exporter.service")
+    score = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", security.stdout).group(1))
+    print(f"online systemd-analyze security exposure in the container: {score}")
+    assert score <= 2.0, security.stdout
+    verify = container.ssh("systemd-analyze verify /etc/systemd/system/pve-datastore-exporter.service")
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stdout + verify.stderr
+
+    second = deploy()
+    assert second.rc == 0 and second.changed("nspawn") == 0, second.output[-5000:]
+    check = deploy("--check", "--diff")
+    assert check.rc == 0 and check.changed("nspawn") == 0, check.output[-5000:]
+    assert container.ssh("systemctl is-active pve-datastore-exporter").stdout.strip() == "active"
+
+    gone = deploy(pve_datastore_exporter_state="absent")
+    assert gone.rc == 0 and gone.changed("nspawn") >= 4, gone.output[-5000:]
+    leftovers = container.ssh(
+        installed + "; ls -d /var/lib/private/pve-datastore-exporter "
+        "/etc/systemd/system/multi-user.target.wants/pve-datastore-exporter.service 2>/dev/null")
+    assert leftovers.stdout.strip() == "", leftovers.stdout
+    again = deploy(pve_datastore_exporter_state="absent")
+    assert again.rc == 0 and again.changed("nspawn") == 0, again.output[-5000:]

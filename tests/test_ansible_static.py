@@ -1,0 +1,177 @@
+"""The Ansible collection under its own linters, and its docs kept in step with the code."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from tests.ansible_helpers import (
+    ANSIBLE_TEST_HOME,
+    BEGIN_TABLE,
+    COLLECTION,
+    END_TABLE,
+    ROLE,
+    ROOT,
+    ansible_env,
+    env_key_variable,
+    load_yaml,
+    role_options,
+    tool,
+    variables_table,
+)
+
+PLAYBOOKS = ("deploy", "set_defaults")
+# ansible-test fetches this script from the internet before it creates a sanity virtualenv and
+# runs it only to put pip into that empty venv; it first looks in its cache, so a local
+# stand-in there lets every sanity test run offline (the test requirements still come from PyPI).
+PIP_BOOTSTRAP = '''"""Offline stand-in for ansible-test's get-pip bootstrap: ensurepip, then pip from the index."""
+import subprocess
+import sys
+
+args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
+subprocess.check_call([sys.executable, "-m", "ensurepip", "--upgrade", "--default-pip"])
+subprocess.check_call([sys.executable, "-m", "pip", "install", *args])
+'''
+
+
+@pytest.mark.parametrize("playbook", PLAYBOOKS)
+def test_playbook_syntax(tmp_path, playbook):
+    """Both playbooks parse, called by their collection name as users call them."""
+    proc = subprocess.run([tool("ansible-playbook"), "--syntax-check", "-i", "localhost,",
+                           f"pvedx.datastore_exporter.{playbook}"],
+                          env=ansible_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_ansible_lint_production_profile(tmp_path):
+    """ansible-lint --profile production finds nothing, with no rule skipped."""
+    proc = subprocess.run([tool("ansible-lint"), "--profile", "production", "--strict", "--offline",
+                           "--nocolor"],
+                          env=ansible_env(tmp_path), cwd=COLLECTION, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Profile 'production' was required, and it passed" in out, out
+    assert not list(COLLECTION.rglob(".ansible-lint*")), "no lint configuration may skip rules"
+
+
+def _pip_version_of_ansible_test() -> str:
+    """The pip version ansible-test bootstraps into its sanity venvs (its cache file is named after it)."""
+    code = ("from ansible_test._internal.python_requirements import get_venv_packages as g;"
+            "print(g(type('P', (), {'version': '3.12'})())['pip'])")
+    proc = subprocess.run([tool("python"), "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    return proc.stdout.strip()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ansible_test_sanity(tmp_path):
+    """Every sanity test ansible-test has for a collection passes (offline pip bootstrap)."""
+    ansible_test = tool("ansible-test")
+    cache = ANSIBLE_TEST_HOME / ".ansible" / "test" / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    version = _pip_version_of_ansible_test().replace(".", "_")
+    (cache / f"get_pip_{version}.py").write_text(PIP_BOOTSTRAP)
+    dest = tmp_path / "ansible_collections" / "pvedx" / "datastore_exporter"
+    shutil.copytree(COLLECTION, dest, ignore=shutil.ignore_patterns("output", "__pycache__", ".*"))
+    env = ansible_env(tmp_path, HOME=str(ANSIBLE_TEST_HOME))
+    proc = subprocess.run([ansible_test, "sanity", "--venv", "--python", "3.12", "--color", "no"],
+                          env=env, cwd=dest, capture_output=True, text=True, timeout=840)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    ran = set(re.findall(r'Running sanity test "([\w.-]+)"', out))
+    assert {"validate-modules", "pylint", "pep8", "yamllint", "ansible-doc", "import", "compile",
+            "runtime-metadata"} <= ran, sorted(ran)
+
+
+def test_argument_specs_match_defaults():
+    """meta/argument_specs.yml documents exactly the variables of defaults/main.yml, same defaults."""
+    defaults = load_yaml(ROLE / "defaults" / "main.yml")
+    options = role_options()
+    assert list(options) == list(defaults), set(options) ^ set(defaults)
+    for name, spec in options.items():
+        assert spec.get("type") in {"str", "int", "bool", "list", "dict", "path", "float"}, name
+        assert spec.get("description"), name
+        assert spec.get("default") == defaults[name], name
+        if spec.get("choices"):
+            assert defaults[name] in spec["choices"], name
+
+
+def test_secret_variables_are_no_log():
+    """The three secrets are marked no_log in the spec, and every task touching them has no_log."""
+    secrets = {"pve_datastore_exporter_proxmox_token_value", "pve_datastore_exporter_proxmox_password",
+               "pve_datastore_exporter_api_token"}
+    assert {n for n, s in role_options().items() if s.get("no_log")} == secrets
+    for path in (ROLE / "tasks").glob("*.yml"):
+        for task in load_yaml(path) or []:
+            text = repr(task)
+            touches = any(s in text for s in secrets) or "exporter.env.j2" in text
+            if touches and "datastore_defaults" not in text:  # the module's api_token is no_log itself
+                assert task.get("no_log") is True, f"{path.name}: {task['name']}"
+
+
+def _env_example_keys() -> list[str]:
+    text = (ROOT / ".env.example").read_text()
+    return re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, re.M)
+
+
+def test_env_template_covers_env_example():
+    """Every key of .env.example is a role variable and a line of the .env template, in the same order."""
+    if not (ROOT / ".env.example").exists():
+        pytest.skip(".env.example not written yet")
+    keys = _env_example_keys()
+    template = (ROLE / "templates" / "exporter.env.j2").read_text()
+    assert re.findall(r"\{\{ line\('([A-Z0-9_]+)', (\w+)\) \}\}", template) == \
+        [(k, env_key_variable(k)) for k in keys]
+    assert set(map(env_key_variable, keys)) <= set(role_options())
+
+
+def test_readme_variables_table_is_generated_from_the_spec():
+    """ansible/README.md's table is the one generated from the spec (UPDATE_GOLDEN=1 rewrites it)."""
+    readme = COLLECTION / "README.md"
+    text = readme.read_text()
+    table = variables_table(role_options())
+    start, end = text.index(BEGIN_TABLE) + len(BEGIN_TABLE), text.index(END_TABLE)
+    if os.environ.get("UPDATE_GOLDEN"):
+        readme.write_text(text[:start] + "\n" + table + "\n" + text[end:])
+        return
+    assert text[start:end].strip() == table
+
+
+def test_readme_documents_least_privilege_token_and_plain_uri():
+    """The README tells how to make the Proxmox token and how to set defaults without the collection."""
+    text = (COLLECTION / "README.md").read_text()
+    for needle in ("pveum role add", "Datastore.Audit,Sys.Audit", "PVEAuditor", "pveum user token add",
+                   "--privsep 1", "pveum acl modify", "--tokens", "ansible.builtin.uri",
+                   "/api/datastores/default", "hdd_datastore_id", "systemd-analyze security"):
+        assert needle in text, needle
+
+
+def test_collection_metadata():
+    """galaxy.yml names the collection the playbooks are called by; runtime.yml says which Ansible."""
+    galaxy = load_yaml(COLLECTION / "galaxy.yml")
+    assert (galaxy["namespace"], galaxy["name"]) == ("pvedx", "datastore_exporter")
+    assert "requires_ansible" in load_yaml(COLLECTION / "meta" / "runtime.yml")
+    for name in ("README.md", "CHANGELOG.md", "LICENSE", "inventory.example.yml",
+                 "playbooks/deploy.yml", "playbooks/set_defaults.yml"):
+        assert (COLLECTION / name).is_file(), name
+
+
+def test_example_inventory_uses_only_documented_variables():
+    """Every pve_datastore_exporter_* variable in the example inventory exists in the spec."""
+    text = (COLLECTION / "inventory.example.yml").read_text()
+    used = set(re.findall(r"^\s*#?\s*(pve_datastore_exporter_\w+):", text, re.M))
+    assert used and used <= set(role_options()), used - set(role_options())
+
+
+def test_example_inventory_parses(tmp_path):
+    """ansible-inventory reads the example inventory and puts the host in the deploy playbook's group."""
+    proc = subprocess.run([tool("ansible-inventory"), "-i", str(COLLECTION / "inventory.example.yml"), "--list"],
+                          env=ansible_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["pve_datastore_exporter"]["hosts"] == ["monitoring1.example.org"]
