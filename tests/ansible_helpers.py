@@ -7,14 +7,14 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.tools import require_tool
+from tests.processes import free_port  # noqa: F401 - re-exported for the Ansible tests
+from tests.tools import load_yaml, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTION = ROOT / "ansible"
@@ -35,13 +35,6 @@ _RECAP = re.compile(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", re.M)
 def tool(name: str) -> str:
     """Path of an Ansible command in .venv-ansible; skip locally / fail in CI when missing."""
     return require_tool(str(ANSIBLE_VENV / "bin" / name))
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def collections_dir(base: Path) -> Path:
@@ -170,14 +163,6 @@ def assert_no_secrets(text: str, secrets: tuple[str, ...] | None = None) -> None
     """Fail when any secret value (the role test's by default) shows up in text (ansible output, logs)."""
     leaked = [s for s in (secrets or tuple(SECRETS.values())) if s and s in text]
     assert not leaked, f"secret values leaked into the output: {leaked}"
-
-
-def load_yaml(path: Path):
-    """Parse a YAML file with the Ansible venv's PyYAML (the main venv need not have it)."""
-    code = "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)"
-    proc = subprocess.run([tool("python"), "-c", code, str(path)], capture_output=True, text=True,
-                          check=True, timeout=60)
-    return json.loads(proc.stdout)
 
 
 def role_options() -> dict:

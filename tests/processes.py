@@ -40,7 +40,7 @@ class ExporterProcess:
         command = [str(BIN), "--env-file", "/nonexistent", "serve"]
         if self.user:
             command = ["setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--clear-groups", *command]  # numeric ids
-        self.log = open(self.log_path, "ab")
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop() or kill9()
         self.proc = subprocess.Popen(command, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
                                      cwd=self.db.parent)
         deadline = time.monotonic() + wait
@@ -54,6 +54,20 @@ class ExporterProcess:
                 time.sleep(0.1)
         raise RuntimeError(f"exporter did not answer in {wait}s: {self.logs()}")
 
+    def __enter__(self) -> ExporterProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def db_path(self) -> Path:
+        return self.db
+
+    def api(self, path: str = "/api/datastores") -> dict:
+        """GET a JSON answer."""
+        return self.get(path).json()
+
     def get(self, path: str, **kw) -> requests.Response:
         return requests.get(self.url + path, timeout=kw.pop("timeout", 10), **kw)
 
@@ -63,8 +77,10 @@ class ExporterProcess:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def stop(self) -> int:
-        if self.proc and self.proc.poll() is None:
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)

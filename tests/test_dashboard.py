@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests import grafana_queries as gq
-from tests.tools import in_ci
+from tests.tools import in_ci, load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "alerts.yml"
@@ -210,17 +210,6 @@ def test_recorded_names_used_by_the_rules_are_recorded():
     text = rules_text()
     recorded = set(re.findall(r"^\s*- record: (\S+)", text, re.MULTILINE))
     assert RECORDED.findall(text) and set(RECORDED.findall(text)) <= recorded
-
-
-def load_yaml(path):
-    """Parse a YAML file with PyYAML (a test dependency)."""
-    try:
-        import yaml
-    except ImportError:
-        if in_ci():
-            pytest.fail("PyYAML is not installed", pytrace=False)
-        pytest.skip("PyYAML is not installed")
-    return yaml.safe_load(Path(path).read_text())
 
 
 def test_provisioning_files():

@@ -1,11 +1,8 @@
 """End to end: simulated cluster -> exporter (`serve`) -> real Prometheus with the rules -> every
 dashboard query answers, every rule group is healthy."""
 
-import os
 import re
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,6 +10,7 @@ import pytest
 import requests
 
 from tests import grafana_queries as gq
+from tests.processes import ExporterProcess, free_port
 from tests.tools import require_tool
 
 pytestmark = pytest.mark.slow
@@ -22,14 +20,6 @@ RULES = ROOT / "prometheus" / "alerts.yml"
 GIB = 1 << 30
 CAPACITY = re.compile(r"pve_datastore_(size|used|available)_bytes")
 SHARED_AND_LOCAL = {"ceph-vm", "local-lvm"}  # one shared (rbd) and one local (lvmthin) datastore
-# The exporter's and Prometheus' settings must not leak in from the developer's shell.
-OWN_VARIABLES = ("PROXMOX_", "EXPORTER_", "DATABASE_URL")
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(what, check, timeout=30.0, interval=0.25):
@@ -45,11 +35,6 @@ def wait_for(what, check, timeout=30.0, interval=0.25):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}", pytrace=False)
         time.sleep(interval)
-
-
-def exporter_command():
-    script = Path(sys.executable).parent / "pve-datastore-exporter"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "pve_datastore_exporter"]
 
 
 class Prometheus:
@@ -108,35 +93,28 @@ def stack(tmp_path_factory):
     # A local and a shared datastore certainly fill up, so "Time until full" lists both kinds.
     sim.cluster.set_rate("local-lvm", GIB)
     sim.cluster.set_rate("ceph-vm", 16 * GIB)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_VARIABLES)}
-    env.update(sim.env(), DATABASE_URL=f"sqlite:///{workdir / 'db.sqlite'}",
-               EXPORTER_LISTEN_ADDRESS=f"127.0.0.1:{port}", EXPORTER_REFRESH_INTERVAL="1",
-               EXPORTER_LOG_LEVEL="WARNING")
-    exporter_log = workdir / "exporter.log"
-    with open(exporter_log, "w") as log:
-        exporter = subprocess.Popen([*exporter_command(), "--env-file", str(workdir / "absent.env"), "serve"],
-                                    env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    exporter = ExporterProcess(workdir, {**sim.env(), "EXPORTER_REFRESH_INTERVAL": "1", "EXPORTER_LOG_LEVEL": "WARNING"})
     prometheus = None
     try:
-        exporter_url = f"http://127.0.0.1:{port}"
+        exporter.start()
+        exporter_url = exporter.url
         wait_for("the exporter's first refresh",
                  lambda: "pve_datastore_up 1" in requests.get(exporter_url + "/metrics", timeout=2).text)
-        prometheus = Prometheus(workdir, f"127.0.0.1:{port}")
+        prometheus = Prometheus(workdir, f"127.0.0.1:{exporter.port}")
         wait_for("Prometheus to be ready", lambda: requests.get(prometheus.url + "/-/ready", timeout=2).ok)
         # deriv/predict_linear need several distinct samples of every capacity series.
         wait_for("8 samples per capacity series", lambda: prometheus.query(
             "min(count_over_time(pve_datastore_used_bytes[1m])) >= 8"))
         yield prometheus, exporter_url
     except BaseException:
-        for path in (exporter_log, workdir / "prometheus.log"):
+        for path in (exporter.log_path, workdir / "prometheus.log"):
             if path.exists():
                 print(f"--- {path.name}\n{path.read_text()[-4000:]}")
         raise
     finally:
         if prometheus:
             prometheus.stop()
-        stop_process(exporter)
+        exporter.stop()
         sim.stop()
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tools import in_ci, require_tool
+from tests.tools import load_yaml, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "alerts.yml"
@@ -14,17 +14,6 @@ RULE_TESTS = sorted((ROOT / "prometheus" / "tests").glob("*.yml"))
 EXAMPLE_CONFIG = ROOT / "prometheus" / "prometheus.example.yml"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
 RUNBOOK_BASE = "https://github.com/pve-datastore-exporter/pve-datastore-exporter/blob/main/docs/runbooks.md#"
-
-
-def load_yaml(path):
-    """Parse a YAML file with PyYAML (a test dependency)."""
-    try:
-        import yaml
-    except ImportError:
-        if in_ci():
-            pytest.fail("PyYAML is not installed", pytrace=False)
-        pytest.skip("PyYAML is not installed")
-    return yaml.safe_load(Path(path).read_text())
 
 
 def promtool(*args, cwd=ROOT):

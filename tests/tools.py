@@ -23,3 +23,15 @@ def require_tool(name_or_path: str) -> str:
     if in_ci():
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+def load_yaml(path):
+    """Parse a YAML file with PyYAML (a test dependency)."""
+    try:
+        import yaml
+    except ImportError:
+        if in_ci():
+            pytest.fail("PyYAML is not installed", pytrace=False)
+        pytest.skip("PyYAML is not installed")
+    with open(path) as stream:
+        return yaml.safe_load(stream)
