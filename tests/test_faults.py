@@ -241,3 +241,24 @@ def test_sigterm_stops_cleanly(tmp_path, sim):
     time.sleep(0.5)
     assert e.stop() == 0
     assert "stopping" in e.logs()
+
+
+def test_tls_is_verified_by_default_and_can_be_turned_off_with_one_warning(tmp_path, sim):
+    no_ca = {k: v for k, v in sim.env().items() if k != "PROXMOX_CA_BUNDLE"}
+    (tmp_path / "strict").mkdir()
+    strict = ExporterProcess(tmp_path / "strict", no_ca).start()
+    try:
+        body = strict.get("/api/datastores").json()
+        assert body["datastores"] == [] and body["last_refresh"]["reason"] == "connection"
+        assert "certificate verify failed" in body["last_refresh"]["error"].lower()
+    finally:
+        strict.stop()
+    (tmp_path / "loose").mkdir()
+    loose = ExporterProcess(tmp_path / "loose", {**no_ca, "PROXMOX_VERIFY_SSL": "false"}).start()
+    try:
+        assert len(loose.get("/api/datastores").json()["datastores"]) == 5
+        loose.post("/api/datastores/refresh")
+    finally:
+        loose.stop()
+    logs = loose.logs()
+    assert logs.count("PROXMOX_VERIFY_SSL=false") == 1 and "InsecureRequestWarning" not in logs

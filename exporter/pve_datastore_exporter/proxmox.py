@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 import requests
+import urllib3
 from proxmoxer import AuthenticationError, ProxmoxAPI, ResourceException
 
 from .config import Config, ConfigError
@@ -28,6 +29,9 @@ class ProxmoxError(Exception):
 def connect(config: Config) -> ProxmoxAPI:
     """Build the API client: token first, password otherwise, TLS verified unless told not to."""
     verify: bool | str = config.proxmox_ca_bundle or config.proxmox_verify_ssl
+    if verify is False:
+        # Start-up already warned once; urllib3 would repeat it on every request of every refresh.
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     auth = ({"token_name": config.proxmox_token_name, "token_value": config.proxmox_token_value}
             if config.proxmox_token_name else {"password": config.proxmox_password})
     # An inline port in PROXMOX_HOST wins over `port`, as proxmoxer does it.
