@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -56,12 +58,28 @@ def build(config: Config) -> tuple[Service, Exposition]:
     return service, exposition
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas before any thread starts (as MALLOC_ARENA_MAX=2 would).
+
+    A refresh runs on whichever of the HTTP threads asked for it; with one arena per thread, the
+    memory each refresh frees piles up per thread (100 nodes x 100 datastores: ~93 MB instead of ~71).
+    """
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
 def serve(config: Config, ready=None) -> int:
     """Refresh in the background and serve HTTP until SIGTERM or SIGINT."""
     from waitress import create_server
 
     from .web import create_wsgi
 
+    limit_malloc_arenas()
     if not config.proxmox_verify_ssl and not config.proxmox_ca_bundle:
         log.warning("PROXMOX_VERIFY_SSL=false: the cluster's TLS certificate is not checked")
     service, exposition = build(config)
