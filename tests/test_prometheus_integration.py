@@ -240,3 +240,23 @@ def test_a_healthy_exporter_raises_no_health_or_default_alert(stack):
     names = {a["labels"]["alertname"] for a in alerts}
     assert not names & {"PveDatastoreExporterRefreshFailing", "PveDatastoreExporterStale",
                         "PveDatastoreExporterDown", "PveDefaultDatastoreMissing"}, alerts
+
+
+def readme_promql():
+    """Every expression of the README's ```promql blocks (blank-line separated, comments dropped)."""
+    blocks = re.findall(r"```promql\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    found = []
+    for block in blocks:
+        for chunk in re.split(r"\n\s*\n", block):
+            expr = "\n".join(line for line in chunk.splitlines() if not line.lstrip().startswith("#")).strip()
+            if expr:
+                found.append(expr)
+    return found
+
+
+def test_readme_promql_examples_answer_with_data(stack):
+    prometheus, _ = stack
+    examples = readme_promql()
+    assert len(examples) >= 4
+    for expr in examples:
+        assert prometheus.query(expr), f"README example answered nothing: {expr}"
