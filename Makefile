@@ -9,7 +9,7 @@ ANSIBLE_PYTHON ?= $(shell for p in python3.13 python3.12 $(wildcard $(HOME)/.pye
 ANSIBLE_VENV   := .venv-ansible
 ANSIBLE_STAMP  := $(ANSIBLE_VENV)/.installed
 
-.PHONY: help venv demo test lint bench golden screenshot clean
+.PHONY: help venv demo test lint bench golden screenshot dashboard-picture clean
 
 help:
 	@echo "make demo   - run the exporter against the simulated Proxmox cluster"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench  - benchmark against prometheus-pve-exporter (writes tests/bench/results.md)"
 	@echo "make golden - regenerate golden files (exposition, seed JSON)"
 	@echo "make screenshot - docs/screenshot*.png of the page from a real browser run"
+	@echo "make dashboard-picture - docs/dashboard.png: the dashboard's layout and data from a real Prometheus run"
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +52,9 @@ bench: $(STAMP)
 
 screenshot: $(STAMP)
 	$(BIN)/python -m tests.screenshot
+
+dashboard-picture: $(STAMP)
+	$(BIN)/python -m tests.dashboard_picture
 
 clean:
 	rm -rf $(VENV) $(ANSIBLE_VENV) .venv-bench build *.egg-info exporter/*.egg-info .pytest_cache

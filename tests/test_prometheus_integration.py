@@ -2,120 +2,30 @@
 dashboard query answers, every rule group is healthy."""
 
 import re
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests import grafana_queries as gq
-from tests.processes import ExporterProcess, free_port
+from tests.stack import ROOT, RULES, running_stack, wait_for
 from tests.tools import require_tool
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
-RULES = ROOT / "prometheus" / "alerts.yml"
-GIB = 1 << 30
 CAPACITY = re.compile(r"pve_datastore_(size|used|available)_bytes")
 SHARED_AND_LOCAL = {"ceph-vm", "local-lvm"}  # one shared (rbd) and one local (lvmthin) datastore
-
-
-def wait_for(what, check, timeout=30.0, interval=0.25):
-    """Poll `check()` until it returns a truthy value; fail naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = check()
-        except (requests.RequestException, KeyError, IndexError, ValueError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}", pytrace=False)
-        time.sleep(interval)
-
-
-class Prometheus:
-    """A real Prometheus on loopback with a temporary TSDB, scraping one target every second."""
-
-    def __init__(self, workdir: Path, target: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = workdir / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
-            f"rule_files: ['{RULES}']\n"
-            "scrape_configs:\n"
-            "  - job_name: pve-datastore\n"
-            f"    static_configs: [{{targets: ['{target}']}}]\n")
-        self.log = workdir / "prometheus.log"
-        with open(self.log, "w") as log:
-            self.process = subprocess.Popen(
-                [require_tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-
-    def api(self, path, **params):
-        reply = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
-        body = reply.json()
-        assert body["status"] == "success", (path, params, body)
-        return body["data"]
-
-    def query(self, expr):
-        return self.api("query", query=expr)["result"]
-
-    def stop(self):
-        stop_process(self.process)
-
-
-def stop_process(process):
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """Simulator (drifting every second) + exporter subprocess + Prometheus, with a few samples."""
-    prometheus_path = require_tool("prometheus")  # skip (or fail in CI) before starting anything
-    assert prometheus_path
-    from pve_datastore_exporter.simulator import Simulator
-
-    workdir = tmp_path_factory.mktemp("stack")
-    # drift_rate is a fraction of the size per hour: 3.6 moves usage by 0.1 % of the size each second.
-    sim = Simulator(nodes=3, datastores=6, seed=1, state_dir=workdir / "sim", drift=True, drift_rate=3.6,
-                    auth_delay=0.1).start()
-    # A local and a shared datastore certainly fill up, so "Time until full" lists both kinds.
-    sim.cluster.set_rate("local-lvm", GIB)
-    sim.cluster.set_rate("ceph-vm", 16 * GIB)
-    exporter = ExporterProcess(workdir, {**sim.env(), "EXPORTER_REFRESH_INTERVAL": "1", "EXPORTER_LOG_LEVEL": "WARNING"})
-    prometheus = None
-    try:
-        exporter.start()
-        exporter_url = exporter.url
-        wait_for("the exporter's first refresh",
-                 lambda: "pve_datastore_up 1" in requests.get(exporter_url + "/metrics", timeout=2).text)
-        prometheus = Prometheus(workdir, f"127.0.0.1:{exporter.port}")
-        wait_for("Prometheus to be ready", lambda: requests.get(prometheus.url + "/-/ready", timeout=2).ok)
+    require_tool("prometheus")  # skip (or fail in CI) before starting anything
+    with running_stack(tmp_path_factory.mktemp("stack")) as (prometheus, exporter):
         # deriv/predict_linear need several distinct samples of every capacity series.
         wait_for("8 samples per capacity series", lambda: prometheus.query(
             "min(count_over_time(pve_datastore_used_bytes[1m])) >= 8"))
-        yield prometheus, exporter_url
-    except BaseException:
-        for path in (exporter.log_path, workdir / "prometheus.log"):
-            if path.exists():
-                print(f"--- {path.name}\n{path.read_text()[-4000:]}")
-        raise
-    finally:
-        if prometheus:
-            prometheus.stop()
-        exporter.stop()
-        sim.stop()
+        yield prometheus, exporter.url
 
 
 def label_values(prometheus, query):
