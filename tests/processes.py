@@ -37,7 +37,7 @@ class ExporterProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: float = 20) -> ExporterProcess:
-        command = [str(BIN), "--env-file", "/nonexistent", "serve"]
+        command = [str(BIN), "--env-file", os.devnull, "serve"]
         if self.user:
             command = ["setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--clear-groups", *command]  # numeric ids
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop() or kill9()

@@ -20,9 +20,8 @@ class Exporter:
         self.config = config
         self.service = Service(config, reader, Store(config.database_url))
         self.exposition = Exposition(process=False)
-        self.service.subscribe(self.exposition)
         self.service.start()
-        self.server = create_server(create_wsgi(self.service, self.exposition, config),
+        self.server = create_server(create_wsgi(self.service, config, self.exposition),
                                     host="127.0.0.1", port=0, threads=4,
                                     asyncore_loop_timeout=0.1)
         self.url = f"http://127.0.0.1:{self.server.effective_port}"

@@ -16,7 +16,7 @@ from tests.ansible_helpers import ROOT, assert_no_secrets, free_port, localhost_
 from tests.tools import require_tool
 
 pytestmark = pytest.mark.slow
-simulator = pytest.importorskip("pve_datastore_exporter.simulator")
+from pve_datastore_exporter import simulator  # noqa: E402
 
 TOKEN = "pvedx-exporter-api-token-7f3a90"
 PLAY = """\

@@ -33,7 +33,7 @@ from tests.ansible_helpers import (
 from tests.tools import in_ci, require_tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-simulator = pytest.importorskip("pve_datastore_exporter.simulator")
+from pve_datastore_exporter import simulator  # noqa: E402
 
 ROOTFS = Path(os.environ.get("PVEDX_ROOTFS", "/var/cache/pvedx-test-rootfs"))
 SUITE = "bookworm"

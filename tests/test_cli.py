@@ -23,6 +23,7 @@ def sim(tmp_path_factory):
 
 
 def run(tmp_path, env, *args, timeout=60):
+    (tmp_path / ".env").touch()
     full = {"PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", **env}
     return subprocess.run([str(BIN), "--env-file", str(tmp_path / ".env"), *args], env=full, capture_output=True,
                           text=True, timeout=timeout, cwd=tmp_path)
@@ -96,3 +97,52 @@ def test_demo_answers_within_60_seconds(tmp_path):
         out, _ = proc.communicate(timeout=15)
     assert proc.returncode == 0, out
     assert f"http://127.0.0.1:{port}/metrics" in out
+
+
+def test_a_named_env_file_that_does_not_exist_is_an_error(tmp_path):
+    done = subprocess.run([str(BIN), "--env-file", str(tmp_path / "missing.env"), "check-config"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and done.stderr.strip() == f"configuration error: --env-file: {tmp_path}/missing.env does not exist"
+
+
+def test_database_password_is_a_secret(tmp_path):
+    url = "postgresql://exporter:pg-s3cret-pw@127.0.0.1:1/pvedx"
+    done = run(tmp_path, {"DATABASE_URL": url, "PROXMOX_HOST": "pve1", "PROXMOX_USER": "m@pve",
+                          "PROXMOX_PASSWORD": "x-pass"}, "check-config")
+    assert "pg-s3cret-pw" not in done.stdout + done.stderr
+    assert "postgresql://exporter:***@127.0.0.1:1/pvedx" in done.stdout
+
+
+def test_log_lines_and_tracebacks_are_scrubbed_of_secrets():
+    import io
+    import logging
+
+    from pve_datastore_exporter.cli import SecretFilter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(SecretFilter(("tok-s3cret",)))
+    logger = logging.getLogger("scrub-probe")
+    logger.addHandler(handler)
+    try:
+        raise RuntimeError("connect failed with token tok-s3cret")
+    except RuntimeError:
+        logger.exception("refresh crashed for %s", "tok-s3cret")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "tok-s3cret" not in text and text.count("***") >= 2 and "RuntimeError" in text
+
+
+def test_a_listen_address_in_use_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = run(tmp_path, {"PROXMOX_HOST": "127.0.0.1:1", "PROXMOX_USER": "m@pve", "PROXMOX_PASSWORD": "x",
+                              "EXPORTER_LISTEN_ADDRESS": f"127.0.0.1:{port}"}, "serve", timeout=30)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"configuration error: EXPORTER_LISTEN_ADDRESS: cannot listen on 127.0.0.1:{port}")

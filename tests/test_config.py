@@ -93,3 +93,27 @@ def test_readme_configuration_table_lists_every_setting_with_its_default():
         assert row is not None, f"README has no configuration row for {s.env}"
         if s.default:
             assert s.default in row, f"README row for {s.env} does not show the default {s.default}"
+
+
+@pytest.mark.parametrize("url", ["mysql://u:p@h/db", "foo://x", "instance/db.sqlite"])
+def test_database_url_must_be_sqlite_or_postgresql(url):
+    with pytest.raises(cfg.ConfigError, match="DATABASE_URL: invalid value .*expected sqlite:///"):
+        cfg.load(env_file=None, environ={"DATABASE_URL": url})
+
+
+@pytest.mark.parametrize("value", ["loc\u017fal", "\u212aeep", "a", "-lvm", "lvm-"])
+def test_datastore_ids_follow_proxmox_exactly(value):
+    with pytest.raises(cfg.ConfigError, match="PROXMOX_HDD_DATASTORE"):
+        cfg.load(env_file=None, environ={"PROXMOX_HDD_DATASTORE": value})
+
+
+def test_an_empty_environment_variable_does_not_hide_the_env_file(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("PROXMOX_HOST=from-file\n")
+    assert cfg.load(env_file=str(env), environ={"PROXMOX_HOST": ""}).proxmox_host == "from-file"
+
+
+def test_database_password_counts_as_a_secret():
+    c = cfg.Config(database_url="postgresql://u:db-s3cret@h/x", proxmox_password="pw")
+    assert set(c.secrets()) == {"db-s3cret", "pw"}
+    assert cfg.mask_url(c.database_url) == "postgresql://u:***@h/x"

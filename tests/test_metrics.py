@@ -1,6 +1,7 @@
 """The exposition follows the view: staleness is honest, vanished datastores drop out, fallback shows."""
 
-import gzip
+import subprocess
+import zlib
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -11,6 +12,8 @@ from pve_datastore_exporter.service import RefreshFailed, Service
 from pve_datastore_exporter.store import Store
 
 from .factories import FakeReader, cluster, config
+from .servers import Exporter
+from .tools import require_tool
 
 
 def samples(exposition: Exposition) -> dict:
@@ -101,11 +104,26 @@ def test_default_change_rerenders_without_a_refresh(tmp_path):
     assert reader.calls == 1
 
 
-def test_gzip_body_is_the_plain_body(tmp_path):
+def test_gzip_body_is_one_member_holding_the_whole_plain_body(tmp_path):
     service, exposition = running(tmp_path, FakeReader())
     service.refresh()
     plain = b"".join(exposition.scrape(use_gzip=False))
-    assert gzip.decompress(b"".join(exposition.scrape(use_gzip=True))) == plain
+    decoder = zlib.decompressobj(31)  # gzip framing, exactly one member
+    assert decoder.decompress(b"".join(exposition.scrape(use_gzip=True))) == plain
+    assert decoder.eof and decoder.unused_data == b""
+    assert b"pve_datastore_up" in plain and b"pve_datastore_size_bytes" in plain
+
+
+def test_curl_reads_the_whole_gzip_body(tmp_path):
+    curl = require_tool("curl")
+    e = Exporter(config(tmp_path), FakeReader())
+    try:
+        e.service.refresh()
+        plain = e.get("/metrics", headers={"Accept-Encoding": "identity"}).text
+        done = subprocess.run([curl, "-s", "--compressed", e.url + "/metrics"], capture_output=True, text=True, timeout=30)
+        assert done.stdout == plain and "pve_datastore_refresh_failures_total" in done.stdout
+    finally:
+        e.close()
 
 
 def test_self_metrics_are_reused_for_a_second_but_every_change_shows_at_once(tmp_path):

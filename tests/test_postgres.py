@@ -71,7 +71,7 @@ def test_snapshot_defaults_and_vanishing_on_postgres(store):
     view = store.view()
     assert (view.default_hdd, view.default_ssd) == ("ceph-vm", "local")
     assert not view.row("ceph-vm").record.enabled and view.row("local").record.size == 2000
-    assert store.count_enabled() == 2
+    assert sum(r.record.enabled for r in view.rows) == 2
     with pytest.raises(UnknownDatastore):
         store.set_defaults(ssd="old-iso")
 

@@ -109,3 +109,18 @@ def test_items_that_are_not_storages_are_ignored():
                  {"type": "storage", "storage": "s1", "node": "pve1", "status": "unknown"}]
     (record,) = parse(resources, [])
     assert record.id == "s1" and not record.active
+
+
+def test_a_size_past_any_disk_is_a_parse_error():
+    resources = [{"type": "storage", "storage": "big", "node": "pve1", "status": "available",
+                  "disk": 1, "maxdisk": 18446744073709551621}]
+    with pytest.raises(ProxmoxError) as info:
+        parse(resources, [])
+    assert info.value.reason == "parse"
+
+
+def test_ids_longer_than_the_seed_column_are_skipped():
+    long_id = "a" * 101
+    resources = [{"type": "storage", "storage": long_id, "node": "pve1", "status": "unknown"},
+                 {"type": "storage", "storage": "ok1", "node": "pve1", "status": "unknown"}]
+    assert [r.id for r in parse(resources, [{"storage": long_id, "type": "dir"}])] == ["ok1"]

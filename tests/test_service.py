@@ -1,7 +1,9 @@
 """The seed's behaviour over a real SQLite file, with a fake reader at the Proxmox boundary."""
 
 import os
+import sqlite3
 import threading
+import time
 
 import pytest
 
@@ -9,7 +11,7 @@ from pve_datastore_exporter.proxmox import ProxmoxError
 from pve_datastore_exporter.service import RefreshFailed, Service, StoreError, warnings
 from pve_datastore_exporter.store import Store
 
-from .factories import FakeReader, cluster, config
+from .factories import FakeReader, cluster, config, record
 
 
 class Clock:
@@ -116,9 +118,15 @@ def test_concurrent_refreshes_share_one_call(tmp_path):
     threads = [threading.Thread(target=lambda: results.append(service.refresh())) for _ in range(3)]
     for t in threads:
         t.start()
+    # Release the one running refresh only once the two others wait on it (not before, not after).
+    deadline = time.monotonic() + 10
+    while len(service._cond._waiters) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reader.calls == 1 and len(service._cond._waiters) == 2
     gate.set()
     for t in threads:
         t.join(5)
+    assert not any(t.is_alive() for t in threads)
     assert reader.calls == 1 and results == [3, 3, 3]
 
 
@@ -129,3 +137,37 @@ def test_listeners_see_every_change(tmp_path):
     service.refresh()
     service.set_defaults(hdd="ceph-vm")
     assert events == [("load", None), ("refresh", "local-lvm"), ("defaults", "ceph-vm")]
+
+
+def test_db_locked_during_a_refresh_keeps_the_dbs_defaults_and_the_fresh_figures(tmp_path):
+    c = config(tmp_path)
+    reader = FakeReader()
+    service = Service(c, reader, Store(c.database_url, busy_timeout_ms=50))
+    service.start()
+    service.refresh()
+    service.set_defaults(hdd="ceph-vm")
+    reader.records = [r if r.id != "local" else record("local", size=7000, used=700) for r in cluster()]
+    holder = sqlite3.connect(tmp_path / "db.sqlite", timeout=1)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock past the busy timeout
+    try:
+        with pytest.raises(RefreshFailed) as info:
+            service.refresh()
+    finally:
+        holder.rollback()
+        holder.close()
+    assert info.value.reason == "db"
+    view = service.view
+    assert (view.default_hdd, view.source) == ("ceph-vm", "db")  # readable DB: its defaults, not .env
+    assert view.row("local").record.size == 7000 and view.row("ceph-vm").is_default_hdd
+
+
+def test_an_unforeseen_error_is_a_counted_failure_not_a_crash(tmp_path):
+    class Broken(FakeReader):
+        def read(self):
+            raise ZeroDivisionError("a bug")
+
+    service, _ = make(tmp_path, Broken())
+    with pytest.raises(RefreshFailed) as info:
+        service.refresh()
+    assert info.value.reason == "internal" and service.view.refresh.reason == "internal"
+    assert service.view.refresh.last_attempt is not None

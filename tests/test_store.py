@@ -1,6 +1,7 @@
 """The store on a real SQLite file: schema, upgrade in place, snapshots, defaults."""
 
 import sqlite3
+import threading
 
 import pytest
 
@@ -128,4 +129,49 @@ def test_per_node_figures_and_unknown_sizes_round_trip(store):
     assert view.row("local").record.nodes == recs[0].nodes
     assert view.row("ceph-vm").record.size == 5000  # shared: once
     assert view.row("local").record.size == 2000  # local: summed
-    assert store.count_enabled() == 3
+    assert sum(r.record.enabled for r in view.rows) == 3
+
+
+def test_a_refresh_and_a_default_change_at_once_never_see_a_locked_database(path):
+    store = Store(f"sqlite:///{path}")  # the poller's thread and an HTTP thread share it
+    store.migrate()
+    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    errors = []
+
+    def refreshes():
+        for _ in range(40):
+            try:
+                store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+            except StoreError as exc:
+                errors.append(exc)
+
+    def defaults():
+        for i in range(40):
+            try:
+                store.set_defaults(hdd=("ceph-vm", "local")[i % 2])
+            except StoreError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=refreshes), threading.Thread(target=defaults)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+
+
+def test_another_process_writing_waits_for_the_busy_timeout_not_fails(path):
+    store = Store(f"sqlite:///{path}")
+    store.migrate()
+    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    other = sqlite3.connect(path, timeout=10)
+    other.execute("BEGIN IMMEDIATE")
+    done = []
+    worker = threading.Thread(target=lambda: done.append(store.set_defaults(hdd="ceph-vm")))
+    worker.start()
+    worker.join(0.5)
+    assert worker.is_alive() and done == []  # waiting on the other writer, not failed
+    other.rollback()
+    other.close()
+    worker.join(10)
+    assert done == [True]

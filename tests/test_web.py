@@ -93,11 +93,14 @@ def test_set_default_answers_the_seed_keys_and_changes_the_db(exporter):
     ({"json": {"hdd_datastore_id": ["x"]}}, 400, "invalid_field"),
     ({"json": {"hdd_datastore_id": "bad id!"}}, 400, "invalid_field"),
     ({"json": {"hdd_datastore_id": "a"}}, 400, "invalid_field"),
+    ({"json": {"hdd_datastore_id": "ceph-vm\n"}}, 400, "invalid_field"),
+    ({"json": {"hdd_datastore_id": "ceph-v\u017fm"}}, 400, "invalid_field"),
     ({"json": {"hdd": "ceph-vm"}}, 400, "invalid_field"),
     ({"json": {"hdd_datastore_id": "ceph-vm", "extra": 1}}, 400, "invalid_field"),
     ({"json": {"hdd_datastore_id": "nope"}}, 404, "unknown_datastore"),
     ({"json": {"hdd_datastore_id": "ceph-vm", "ssd_datastore_id": "old-iso"}}, 404, "unknown_datastore"),
     ({"data": b'{"hdd_datastore_id": "' + b"a" * 40000 + b'"}'}, 413, "payload_too_large"),
+    ({"data": b"[" * 5000 + b"]" * 5000}, 400, "invalid_json"),
 ])
 def test_bad_input_is_a_4xx_envelope_and_changes_nothing(exporter, kwargs, status, code):
     exporter.get("/api/datastores")
@@ -167,17 +170,17 @@ def test_db_unavailable_for_a_write_is_503(tmp_path):
         e.close()
 
 
-def test_metrics_plain_and_gzip(exporter):
+@pytest.mark.parametrize("accept,zipped", [("gzip", True), ("GZIP", True), ("deflate, gzip;q=0.8", True),
+                                           ("gzip;q=0", False), ("identity", False), ("", False)])
+def test_metrics_plain_and_gzip(exporter, accept, zipped):
     exporter.service.refresh()
     plain = exporter.get("/metrics", headers={"Accept-Encoding": "identity"})
     assert plain.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
-    assert "Content-Encoding" not in plain.headers
     assert 'pve_datastore_size_bytes{datastore="ceph-vm",node="pve1"} 5000' in plain.text
-    zipped = exporter.get("/metrics", headers={"Accept-Encoding": "gzip"}, stream=True)
-    assert zipped.headers["Content-Encoding"] == "gzip"
-    raw = zipped.raw.read(decode_content=False)
-    text = gzip.decompress(raw).decode()
-    assert text.split("# HELP pve_datastore_up")[0] == plain.text.split("# HELP pve_datastore_up")[0]
+    answer = exporter.get("/metrics", headers={"Accept-Encoding": accept}, stream=True)
+    raw = answer.raw.read(decode_content=False)
+    assert (answer.headers.get("Content-Encoding") == "gzip") is zipped
+    assert (gzip.decompress(raw) if zipped else raw).decode() == plain.text
 
 
 def test_healthz(exporter):
@@ -203,3 +206,26 @@ def test_cross_site_post_from_a_browser_is_refused(exporter):
     same = exporter.post("/api/datastores/default", json={"hdd_datastore_id": "ceph-vm"},
                          headers={"Origin": exporter.url})
     assert same.status_code == 200
+
+
+@pytest.mark.parametrize("host,allowed", [("localhost:9863", True), ("127.0.0.1:9863", True), ("[::1]:9863", True),
+                                          ("rebind.attacker.example:9863", False), ("10.0.0.5:9863", False)])
+def test_without_token_the_host_header_must_name_this_machine(exporter, host, allowed):
+    exporter.get("/api/datastores")
+    before = db_rows(exporter)
+    response = exporter.post("/api/datastores/default", data='{"hdd_datastore_id": "ceph-vm"}', headers={"Host": host})
+    if allowed:
+        assert response.status_code == 200
+    else:
+        assert_envelope(response, 403, "forbidden")
+        assert db_rows(exporter) == before
+
+
+def test_every_answer_forbids_framing(exporter):
+    for path in ("/", "/api/datastores", "/nope"):
+        headers = exporter.get(path).headers
+        assert headers["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+
+
+def test_refresh_with_a_huge_body_is_413(exporter):
+    assert_envelope(exporter.post("/api/datastores/refresh", data=b"x" * 40000), 413, "payload_too_large")

@@ -14,12 +14,9 @@ import tempfile
 from . import __version__
 from . import config as configuration
 from .config import Config, ConfigError, parse_listen_address
-from .metrics import Exposition
 from .poller import Poller
-from .proxmox import Reader
-from .records import View
 from .service import RefreshFailed, Service, StoreError, UnknownDatastore
-from .store import Store
+from .table import format_table
 
 log = logging.getLogger("pve_datastore_exporter")
 
@@ -32,11 +29,18 @@ class SecretFilter(logging.Filter):
         self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        for secret in self.secrets:
-            message = message.replace(secret, "***")
-        record.msg, record.args = message, None
+        """Rewrite the message and any traceback with the secrets masked."""
+        record.msg, record.args = self.scrub(record.getMessage()), None
+        if record.exc_info:
+            record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
         return True
+
+    def scrub(self, text: str) -> str:
+        """The text with every secret replaced by ***."""
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
 
 
 def setup_logging(config: Config) -> None:
@@ -49,13 +53,11 @@ def setup_logging(config: Config) -> None:
     root.setLevel(config.log_level)
 
 
-def build(config: Config) -> tuple[Service, Exposition]:
-    """The service over its store and reader, with the exposition subscribed and the DB loaded."""
-    service = Service(config, Reader(config), Store(config.database_url))
-    exposition = Exposition()
-    service.subscribe(exposition)
+def build(config: Config) -> Service:
+    """The service over the production store and reader, with the DB loaded."""
+    service = Service(config)
     service.start()
-    return service, exposition
+    return service
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
@@ -82,11 +84,16 @@ def serve(config: Config, ready=None) -> int:
     limit_malloc_arenas()
     if not config.proxmox_verify_ssl and not config.proxmox_ca_bundle:
         log.warning("PROXMOX_VERIFY_SSL=false: the cluster's TLS certificate is not checked")
-    service, exposition = build(config)
+    service = build(config)
     poller = Poller(service, config.refresh_interval)
     host, port = parse_listen_address(config.listen_address)
-    server = create_server(create_wsgi(service, exposition, config), host=host, port=port,
-                           threads=8, ident="pve-datastore-exporter", clear_untrusted_proxy_headers=True)
+    try:
+        # waitress's own cap cuts a huge upload early; up to it, the app answers 413 in its envelope.
+        server = create_server(create_wsgi(service, config), host=host, port=port, threads=8,
+                               ident="pve-datastore-exporter", clear_untrusted_proxy_headers=True,
+                               max_request_body_size=1024 * 1024)
+    except OSError as exc:
+        raise ConfigError(f"EXPORTER_LISTEN_ADDRESS: cannot listen on {config.listen_address}: {exc.strerror}") from None
     poller.start()
     every = f"every {config.refresh_interval}s" if config.refresh_interval else "on demand only"
     log.info("serving on http://%s:%d (refresh %s)", host, port, every)
@@ -143,7 +150,7 @@ def demo(config: Config, args) -> int:
 def cmd_refresh(config: Config, args) -> int:
     """Refresh once now and print the count."""
     config.check_proxmox()
-    service, _ = build(config)
+    service = build(config)
     try:
         count = service.refresh()
     except RefreshFailed as exc:
@@ -153,36 +160,9 @@ def cmd_refresh(config: Config, args) -> int:
     return 0
 
 
-def _size(value: int | None) -> str:
-    if value is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(value) < 1024 or unit == "PiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
-        value /= 1024
-    return str(value)
-
-
-def format_table(view: View) -> str:
-    """A table like `pvesm status`, with the defaults marked."""
-    lines = [f"{'Name':<20} {'Type':<10} {'Status':<9} {'Total':>12} {'Used':>12} {'Available':>12} {'%':>7}  Default"]
-    for row in view.rows:
-        r = row.record
-        if not r.enabled:
-            continue
-        percent = f"{100 * r.used / r.size:.2f}%" if r.size else "-"
-        marks = ",".join(m for m, on in (("hdd", row.is_default_hdd), ("ssd", row.is_default_ssd)) if on)
-        status = "active" if r.active else "inactive"
-        lines.append(f"{r.id:<20} {r.type:<10} {status:<9} {_size(r.size):>12} {_size(r.used):>12} "
-                     f"{_size(r.available):>12} {percent:>7}  {marks}")
-    lines.append(f"default HDD: {view.default_hdd}  default SSD: {view.default_ssd}  (source: {view.source})")
-    return "\n".join(lines)
-
-
 def cmd_list(config: Config, args) -> int:
     """Print the datastores from the DB (fetching first if it is empty)."""
-    service, _ = build(config)
-    print(format_table(service.datastores()))
+    print(format_table(build(config).datastores()))
     return 0
 
 
@@ -191,9 +171,8 @@ def cmd_set_default(config: Config, args) -> int:
     if not args.hdd and not args.ssd:
         print("set-default: give --hdd and/or --ssd", file=sys.stderr)
         return 2
-    service, _ = build(config)
     try:
-        view, changed = service.set_defaults(hdd=args.hdd, ssd=args.ssd)
+        view, changed = build(config).set_defaults(hdd=args.hdd, ssd=args.ssd)
     except UnknownDatastore as exc:
         print(f"set-default: datastore '{exc.args[0]}' does not exist in the cluster or is disabled", file=sys.stderr)
         return 1
@@ -206,8 +185,12 @@ def cmd_set_default(config: Config, args) -> int:
 
 def cmd_init_db(config: Config, args) -> int:
     """Create or upgrade the schema in place."""
-    Store(config.database_url).migrate()
-    print(f"database ready: {config.database_url}")
+    try:
+        Service(config).init_db()
+    except StoreError as exc:
+        print(f"init-db: the database cannot be upgraded: {exc}", file=sys.stderr)
+        return 1
+    print(f"database ready: {configuration.mask_url(config.database_url)}")
     return 0
 
 
@@ -225,7 +208,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="pve-datastore-exporter", description=__doc__)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("--env-file", default=".env", help="the .env file to read (default ./.env)")
+    p.add_argument("--env-file", help="the .env file to read (default ./.env when it exists)")
     sub = p.add_subparsers(dest="command")
     sub.add_parser("serve", help="serve /metrics, the API and the page (default)").set_defaults(func=None)
     d = sub.add_parser("demo", help="run the simulated cluster and the exporter against it")
@@ -254,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "simulate":
         return func(args)
     try:
-        config = configuration.load(args.env_file)
+        if args.env_file is not None and args.env_file != os.devnull and not os.path.isfile(args.env_file):
+            raise ConfigError(f"--env-file: {args.env_file} does not exist")
+        config = configuration.load(".env" if args.env_file is None else args.env_file)
         setup_logging(config)
         if func is None:
             config.check_proxmox()

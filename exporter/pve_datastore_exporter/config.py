@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
 # Proxmox's storage ID rule (PVE::JSONSchema::parse_id): case-insensitive, at least 2 characters.
-DATASTORE_ID = re.compile(r"^[a-z][a-z0-9\-_.]*[a-z0-9]$", re.IGNORECASE)
+DATASTORE_ID = re.compile(r"[a-z][a-z0-9\-_.]*[a-z0-9]", re.IGNORECASE | re.ASCII)  # use fullmatch
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -60,7 +62,7 @@ def _int_range(low: int, high: int) -> Callable[[str], int]:
 
 def _datastore_id(value: str) -> str:
     value = value.strip()
-    if not DATASTORE_ID.match(value):
+    if not DATASTORE_ID.fullmatch(value):
         raise ValueError("expected a Proxmox storage ID (letters, digits, - _ ., at least 2 characters)")
     return value
 
@@ -92,11 +94,29 @@ def _listen(value: str) -> str:
     return value.strip()
 
 
+DATABASE_DRIVERS = {"sqlite": None, "postgres": "psycopg2", "postgresql": "psycopg2"}
+
+
 def _database_url(value: str) -> str:
     value = value.strip()
-    if "://" not in value:
-        raise ValueError("expected a URL such as sqlite:///instance/proxmox_manager.db")
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    if scheme not in DATABASE_DRIVERS:
+        raise ValueError("expected sqlite:///path/to/file.db or postgresql://user:password@host/name")
+    driver = DATABASE_DRIVERS[scheme]
+    if driver and importlib.util.find_spec(driver) is None:
+        raise ValueError(f"{scheme} needs the {driver} package: pip install 'pve-datastore-exporter[postgres]'")
     return value
+
+
+def database_password(url: str) -> str:
+    """The password inside a database URL, if any (a secret like the others)."""
+    return urlsplit(url).password or "" if "://" in url else ""
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ***."""
+    password = database_password(url)
+    return url.replace(f":{password}@", ":***@", 1) if password else url
 
 
 def _log_level(value: str) -> str:
@@ -118,7 +138,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PROXMOX_TIMEOUT", "proxmox_timeout", "10", "seconds per Proxmox API call", _int_range(1, 300)),
     Setting("PROXMOX_HDD_DATASTORE", "hdd_datastore", "local-lvm", "initial default HDD datastore (later kept in the DB)", _datastore_id),
     Setting("PROXMOX_SSD_DATASTORE", "ssd_datastore", "local", "initial default SSD datastore (later kept in the DB)", _datastore_id),
-    Setting("DATABASE_URL", "database_url", "sqlite:///instance/proxmox_manager.db", "database URL (playhouse.db_url)", _database_url),
+    Setting("DATABASE_URL", "database_url", "sqlite:///instance/proxmox_manager.db", "sqlite:///path or postgresql://user:password@host/name", _database_url),
     Setting("EXPORTER_LISTEN_ADDRESS", "listen_address", "0.0.0.0:9863", "host:port where HTTP is served", _listen),
     Setting("EXPORTER_REFRESH_INTERVAL", "refresh_interval", "60", "seconds between refreshes; 0 = only on demand", _int_range(0, 86400)),
     Setting("EXPORTER_API_TOKEN", "api_token", "", "bearer token for POST endpoints; unset = loopback clients only", _text, secret=True),
@@ -153,7 +173,8 @@ class Config:
 
     def secrets(self) -> tuple[str, ...]:
         """The secret values in force, for scrubbing them out of messages."""
-        return tuple(getattr(self, s.field) for s in SETTINGS if s.secret and getattr(self, s.field))
+        found = [getattr(self, s.field) for s in SETTINGS if s.secret] + [database_password(self.database_url)]
+        return tuple(value for value in found if value)
 
     def check_proxmox(self) -> None:
         """Raise ConfigError unless enough is set to talk to a real cluster."""
@@ -179,7 +200,8 @@ def load(env_file: str | None = ".env", environ: Mapping[str, str] | None = None
     values: dict[str, str | None] = {}
     if env_file and os.path.isfile(env_file):
         values.update(dotenv_values(env_file))
-    values.update({s.env: environ[s.env] for s in SETTINGS if s.env in environ})
+    # An empty variable in the environment (e.g. `PROXMOX_HOST=` from compose) does not hide the file's.
+    values.update({s.env: environ[s.env] for s in SETTINGS if environ.get(s.env, "").strip()})
     parsed = {}
     for setting in SETTINGS:
         raw = values.get(setting.env)
@@ -199,6 +221,8 @@ def describe(config: Config) -> list[tuple[str, str, str]]:
         value = getattr(config, setting.field)
         if setting.secret:
             shown = "***" if value else "(unset)"
+        elif setting.env == "DATABASE_URL":
+            shown = mask_url(value)
         elif isinstance(value, bool):
             shown = "true" if value else "false"
         else:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -22,12 +23,13 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from .records import View
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
-FAILURE_REASONS = ("auth", "timeout", "connection", "http_4xx", "http_5xx", "parse", "db")
+FAILURE_REASONS = ("auth", "timeout", "connection", "http_4xx", "http_5xx", "parse", "db", "internal")
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 disable_created_metrics()  # *_created series add nothing for a long-running exporter
 # Process metrics cost ~0.25 ms to collect, as much as sending the bytes: reuse them for a second.
 SELF_METRICS_TTL = 1.0
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0, OS unknown
 
 FAMILIES = (
     ("pve_datastore_size_bytes", "Size of the datastore as one node reports it, in bytes."),
@@ -95,14 +97,14 @@ class Exposition:
         for reason in FAILURE_REASONS:
             self.failures.labels(reason)
         self._clock = clock
-        self._parts = (b"", b"")  # (plain, gzip), swapped as one tuple so a scrape never mixes two
+        self._parts = (b"", _deflate(b"", 6, final=False), 0)  # (plain, deflate, crc32), swapped as one
         self._own = (float("-inf"), b"", b"")  # (rendered at, plain, gzip) of the self-metrics
         self._own_lock = threading.Lock()
 
     def __call__(self, view: View, event: str) -> None:
         """Service listener: re-render on every change, count refresh outcomes."""
         plain = render_datastores(view)
-        self._parts = (plain, gzip.compress(plain, compresslevel=6, mtime=0))
+        self._parts = (plain, _deflate(plain, 6, final=False), zlib.crc32(plain))
         info = view.refresh
         # Counted after the new bytes are in place, so no scrape sees the count without the data.
         if event == "refresh":
@@ -116,19 +118,30 @@ class Exposition:
             self._own = (float("-inf"), b"", b"")  # the next scrape shows this change
 
     def _own_parts(self) -> tuple[bytes, bytes]:
-        """The self-metrics (plain, gzip), rendered at most once per SELF_METRICS_TTL."""
-        rendered_at, plain, zipped = self._own
+        """The self-metrics (plain, final deflate block), rendered at most once per SELF_METRICS_TTL."""
+        rendered_at, plain, deflated = self._own
         if self._clock() - rendered_at < SELF_METRICS_TTL:
-            return plain, zipped
+            return plain, deflated
         with self._own_lock:  # one thread renders; the others reuse its bytes
             if self._clock() - self._own[0] >= SELF_METRICS_TTL:
                 own = generate_latest(self.registry)
-                self._own = (self._clock(), own, gzip.compress(own, compresslevel=1, mtime=0))
+                self._own = (self._clock(), own, _deflate(own, 1, final=True))
             return self._own[1], self._own[2]
 
     def scrape(self, use_gzip: bool) -> list[bytes]:
         """The whole exposition as chunks: cached datastore bytes, then the self-metrics."""
-        plain, zipped = self._parts
-        own_plain, own_zipped = self._own_parts()
-        # Concatenated gzip members form one valid stream (RFC 1952 section 2.2).
-        return [zipped, own_zipped] if use_gzip else [plain, own_plain]
+        plain, deflated, crc = self._parts
+        own_plain, own_deflated = self._own_parts()
+        if not use_gzip:
+            return [plain, own_plain]
+        # One gzip member from two deflate runs: the cached one ends on a byte boundary without a
+        # final block, the small one per scrape closes the stream; only the trailer is computed.
+        # (Two concatenated members would be valid gzip too, but curl and browsers keep the first.)
+        trailer = struct.pack("<II", zlib.crc32(own_plain, crc), (len(plain) + len(own_plain)) & 0xFFFFFFFF)
+        return [GZIP_HEADER, deflated, own_deflated, trailer]
+
+
+def _deflate(data: bytes, level: int, final: bool) -> bytes:
+    """Raw deflate of `data`; not final: ends with a sync flush so more blocks can follow."""
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)

@@ -16,6 +16,9 @@ from .records import DatastoreRecord, NodeFigures
 log = logging.getLogger(__name__)
 
 REASONS = ("auth", "timeout", "connection", "http_4xx", "http_5xx", "parse")
+MAX_MESSAGE = 500  # characters of a Proxmox error kept in answers and logs
+MAX_BYTES = 2**63 - 1  # a size past this is no disk, and no database column takes it
+MAX_ID = 100  # the seed's VARCHAR(100); Proxmox sets no limit, but no real ID comes near it
 
 
 class ProxmoxError(Exception):
@@ -28,7 +31,8 @@ class ProxmoxError(Exception):
 
 def connect(config: Config) -> ProxmoxAPI:
     """Build the API client: token first, password otherwise, TLS verified unless told not to."""
-    verify: bool | str = config.proxmox_ca_bundle or config.proxmox_verify_ssl
+    # PROXMOX_VERIFY_SSL=false wins over a CA bundle: the operator said not to verify.
+    verify: bool | str = (config.proxmox_ca_bundle or True) if config.proxmox_verify_ssl else False
     if verify is False:
         # Start-up already warned once; urllib3 would repeat it on every request of every refresh.
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -53,7 +57,10 @@ def _flag(value) -> bool:
 
 
 def _bytes(value) -> int:
-    return max(int(float(value)), 0)
+    number = max(int(float(value)), 0)
+    if number > MAX_BYTES:
+        raise ValueError("size out of range")
+    return number
 
 
 def _content(value) -> str:
@@ -67,7 +74,11 @@ def _items(payload, what: str) -> list[dict]:
     # proxmoxer turns an unparsable body into {"errors": b"..."}, so the shape is checked here.
     if not isinstance(payload, list):
         raise ProxmoxError("parse", f"{what}: expected a list from Proxmox, got {type(payload).__name__}")
-    return [item for item in payload if isinstance(item, dict) and isinstance(item.get("storage"), str)]
+    items = [item for item in payload if isinstance(item, dict) and isinstance(item.get("storage"), str)]
+    too_long = sorted({item["storage"] for item in items if len(item["storage"]) > MAX_ID})
+    if too_long:
+        log.warning("%s: skipping datastores with IDs over %d characters: %s", what, MAX_ID, ", ".join(too_long))
+    return [item for item in items if len(item["storage"]) <= MAX_ID]
 
 
 def parse_resources(payload) -> dict[str, dict]:
@@ -90,7 +101,7 @@ def _node_figures(item: dict) -> NodeFigures:
         return NodeFigures(node=item["node"], active=False)
     try:
         size, used = _bytes(item["maxdisk"]), _bytes(item["disk"])
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON 1e400 arrives as inf
         raise ProxmoxError("parse", f"/cluster/resources: sizes of {item['storage']!r} are not numbers") from None
     return NodeFigures(node=item["node"], active=True, size=size, used=used, available=max(size - used, 0))
 
@@ -162,26 +173,44 @@ class Reader:
         self._connect = connect
         self._api = None
         self._lock = threading.Lock()
+        # requests' timeout bounds each socket read, not a call: a body dripping one byte a second
+        # would never end. Two calls, each PROXMOX_TIMEOUT, plus the login, then we give up.
+        self.deadline = 3 * config.proxmox_timeout + 5
 
     def read(self) -> list[DatastoreRecord]:
         """Fetch and parse; raise ProxmoxError with a reason and a message free of secrets."""
         with self._lock:
-            try:
-                if self._api is None:
-                    self._config.check_proxmox()
-                    self._api = self._connect(self._config)
-                payloads = fetch(self._api)
-            except (AuthenticationError, ResourceException, requests.exceptions.RequestException) as exc:
-                if isinstance(exc, AuthenticationError):
-                    self._api = None  # log in again next time
-                raise ProxmoxError(classify(exc), self._scrub(f"Proxmox API call failed: {exc}")) from None
-            except ConfigError as exc:
-                raise ProxmoxError("auth", str(exc)) from None
-            except OSError as exc:  # requests raises it for an unreadable PROXMOX_CA_BUNDLE
-                raise ProxmoxError("connection", self._scrub(f"cannot reach Proxmox: {exc}")) from None
-            return parse(*payloads)
+            outcome: dict = {}
+            worker = threading.Thread(target=self._fetch, args=(outcome,), name="proxmox-fetch", daemon=True)
+            worker.start()
+            worker.join(self.deadline)
+            if worker.is_alive():
+                self._api = None  # the stuck thread keeps its session; the next refresh starts afresh
+                raise ProxmoxError("timeout", f"Proxmox did not finish answering within {self.deadline} s")
+            if "error" in outcome:
+                raise outcome["error"]
+            return parse(*outcome["payloads"])
 
-    def _scrub(self, message: str) -> str:
+    def _fetch(self, outcome: dict) -> None:
+        try:
+            if self._api is None:
+                self._config.check_proxmox()
+                self._api = self._connect(self._config)
+            outcome["payloads"] = fetch(self._api)
+        except (AuthenticationError, ResourceException, requests.exceptions.RequestException) as exc:
+            reason = classify(exc)
+            if reason == "auth":
+                self._api = None  # log in again next time: a ticket may have expired or been revoked
+            outcome["error"] = ProxmoxError(reason, self._clean(f"Proxmox API call failed: {exc}"))
+        except ConfigError as exc:
+            outcome["error"] = ProxmoxError("auth", str(exc))
+        except OSError as exc:  # requests raises it for an unreadable PROXMOX_CA_BUNDLE
+            outcome["error"] = ProxmoxError("connection", self._clean(f"cannot reach Proxmox: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - e.g. proxmoxer choking on an odd login answer
+            outcome["error"] = ProxmoxError("parse", self._clean(f"unexpected answer from Proxmox: {exc!r}"))
+
+    def _clean(self, message: str) -> str:
+        """Secrets masked, and short: an error page's body must not fill the answers and the log."""
         for secret in self._config.secrets():
             message = message.replace(secret, "***")
-        return message
+        return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + " [...]"

@@ -7,11 +7,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 from .config import Config
-from .proxmox import ProxmoxError
+from .proxmox import ProxmoxError, Reader
 from .records import DatastoreRow, RefreshInfo, View
-from .store import StoreError, UnknownDatastore
+from .store import Store, StoreError, UnknownDatastore
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,10 @@ class RefreshFailed(Exception):
 class Service:
     """Everything the API, the page and the metrics need, over one store and one reader."""
 
-    def __init__(self, config: Config, reader, store, clock: Callable[[], float] = time.time):
+    def __init__(self, config: Config, reader=None, store=None, clock: Callable[[], float] = time.time):
         self.config = config
-        self._reader = reader
-        self._store = store
+        self._reader = reader or Reader(config)
+        self._store = store or Store(config.database_url)
         self._clock = clock
         self._listeners: list[Listener] = []
         self._view = View(default_hdd=config.hdd_datastore, default_ssd=config.ssd_datastore, source="env")
@@ -41,6 +42,7 @@ class Service:
         self._running = False
         self._generation = 0
         self._last_error: RefreshFailed | None = None
+        self._publishing = threading.RLock()  # a write, its read-back and its publication, as one
 
     @property
     def view(self) -> View:
@@ -62,11 +64,16 @@ class Service:
         except StoreError as exc:
             log.error("database unusable at start, answering with .env defaults: %s", exc)
 
+    def init_db(self) -> None:
+        """Create or upgrade the schema; errors are raised, not logged (the `init-db` command)."""
+        self._store.migrate()
+
     def datastores(self) -> View:
         """The seed's GET: the DB's view; the first call on an empty DB fetches from Proxmox."""
         try:
-            # Only until the first attempt ends: a cluster that is down must not stall every GET.
-            if self._view.refresh.last_attempt is None and self._store.is_empty():
+            # Only until the first attempt ends, and never by joining one already running: a cluster
+            # that is down must not hold every GET (and every HTTP thread) for a timeout.
+            if self._view.refresh.last_attempt is None and not self._running and self._store.is_empty():
                 try:
                     self.refresh()
                 except RefreshFailed as exc:
@@ -87,12 +94,7 @@ class Service:
         """Fetch and store a snapshot; concurrent callers share the one in progress."""
         with self._cond:
             if self._running:
-                generation = self._generation
-                while self._generation == generation:
-                    self._cond.wait()
-                if self._last_error:
-                    raise self._last_error
-                return sum(1 for r in self._view.rows if r.record.enabled)
+                return self._wait_for_running()
             self._running = True
         error = None
         try:
@@ -107,48 +109,77 @@ class Service:
                 self._last_error = error
                 self._cond.notify_all()
 
+    def _wait_for_running(self) -> int:
+        # Called with self._cond held. The Reader gives up after 3 x PROXMOX_TIMEOUT + 5 s; then the DB.
+        generation, limit = self._generation, 3 * self.config.proxmox_timeout + 15
+        if not self._cond.wait_for(lambda: self._generation != generation, timeout=limit):
+            raise RefreshFailed("timeout", f"the refresh in progress did not end within {limit} s")
+        if self._last_error:
+            raise self._last_error
+        return sum(1 for r in self._view.rows if r.record.enabled)
+
     def _refresh(self) -> int:
         started = self._clock()
         try:
             records = self._reader.read()
         except ProxmoxError as exc:
-            self._finish(started, exc.reason, str(exc), self._view)
-            raise RefreshFailed(exc.reason, str(exc)) from None
+            self._fail(started, exc.reason, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a payload no parser foresaw must not kill the answers
+            log.exception("refresh crashed")
+            self._fail(started, "internal", f"unexpected error while reading Proxmox: {exc}")
         seed = {"hdd": self._known_defaults.get("hdd", self.config.hdd_datastore),
                 "ssd": self._known_defaults.get("ssd", self.config.ssd_datastore)}
         system = {"hdd": self.config.hdd_datastore, "ssd": self.config.ssd_datastore}
-        try:
-            self._store.replace_snapshot(records, seed=seed, system=system)
-            view = self._load()
-        except StoreError as exc:
-            rows = tuple(DatastoreRow(record=r) for r in sorted(records, key=lambda r: r.id))
-            fallback = self._env_view(View(rows=rows))
-            message = f"database write failed: {exc}"
-            self._finish(started, "db", message, fallback, fetched=True)
-            raise RefreshFailed("db", message) from None
-        self._finish(started, None, None, view)
+        with self._publishing:
+            try:
+                self._store.replace_snapshot(records, seed=seed, system=system)
+                view = self._load()
+            except StoreError as exc:
+                self._fail(started, "db", f"database write failed: {exc}", self._unsaved_view(records))
+            except Exception as exc:  # noqa: BLE001 - e.g. the driver refusing a value: a failure, not a crash
+                log.exception("storing the refresh crashed")
+                self._fail(started, "internal", f"unexpected error while storing: {exc}", self._unsaved_view(records))
+            self._finish(started, None, None, view)
         return sum(1 for r in records if r.enabled)
 
-    def _finish(self, started: float, reason: str | None, error: str | None, view: View,
-                fetched: bool = False) -> None:
-        now = self._clock()
-        old = self._view.refresh
-        success = now if reason is None or fetched else old.last_success
-        info = RefreshInfo(last_attempt=now, last_success=success, ok=reason is None, error=error,
-                           reason=reason, duration=now - started, count=old.count + 1)
-        if reason:
-            log.warning("refresh failed (%s): %s", reason, error)
+    def _unsaved_view(self, records) -> View:
+        """Fresh records the DB could not take, with the DB's defaults if it can still be read."""
+        rows = tuple(DatastoreRow(record=r) for r in sorted(records, key=lambda r: r.id))
         try:
-            self._store.record_refresh(info)
-        except StoreError as exc:
-            log.debug("could not record the refresh: %s", exc)
-        self._publish(dataclasses.replace(view, refresh=info), "refresh")
+            stored = self._load()
+        except StoreError:
+            return self._env_view(View(rows=rows))
+        return dataclasses.replace(stored, rows=tuple(
+            dataclasses.replace(r, is_default_hdd=r.record.id == stored.default_hdd,
+                                is_default_ssd=r.record.id == stored.default_ssd) for r in rows))
+
+    def _fail(self, started: float, reason: str, message: str, view: View | None = None) -> NoReturn:
+        """Record a failed refresh (the fresh data too when only the DB failed) and raise."""
+        self._finish(started, reason, message, view)
+        raise RefreshFailed(reason, message) from None
+
+    def _finish(self, started: float, reason: str | None, error: str | None, view: View | None) -> None:
+        with self._publishing:  # a default change published meanwhile is not overwritten
+            now = self._clock()
+            old = self._view.refresh
+            fetched = reason is None or view is not None  # Proxmox answered, even if the DB did not
+            info = RefreshInfo(last_attempt=now, last_success=now if fetched else old.last_success,
+                               ok=reason is None, error=error, reason=reason, duration=now - started,
+                               count=old.count + 1)
+            if reason:
+                log.warning("refresh failed (%s): %s", reason, error)
+            try:
+                self._store.record_refresh(info)
+            except StoreError as exc:
+                log.debug("could not record the refresh: %s", exc)
+            self._publish(dataclasses.replace(view or self._view, refresh=info), "refresh")
 
     def set_defaults(self, hdd: str | None = None, ssd: str | None = None) -> tuple[View, bool]:
         """Change the default HDD and/or SSD datastore; raise UnknownDatastore or StoreError."""
-        changed = self._store.set_defaults(hdd=hdd, ssd=ssd)
-        view = self._load()
-        self._publish(view, "defaults")
+        with self._publishing:
+            changed = self._store.set_defaults(hdd=hdd, ssd=ssd)
+            view = self._load()
+            self._publish(view, "defaults")
         log.info("defaults set: hdd=%s ssd=%s (changed=%s)", view.default_hdd, view.default_ssd, changed)
         return view, changed
 

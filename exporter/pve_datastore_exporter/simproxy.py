@@ -38,6 +38,7 @@ class Faults:
     hang: bool = False  # requests wait until the fault is cleared (or hang_seconds)
     hang_seconds: float | None = None
     malformed: bool = False  # 200 with a truncated, invalid JSON body
+    drip: bool = False  # 200 whose body trickles out a byte every 0.2 s (a stuck NFS-bound proxy)
 
     def applies(self, path):
         """Whether these faults apply to a request for `path`."""
@@ -57,7 +58,7 @@ def _fault_value(key, value):
     try:
         if key == "offline_nodes":
             return tuple(str(n) for n in ([value] if isinstance(value, str) else value))
-        if key in ("auth_fail", "hang", "malformed"):
+        if key in ("auth_fail", "hang", "malformed", "drip"):
             return bool(value)
         if key == "status" and not 400 <= int(value) <= 599:
             raise ValueError("status must be 400..599")
@@ -178,6 +179,8 @@ class PveProxy:
         reply = json_reply({"data": data})
         if faults.malformed:  # any strict prefix of a JSON object is invalid JSON
             return reply._replace(body=reply.body[: len(reply.body) // 2], gzip_ok=False)
+        if faults.drip:
+            return reply._replace(gzip_ok=False, drip=self._stopping)
         return reply
 
     def _faults_for(self, path):

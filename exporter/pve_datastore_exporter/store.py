@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import threading
 from urllib.parse import urlparse
 
 from peewee import (
     BigIntegerField,
     BooleanField,
     CharField,
+    CompositeKey,
     DatabaseError,
     DatabaseProxy,
     DateTimeField,
     FloatField,
     IntegerField,
     Model,
+    SqliteDatabase,
     TextField,
-    fn,
 )
 from peewee import __exception_wrapper__ as driver_errors  # turns DB-API errors into peewee's
 from playhouse.db_url import connect
@@ -70,7 +73,7 @@ class Datastore(BaseModel):
 class DatastoreNode(BaseModel):
     """One datastore on one node; sizes are NULL when Proxmox reports it `unknown`."""
 
-    datastore = CharField(max_length=100, index=True)
+    datastore = CharField(max_length=100)
     node = CharField(max_length=100)
     active = BooleanField(default=False)
     size = BigIntegerField(null=True)
@@ -79,7 +82,8 @@ class DatastoreNode(BaseModel):
 
     class Meta:
         table_name = "datastore_nodes"
-        indexes = ((("datastore", "node"), True),)
+        # No surrogate id: every refresh rewrites ~10,000 rows, which would exhaust a SERIAL in months.
+        primary_key = CompositeKey("datastore", "node")
 
 
 class RefreshState(BaseModel):
@@ -104,31 +108,48 @@ ONE_DEFAULT = ("CREATE UNIQUE INDEX IF NOT EXISTS datastores_one_default_{role} 
                "ON datastores (is_default_{role}) WHERE is_default_{role}")
 
 
-def open_database(url: str):
+def open_database(url: str, busy_timeout_ms: int = 5000):
     """Connect by URL; SQLite gets WAL and a busy timeout, and its folder is created."""
     parsed = urlparse(url)
     if parsed.scheme.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:" and os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        return connect(url, pragmas={"journal_mode": "wal", "busy_timeout": 5000, "foreign_keys": 1})
+            # A folder that cannot be made surfaces as a DatabaseError at first use: the .env fallback.
+            with contextlib.suppress(OSError):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+        return connect(url, pragmas={"journal_mode": "wal", "busy_timeout": busy_timeout_ms, "foreign_keys": 1})
     return connect(url)
 
 
 class Store:
-    """The cache and the defaults, each call in its own connection and transaction."""
+    """The cache and the defaults, each call in its own connection and transaction.
 
-    def __init__(self, url: str):
+    One Store per process: the models are bound to the database of the last Store made.
+    """
+
+    def __init__(self, url: str, busy_timeout_ms: int = 5000):
         self.url = url
-        self.database = open_database(url)
+        self.database = open_database(url, busy_timeout_ms)
+        self._writing = threading.Lock()  # one writer at a time inside the process
         db.initialize(self.database)
+
+    @contextlib.contextmanager
+    def _write(self):
+        # SQLite: take the write lock at BEGIN. A deferred transaction that reads first cannot be
+        # upgraded while another writer holds the lock, and then fails at once ("database is locked").
+        immediate = {"lock_type": "IMMEDIATE"} if isinstance(self.database, SqliteDatabase) else {}
+        with self._writing, self.database.connection_context(), self.database.atomic(**immediate):
+            self._migrate()
+            yield
 
     def migrate(self) -> None:
         """Create missing tables and columns in place; a seed-era file keeps its rows and flags."""
-        with self.database.connection_context(), self.database.atomic():
-            self._migrate()
+        with self._write():
+            pass
 
     def _migrate(self) -> None:
+        if "id" in {c.name for c in self.database.get_columns("datastore_nodes")}:
+            DatastoreNode.drop_table()  # a per-refresh cache from before the composite key
         self.database.create_tables(MODELS, safe=True)
         have = {c.name for c in self.database.get_columns("datastores")}
         migrator = SchemaMigrator.from_database(self.database)
@@ -157,8 +178,7 @@ class Store:
                          system: dict[str, str]) -> None:
         """Swap in a new snapshot atomically, keeping every default flag; seed defaults if none."""
         now = _utcnow()
-        with self.database.connection_context(), self.database.atomic():
-            self._migrate()
+        with self._write():
             self._upsert(records, now)
             seen = [r.id for r in records]
             (Datastore.update(enabled=False, present=False, active=False, updated_at=now)
@@ -204,8 +224,7 @@ class Store:
     def set_defaults(self, hdd: str | None = None, ssd: str | None = None) -> bool:
         """Move the default flags; raise UnknownDatastore unless each target is an enabled datastore."""
         changed = False
-        with self.database.connection_context(), self.database.atomic():
-            self._migrate()
+        with self._write():
             for role, datastore_id in (("hdd", hdd), ("ssd", ssd)):
                 if datastore_id is None:
                     continue
@@ -219,15 +238,6 @@ class Store:
                 Datastore.update({flag: True}).where(Datastore.id == datastore_id).execute()
                 changed = True
         return changed
-
-    def restore_defaults(self, hdd: str | None, ssd: str | None) -> None:
-        """Put defaults back on a fresh DB (after the file was deleted), creating placeholders."""
-        now = _utcnow()
-        with self.database.connection_context(), self.database.atomic():
-            self._migrate()
-            for role, datastore_id in (("hdd", hdd), ("ssd", ssd)):
-                if datastore_id:
-                    self._seed_default(role, datastore_id, now)
 
     def view(self) -> View:
         """Every datastore with its nodes, the defaults, and the refresh bookkeeping."""
@@ -246,23 +256,11 @@ class Store:
 
     def record_refresh(self, info: RefreshInfo) -> None:
         """Write the bookkeeping row."""
-        with self.database.connection_context(), self.database.atomic():
-            self.database.create_tables([RefreshState], safe=True)
+        with self._write():
             fields = {"last_attempt": info.last_attempt, "last_success": info.last_success, "ok": info.ok,
                       "error": info.error, "reason": info.reason, "duration": info.duration, "count": info.count}
             (RefreshState.insert(id=1, **fields)
              .on_conflict(conflict_target=[RefreshState.id], update=fields).execute())
-
-    def count_enabled(self) -> int:
-        """How many enabled datastores the cluster has."""
-        with self.database.connection_context():
-            return Datastore.select(fn.COUNT(Datastore.id)).where(
-                (Datastore.enabled == True) & (Datastore.present == True)).scalar()  # noqa: E712
-
-    def close(self) -> None:
-        """Close this thread's connection if one is open."""
-        if not self.database.is_closed():
-            self.database.close()
 
 
 def _row(d: Datastore, nodes) -> DatastoreRow:

@@ -10,6 +10,7 @@ import logging
 
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import parse_accept_header
 
 from .config import DATASTORE_ID, Config
 from .metrics import CONTENT_TYPE, Exposition
@@ -73,7 +74,7 @@ def parse_defaults_body(raw: bytes) -> dict[str, str]:
     """Validate the POST body; return {"hdd": id, "ssd": id} with at least one of them."""
     try:
         body = json.loads(raw.decode("utf-8")) if raw.strip() else None
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json",
@@ -87,7 +88,7 @@ def parse_defaults_body(raw: bytes) -> dict[str, str]:
         value = body.get(field)
         if value is None:
             continue
-        if not isinstance(value, str) or not DATASTORE_ID.match(value):
+        if not isinstance(value, str) or not DATASTORE_ID.fullmatch(value):
             raise ApiError(400, "invalid_field", f"{field} must be a Proxmox datastore ID "
                            "(letters, digits, '-', '_', '.', at least 2 characters).")
         chosen[role] = value
@@ -98,9 +99,17 @@ def parse_defaults_body(raw: bytes) -> dict[str, str]:
 
 def _is_loopback(address: str | None) -> bool:
     try:
-        return ipaddress.ip_address((address or "").split("%")[0]).is_loopback
+        ip = ipaddress.ip_address((address or "").split("%")[0])
     except ValueError:
         return False
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback  # ::ffff:127.0.0.1 on a dual-stack listener
+
+
+def _local_host_header(host: str) -> bool:
+    """True when the Host header names this machine by a loopback name or address."""
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]").lower()
+    return name == "localhost" or name.endswith(".localhost") or _is_loopback(name)
 
 
 def check_auth(config: Config) -> None:
@@ -110,9 +119,11 @@ def check_auth(config: Config) -> None:
         # A browser on the exporter's host must not let another site change the defaults (CSRF).
         raise ApiError(403, "forbidden", "Cross-site requests are refused; call the API directly or use its page.")
     if not config.api_token:
-        if not _is_loopback(request.remote_addr):
-            raise ApiError(403, "forbidden", "Changes are accepted from loopback only while "
-                           "EXPORTER_API_TOKEN is not set.")
+        # Loopback clients only, and by a loopback name: a rebound DNS name that resolves to
+        # 127.0.0.1 carries the attacker's Host header and is refused.
+        if not _is_loopback(request.remote_addr) or not _local_host_header(request.host):
+            raise ApiError(403, "forbidden", "Changes are accepted from loopback only (Host localhost or a "
+                           "loopback address) while EXPORTER_API_TOKEN is not set.")
         return
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), config.api_token.encode()):
@@ -124,15 +135,20 @@ def create_app(service: Service, config: Config) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False
+    _register_errors(app)
+    _register_api(app, service, config)
+    _register_page(app, service, config)
+    return app
 
+
+def _register_errors(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
         return jsonify(error_body(exc.code, exc.message)), exc.status
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        code = ERROR_CODES.get(exc.code, "http_error")
-        response = jsonify(error_body(code, exc.description or exc.name))
+        response = jsonify(error_body(ERROR_CODES.get(exc.code, "http_error"), exc.description or exc.name))
         response.status_code = exc.code
         if exc.code == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
@@ -143,6 +159,16 @@ def create_app(service: Service, config: Config) -> Flask:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return jsonify(error_body("internal_error", "An unexpected error occurred; see the exporter's log.")), 500
 
+    @app.after_request
+    def never_framed(response):
+        # The page has buttons that change the defaults: no other site may frame it (clickjacking).
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+def _register_api(app: Flask, service: Service, config: Config) -> None:
     @app.get("/api/datastores")
     def list_datastores():
         return jsonify(datastores_answer(service.datastores(), service.age()))
@@ -150,6 +176,7 @@ def create_app(service: Service, config: Config) -> Flask:
     @app.post("/api/datastores/refresh")
     def refresh():
         check_auth(config)
+        request.get_data(cache=False)  # takes no body, but a huge one still gets its 413
         try:
             count = service.refresh()
         except RefreshFailed as exc:
@@ -184,14 +211,14 @@ def create_app(service: Service, config: Config) -> Flask:
     def healthz():
         return jsonify({"success": True, "status": "ok"})
 
+
+def _register_page(app: Flask, service: Service, config: Config) -> None:
     @app.get("/")
     def page():
         answer = datastores_answer(service.datastores(), service.age())
         response = app.make_response(render_template("index.html", answer=answer, token_required=bool(config.api_token)))
         response.headers["Cache-Control"] = "no-store"  # the page shows live state; never a stale copy
         return response
-
-    return app
 
 
 class MetricsFront:
@@ -204,8 +231,7 @@ class MetricsFront:
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") != "/metrics" or environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             return self.app(environ, start_response)
-        accepted = environ.get("HTTP_ACCEPT_ENCODING", "")
-        use_gzip = "gzip" in accepted and "gzip;q=0" not in accepted.replace(" ", "")
+        use_gzip = parse_accept_header(environ.get("HTTP_ACCEPT_ENCODING", "")).quality("gzip") > 0
         chunks = self.exposition.scrape(use_gzip)  # sent as they are: a 2.6 MB body is never copied
         length = sum(len(c) for c in chunks)
         headers = [("Content-Type", CONTENT_TYPE), ("Content-Length", str(length)), ("Vary", "Accept-Encoding")]
@@ -215,6 +241,8 @@ class MetricsFront:
         return [] if environ["REQUEST_METHOD"] == "HEAD" else chunks
 
 
-def create_wsgi(service: Service, exposition: Exposition, config: Config):
-    """The WSGI callable the server runs."""
+def create_wsgi(service: Service, config: Config, exposition: Exposition | None = None):
+    """The WSGI callable the server runs; the exposition follows the service's changes."""
+    exposition = exposition or Exposition()
+    service.subscribe(exposition)
     return MetricsFront(create_app(service, config), exposition)
