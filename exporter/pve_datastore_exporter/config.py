@@ -138,7 +138,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PROXMOX_TIMEOUT", "proxmox_timeout", "10", "seconds per Proxmox API call", _int_range(1, 300)),
     Setting("PROXMOX_HDD_DATASTORE", "hdd_datastore", "local-lvm", "initial default HDD datastore (later kept in the DB)", _datastore_id),
     Setting("PROXMOX_SSD_DATASTORE", "ssd_datastore", "local", "initial default SSD datastore (later kept in the DB)", _datastore_id),
-    Setting("DATABASE_URL", "database_url", "sqlite:///instance/proxmox_manager.db", "sqlite:///path or postgresql://user:password@host/name", _database_url),
+    Setting("DATABASE_URL", "database_url", "sqlite:///instance/proxmox_manager.db", "sqlite:///path or postgresql://...", _database_url),
     Setting("EXPORTER_LISTEN_ADDRESS", "listen_address", "0.0.0.0:9863", "host:port where HTTP is served", _listen),
     Setting("EXPORTER_REFRESH_INTERVAL", "refresh_interval", "60", "seconds between refreshes; 0 = only on demand", _int_range(0, 86400)),
     Setting("EXPORTER_API_TOKEN", "api_token", "", "bearer token for POST endpoints; unset = loopback clients only", _text, secret=True),
