@@ -42,6 +42,8 @@ def _utcnow() -> dt.datetime:
 
 
 class BaseModel(Model):
+    """Every table lives in the one database the Store opened."""
+
     class Meta:
         database = db
 
