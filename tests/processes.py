@@ -15,6 +15,18 @@ import requests
 BIN = Path(sys.executable).parent / "pve-datastore-exporter"
 
 
+def terminate(proc: subprocess.Popen, grace: float = 10) -> int:
+    """SIGTERM, then SIGKILL after `grace` seconds; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(grace)
+    return proc.returncode
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket() as s:
@@ -80,15 +92,9 @@ class ExporterProcess:
     def stop(self) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        code = terminate(self.proc)
         self.log.close()
-        return self.proc.returncode
+        return code
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.processes import ExporterProcess, free_port
+from tests.processes import ExporterProcess, free_port, terminate
 from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,16 +65,7 @@ class Prometheus:
         return self.api("query", query=expr)["result"]
 
     def stop(self):
-        stop_process(self.process)
-
-
-def stop_process(process):
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
+        terminate(self.process)
 
 
 @contextlib.contextmanager

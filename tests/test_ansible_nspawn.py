@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -30,6 +29,7 @@ from tests.ansible_helpers import (
     wheelhouse,
     write_vars,
 )
+from tests.processes import terminate
 from tests.tools import in_ci, require_tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -130,13 +130,7 @@ class Container:
 
     def stop(self):
         """SIGTERM asks the container's systemd to halt; SIGKILL if it takes too long."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(45)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(15)
+        terminate(self.proc, grace=45)
 
     def inventory(self) -> Path:
         path = self.work / "inventory.json"
