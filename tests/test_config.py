@@ -117,3 +117,26 @@ def test_database_password_counts_as_a_secret():
     c = cfg.Config(database_url="postgresql://u:db-s3cret@h/x", proxmox_password="pw")
     assert set(c.secrets()) == {"db-s3cret", "pw"}
     assert cfg.mask_url(c.database_url) == "postgresql://u:***@h/x"
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:pw-s3cret@127.0.0.1:99999/x", "postgresql://u:pw-s3cret@h:abc/x",
+                                 "postgresql://u:pw-s3cret@[::1/x", "sqlite:///x.db?foo=bar",
+                                 "postgresql+psycopg2://u:pw-s3cret@h/x"])
+def test_a_database_url_that_cannot_work_is_one_line_without_its_password(url):
+    with pytest.raises(cfg.ConfigError, match="^DATABASE_URL: invalid value") as info:
+        cfg.load(env_file=None, environ={"DATABASE_URL": url})
+    assert "pw-s3cret" not in str(info.value)
+
+
+def test_an_env_file_that_is_not_utf8_is_one_line(tmp_path):
+    env = tmp_path / ".env"
+    env.write_bytes(b"PROXMOX_HOST=\xff\xfe\n")
+    with pytest.raises(cfg.ConfigError, match="is not UTF-8 text"):
+        cfg.load(env_file=str(env), environ={})
+
+
+def test_scrub_masks_whole_secrets_and_cut_off_echoes():
+    secret = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+    text = f"401 invalid token PVEAPIToken=monitor@pve!exporter={secret[:27]} and again {secret}"
+    assert cfg.scrub(text, (secret,)) == "401 invalid token PVEAPIToken=monitor@pve!exporter=*** and again ***"
+    assert cfg.scrub("aaaa only", (secret,)) == "aaaa only"  # under 8 characters: not a recognisable piece

@@ -124,3 +124,52 @@ def test_ids_longer_than_the_seed_column_are_skipped():
     resources = [{"type": "storage", "storage": long_id, "node": "pve1", "status": "unknown"},
                  {"type": "storage", "storage": "ok1", "node": "pve1", "status": "unknown"}]
     assert [r.id for r in parse(resources, [{"storage": long_id, "type": "dir"}])] == ["ok1"]
+
+
+def test_sizes_are_read_exactly_up_to_the_largest_column_value():
+    resources = [{"type": "storage", "storage": "big", "node": "pve1", "status": "available",
+                  "disk": 2**63 - 2, "maxdisk": 2**63 - 1}]
+    (record,) = parse(resources, [])
+    assert (record.size, record.used, record.available) == (2**63 - 1, 2**63 - 2, 1)
+
+
+def test_a_local_total_past_any_column_is_a_parse_error():
+    entry = {"type": "storage", "storage": "big", "status": "available", "disk": 1, "maxdisk": 2**62 + 2**61}
+    with pytest.raises(ProxmoxError) as info:
+        parse([{**entry, "node": "pve1"}, {**entry, "node": "pve2"}], [])
+    assert info.value.reason == "parse"
+
+
+class _Hanging:
+    """A Proxmox client whose every call blocks until released (a body that never ends)."""
+
+    def __init__(self, release):
+        self.release = release
+        self.cluster = self
+        self.resources = self
+        self.storage = self
+
+    def get(self, **_):
+        self.release.wait(10)
+        return []
+
+
+def test_stuck_calls_to_proxmox_are_bounded(tmp_path):
+    import threading
+
+    from pve_datastore_exporter.config import Config
+    from pve_datastore_exporter.proxmox import MAX_STUCK, Reader
+
+    release, made = threading.Event(), []
+    config = Config(proxmox_host="pve1", proxmox_user="m@pve", proxmox_token_name="t", proxmox_token_value="v")
+    reader = Reader(config, connect=lambda c: made.append(_Hanging(release)) or made[-1])
+    reader.deadline = 0.2
+    try:
+        for _ in range(MAX_STUCK):
+            with pytest.raises(ProxmoxError, match="within 0.2 s"):
+                reader.read()
+        with pytest.raises(ProxmoxError, match="still not answered") as info:
+            reader.read()
+        assert info.value.reason == "timeout" and len(made) == MAX_STUCK  # no new client, no new thread
+    finally:
+        release.set()

@@ -171,3 +171,21 @@ def test_an_unforeseen_error_is_a_counted_failure_not_a_crash(tmp_path):
         service.refresh()
     assert info.value.reason == "internal" and service.view.refresh.reason == "internal"
     assert service.view.refresh.last_attempt is not None
+
+
+def test_a_burst_of_first_gets_fetches_once_and_the_others_answer_at_once(tmp_path):
+    gate = threading.Event()
+    reader = FakeReader(gate=gate)
+    service, _ = make(tmp_path, reader)
+    done = []
+    threads = [threading.Thread(target=lambda: done.append(service.datastores())) for _ in range(6)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(done) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(done) == 5 and reader.calls == 1  # five answered while the one fetch still waits
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert len(done) == 6 and reader.calls == 1

@@ -208,7 +208,8 @@ def test_cross_site_post_from_a_browser_is_refused(exporter):
     assert same.status_code == 200
 
 
-@pytest.mark.parametrize("host,allowed", [("localhost:9863", True), ("127.0.0.1:9863", True), ("[::1]:9863", True),
+@pytest.mark.parametrize("host,allowed", [("localhost:9863", True), ("localhost.:9863", True),
+                                          ("127.0.0.1:9863", True), ("[::1]:9863", True),
                                           ("rebind.attacker.example:9863", False), ("10.0.0.5:9863", False)])
 def test_without_token_the_host_header_must_name_this_machine(exporter, host, allowed):
     exporter.get("/api/datastores")
@@ -222,7 +223,7 @@ def test_without_token_the_host_header_must_name_this_machine(exporter, host, al
 
 
 def test_every_answer_forbids_framing(exporter):
-    for path in ("/", "/api/datastores", "/nope"):
+    for path in ("/", "/api/datastores", "/nope", "/metrics"):
         headers = exporter.get(path).headers
         assert headers["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
 

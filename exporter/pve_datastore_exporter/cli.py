@@ -30,17 +30,11 @@ class SecretFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite the message and any traceback with the secrets masked."""
-        record.msg, record.args = self.scrub(record.getMessage()), None
+        record.msg, record.args = configuration.scrub(record.getMessage(), self.secrets), None
         if record.exc_info:
-            record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = configuration.scrub(logging.Formatter().formatException(record.exc_info), self.secrets)
             record.exc_info = None
         return True
-
-    def scrub(self, text: str) -> str:
-        """The text with every secret replaced by ***."""
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
 
 
 def setup_logging(config: Config) -> None:
@@ -82,8 +76,9 @@ def serve(config: Config, ready=None) -> int:
     from .web import create_wsgi
 
     limit_malloc_arenas()
-    if not config.proxmox_verify_ssl and not config.proxmox_ca_bundle:
-        log.warning("PROXMOX_VERIFY_SSL=false: the cluster's TLS certificate is not checked")
+    if not config.proxmox_verify_ssl:
+        log.warning("PROXMOX_VERIFY_SSL=false: the cluster's TLS certificate is not checked"
+                    + (" (PROXMOX_CA_BUNDLE is ignored)" if config.proxmox_ca_bundle else ""))
     service = build(config)
     poller = Poller(service, config.refresh_interval)
     host, port = parse_listen_address(config.listen_address)
@@ -238,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         return func(args)
     try:
         if args.env_file is not None and args.env_file != os.devnull and not os.path.isfile(args.env_file):
-            raise ConfigError(f"--env-file: {args.env_file} does not exist")
+            what = "is not a file" if os.path.exists(args.env_file) else "does not exist"
+            raise ConfigError(f"--env-file: {args.env_file} {what}")
         config = configuration.load(".env" if args.env_file is None else args.env_file)
         setup_logging(config)
         if func is None:

@@ -102,21 +102,50 @@ def _database_url(value: str) -> str:
     scheme = value.split("://", 1)[0].lower() if "://" in value else ""
     if scheme not in DATABASE_DRIVERS:
         raise ValueError("expected sqlite:///path/to/file.db or postgresql://user:password@host/name")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({exc})") from None
+    if scheme == "sqlite" and parts.query:
+        raise ValueError("a sqlite URL takes no ?parameters here")
     driver = DATABASE_DRIVERS[scheme]
     if driver and importlib.util.find_spec(driver) is None:
         raise ValueError(f"{scheme} needs the {driver} package: pip install 'pve-datastore-exporter[postgres]'")
     return value
 
 
+# user:password@ in a URL, read without urlsplit so that a URL too broken to parse is masked too.
+_URL_PASSWORD = re.compile(r"^[a-z0-9+.\-]+://[^:/@\[\]]*:([^@/]*)@", re.IGNORECASE)
+
+
 def database_password(url: str) -> str:
     """The password inside a database URL, if any (a secret like the others)."""
-    return urlsplit(url).password or "" if "://" in url else ""
+    found = _URL_PASSWORD.match(url)
+    return found.group(1) if found else ""
 
 
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ***."""
     password = database_password(url)
     return url.replace(f":{password}@", ":***@", 1) if password else url
+
+
+def scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """Mask every secret in `text`, and any 8-character-or-longer start of one (a cut-off echo)."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+        head = secret[:8]
+        if len(secret) < 8 or head not in text:
+            continue
+        start = text.find(head)
+        while start >= 0:
+            end = start
+            while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
+                end += 1
+            text = text[:start] + "***" + text[end:]
+            start = text.find(head, start + 3)
+    return text
 
 
 def _log_level(value: str) -> str:
@@ -199,7 +228,10 @@ def load(env_file: str | None = ".env", environ: Mapping[str, str] | None = None
     environ = os.environ if environ is None else environ
     values: dict[str, str | None] = {}
     if env_file and os.path.isfile(env_file):
-        values.update(dotenv_values(env_file))
+        try:
+            values.update(dotenv_values(env_file))
+        except UnicodeDecodeError:
+            raise ConfigError(f"--env-file: {env_file} is not UTF-8 text") from None
     # An empty variable in the environment (e.g. `PROXMOX_HOST=` from compose) does not hide the file's.
     values.update({s.env: environ[s.env] for s in SETTINGS if environ.get(s.env, "").strip()})
     parsed = {}
@@ -209,7 +241,7 @@ def load(env_file: str | None = ".env", environ: Mapping[str, str] | None = None
         try:
             parsed[setting.field] = setting.parse(raw)
         except ValueError as exc:
-            shown = "***" if setting.secret else repr(raw)
+            shown = "***" if setting.secret else repr(mask_url(raw) if setting.env == "DATABASE_URL" else raw)
             raise ConfigError(f"{setting.env}: invalid value {shown}; {exc}") from None
     return Config(**parsed)
 

@@ -10,7 +10,7 @@ import requests
 import urllib3
 from proxmoxer import AuthenticationError, ProxmoxAPI, ResourceException
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, scrub
 from .records import DatastoreRecord, NodeFigures
 
 log = logging.getLogger(__name__)
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 REASONS = ("auth", "timeout", "connection", "http_4xx", "http_5xx", "parse")
 MAX_MESSAGE = 500  # characters of a Proxmox error kept in answers and logs
 MAX_BYTES = 2**63 - 1  # a size past this is no disk, and no database column takes it
+MAX_STUCK = 2  # fetches left hanging on a dripping answer before refreshes fail at once
 MAX_ID = 100  # the seed's VARCHAR(100); Proxmox sets no limit, but no real ID comes near it
 
 
@@ -57,10 +58,11 @@ def _flag(value) -> bool:
 
 
 def _bytes(value) -> int:
-    number = max(int(float(value)), 0)
+    # Integers exactly (a float loses them past 2^53); "123" and 1.5e12 are accepted too.
+    number = value if isinstance(value, int) else int(value) if str(value).isdigit() else int(float(value))
     if number > MAX_BYTES:
         raise ValueError("size out of range")
-    return number
+    return max(number, 0)
 
 
 def _content(value) -> str:
@@ -102,7 +104,7 @@ def _node_figures(item: dict) -> NodeFigures:
     try:
         size, used = _bytes(item["maxdisk"]), _bytes(item["disk"])
     except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON 1e400 arrives as inf
-        raise ProxmoxError("parse", f"/cluster/resources: sizes of {item['storage']!r} are not numbers") from None
+        raise ProxmoxError("parse", f"/cluster/resources: sizes of {item['storage']!r} are not byte counts") from None
     return NodeFigures(node=item["node"], active=True, size=size, used=used, available=max(size - used, 0))
 
 
@@ -144,7 +146,10 @@ def _cluster_figures(nodes: Iterable[NodeFigures], shared: bool) -> tuple[int, i
     if shared:
         # Every node reports the same shared capacity: count it once, not once per node.
         return active[0].size, active[0].used
-    return sum(n.size for n in active), sum(n.used for n in active)
+    size, used = sum(n.size for n in active), sum(n.used for n in active)
+    if size > MAX_BYTES or used > MAX_BYTES:
+        raise ProxmoxError("parse", "/cluster/resources: a datastore's total over its nodes is out of range")
+    return size, used
 
 
 def parse(resources_payload, storage_payload) -> list[DatastoreRecord]:
@@ -173,6 +178,7 @@ class Reader:
         self._connect = connect
         self._api = None
         self._lock = threading.Lock()
+        self._stuck: list[threading.Thread] = []
         # requests' timeout bounds each socket read, not a call: a body dripping one byte a second
         # would never end. Two calls, each PROXMOX_TIMEOUT, plus the login, then we give up.
         self.deadline = 3 * config.proxmox_timeout + 5
@@ -180,11 +186,16 @@ class Reader:
     def read(self) -> list[DatastoreRecord]:
         """Fetch and parse; raise ProxmoxError with a reason and a message free of secrets."""
         with self._lock:
+            self._stuck = [t for t in self._stuck if t.is_alive()]
+            if len(self._stuck) >= MAX_STUCK:  # a tarpit must not collect our threads and sockets
+                raise ProxmoxError("timeout", f"{len(self._stuck)} earlier calls to Proxmox are still not "
+                                   "answered; not starting another")
             outcome: dict = {}
             worker = threading.Thread(target=self._fetch, args=(outcome,), name="proxmox-fetch", daemon=True)
             worker.start()
             worker.join(self.deadline)
             if worker.is_alive():
+                self._stuck.append(worker)
                 self._api = None  # the stuck thread keeps its session; the next refresh starts afresh
                 raise ProxmoxError("timeout", f"Proxmox did not finish answering within {self.deadline} s")
             if "error" in outcome:
@@ -211,6 +222,5 @@ class Reader:
 
     def _clean(self, message: str) -> str:
         """Secrets masked, and short: an error page's body must not fill the answers and the log."""
-        for secret in self._config.secrets():
-            message = message.replace(secret, "***")
+        message = scrub(message, self._config.secrets())
         return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + " [...]"

@@ -42,6 +42,7 @@ class Service:
         self._running = False
         self._generation = 0
         self._last_error: RefreshFailed | None = None
+        self._first_fetch = True  # the seed's "first call fetches", claimed by one GET only
         self._publishing = threading.RLock()  # a write, its read-back and its publication, as one
 
     @property
@@ -71,9 +72,11 @@ class Service:
     def datastores(self) -> View:
         """The seed's GET: the DB's view; the first call on an empty DB fetches from Proxmox."""
         try:
-            # Only until the first attempt ends, and never by joining one already running: a cluster
-            # that is down must not hold every GET (and every HTTP thread) for a timeout.
-            if self._view.refresh.last_attempt is None and not self._running and self._store.is_empty():
+            # Once: one GET may fetch, the others answer at once; a cluster that is down must not
+            # hold every GET (and every HTTP thread) for a timeout.
+            with self._cond:
+                first, self._first_fetch = self._first_fetch and not self._running, False
+            if first and self._view.refresh.last_attempt is None and self._store.is_empty():
                 try:
                     self.refresh()
                 except RefreshFailed as exc:

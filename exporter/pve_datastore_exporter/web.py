@@ -20,6 +20,8 @@ from .service import RefreshFailed, Service, StoreError, UnknownDatastore, warni
 log = logging.getLogger(__name__)
 
 MAX_BODY = 16 * 1024
+SECURITY_HEADERS = (("X-Frame-Options", "DENY"), ("Content-Security-Policy", "frame-ancestors 'none'"),
+                    ("X-Content-Type-Options", "nosniff"))
 DEFAULT_FIELDS = {"hdd_datastore_id": "hdd", "ssd_datastore_id": "ssd"}
 ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "payload_too_large"}
@@ -108,7 +110,7 @@ def _is_loopback(address: str | None) -> bool:
 def _local_host_header(host: str) -> bool:
     """True when the Host header names this machine by a loopback name or address."""
     name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    name = name.strip("[]").lower()
+    name = name.strip("[]").lower().rstrip(".")
     return name == "localhost" or name.endswith(".localhost") or _is_loopback(name)
 
 
@@ -162,9 +164,7 @@ def _register_errors(app: Flask) -> None:
     @app.after_request
     def never_framed(response):
         # The page has buttons that change the defaults: no other site may frame it (clickjacking).
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
-        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers.update(SECURITY_HEADERS)
         return response
 
 
@@ -234,7 +234,8 @@ class MetricsFront:
         use_gzip = parse_accept_header(environ.get("HTTP_ACCEPT_ENCODING", "")).quality("gzip") > 0
         chunks = self.exposition.scrape(use_gzip)  # sent as they are: a 2.6 MB body is never copied
         length = sum(len(c) for c in chunks)
-        headers = [("Content-Type", CONTENT_TYPE), ("Content-Length", str(length)), ("Vary", "Accept-Encoding")]
+        headers = [("Content-Type", CONTENT_TYPE), ("Content-Length", str(length)), ("Vary", "Accept-Encoding"),
+                   *SECURITY_HEADERS]
         if use_gzip:
             headers.append(("Content-Encoding", "gzip"))
         start_response("200 OK", headers)
