@@ -110,18 +110,29 @@ def test_deleted_db_file_is_recreated_with_the_admins_defaults(tmp_path):
     assert (view.default_hdd, view.source) == ("ceph-vm", "db")
 
 
+def in_threads(count, call):
+    """Start `count` threads running `call`; their results land in the returned list."""
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(call())) for _ in range(count)]
+    for t in threads:
+        t.start()
+    return threads, results
+
+
+def wait_until(condition, seconds=10):
+    """Poll `condition` until true or `seconds` pass (a bound for a stuck test, not a timing check)."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_concurrent_refreshes_share_one_call(tmp_path):
     gate = threading.Event()
     reader = FakeReader(gate=gate)
     service, _ = make(tmp_path, reader)
-    results = []
-    threads = [threading.Thread(target=lambda: results.append(service.refresh())) for _ in range(3)]
-    for t in threads:
-        t.start()
+    threads, results = in_threads(3, service.refresh)
     # Release the one running refresh only once the two others wait on it (not before, not after).
-    deadline = time.monotonic() + 10
-    while len(service._cond._waiters) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(service._cond._waiters) >= 2)
     assert reader.calls == 1 and len(service._cond._waiters) == 2
     gate.set()
     for t in threads:
@@ -177,13 +188,8 @@ def test_a_burst_of_first_gets_fetches_once_and_the_others_answer_at_once(tmp_pa
     gate = threading.Event()
     reader = FakeReader(gate=gate)
     service, _ = make(tmp_path, reader)
-    done = []
-    threads = [threading.Thread(target=lambda: done.append(service.datastores())) for _ in range(6)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 10
-    while len(done) < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    threads, done = in_threads(6, service.datastores)
+    wait_until(lambda: len(done) >= 5)
     assert len(done) == 5 and reader.calls == 1  # five answered while the one fetch still waits
     gate.set()
     for t in threads:
