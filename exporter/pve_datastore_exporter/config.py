@@ -200,6 +200,14 @@ class Config:
         """A copy with some settings changed (used by demo and tests)."""
         return dataclasses.replace(self, **changes)
 
+    @property
+    def refresh_deadline(self) -> int:
+        """Seconds a whole read of Proxmox may take: two calls and a login, PROXMOX_TIMEOUT each, + 5.
+
+        requests' timeout bounds each socket read, not a call: a body dripping a byte a second never ends.
+        """
+        return 3 * self.proxmox_timeout + 5
+
     def secrets(self) -> tuple[str, ...]:
         """The secret values in force, for scrubbing them out of messages."""
         found = [getattr(self, s.field) for s in SETTINGS if s.secret] + [database_password(self.database_url)]

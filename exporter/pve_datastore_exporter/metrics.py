@@ -20,10 +20,9 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from .records import View
+from .records import FAILURE_REASONS, View
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
-FAILURE_REASONS = ("auth", "timeout", "connection", "http_4xx", "http_5xx", "parse", "db", "internal")
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 disable_created_metrics()  # *_created series add nothing for a long-running exporter

@@ -15,7 +15,6 @@ from .records import DatastoreRecord, NodeFigures
 
 log = logging.getLogger(__name__)
 
-REASONS = ("auth", "timeout", "connection", "http_4xx", "http_5xx", "parse")
 MAX_MESSAGE = 500  # characters of a Proxmox error kept in answers and logs
 MAX_BYTES = 2**63 - 1  # a size past this is no disk, and no database column takes it
 MAX_STUCK = 2  # fetches left hanging on a dripping answer before refreshes fail at once
@@ -23,7 +22,7 @@ MAX_ID = 100  # the seed's VARCHAR(100); Proxmox sets no limit, but no real ID c
 
 
 class ProxmoxError(Exception):
-    """A refresh could not read Proxmox; `reason` is one of REASONS."""
+    """A refresh could not read Proxmox; `reason` is one of records.FAILURE_REASONS."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -179,9 +178,7 @@ class Reader:
         self._api = None
         self._lock = threading.Lock()
         self._stuck: list[threading.Thread] = []
-        # requests' timeout bounds each socket read, not a call: a body dripping one byte a second
-        # would never end. Two calls, each PROXMOX_TIMEOUT, plus the login, then we give up.
-        self.deadline = 3 * config.proxmox_timeout + 5
+        self.deadline = config.refresh_deadline
 
     def read(self) -> list[DatastoreRecord]:
         """Fetch and parse; raise ProxmoxError with a reason and a message free of secrets."""

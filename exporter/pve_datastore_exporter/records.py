@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Why a refresh failed: Proxmox's side (proxmox.py), the database's ("db"), or a bug ("internal").
+FAILURE_REASONS = ("auth", "timeout", "connection", "http_4xx", "http_5xx", "parse", "db", "internal")
+
 
 @dataclass(frozen=True)
 class NodeFigures:

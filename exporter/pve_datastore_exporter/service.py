@@ -113,8 +113,8 @@ class Service:
                 self._cond.notify_all()
 
     def _wait_for_running(self) -> int:
-        # Called with self._cond held. The Reader gives up after 3 x PROXMOX_TIMEOUT + 5 s; then the DB.
-        generation, limit = self._generation, 3 * self.config.proxmox_timeout + 15
+        # Called with self._cond held. The read of Proxmox ends by its deadline; 10 s more for the DB.
+        generation, limit = self._generation, self.config.refresh_deadline + 10
         if not self._cond.wait_for(lambda: self._generation != generation, timeout=limit):
             raise RefreshFailed("timeout", f"the refresh in progress did not end within {limit} s")
         if self._last_error:
