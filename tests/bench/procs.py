@@ -5,23 +5,17 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from tests.processes import free_port  # re-exported for exporters.py
+
 REPO = Path(__file__).resolve().parents[2]
 # Settings of ours and the peer's that would leak in from the caller's environment.
 SCRUB = ("PROXMOX_", "EXPORTER_", "DATABASE_URL", "PVE_", "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS")
-
-
-def free_port() -> int:
-    """A port the kernel just handed out on 127.0.0.1 (closed again for the child to bind)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
