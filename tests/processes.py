@@ -37,7 +37,7 @@ def free_port() -> int:
 class ExporterProcess:
     """Starts `serve` with an environment, waits for /healthz, stops it or kills it."""
 
-    def __init__(self, tmp_path: Path, env: dict[str, str], user: str | None = None):
+    def __init__(self, tmp_path: Path, env: dict[str, str], prefix: list[str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = tmp_path / "db.sqlite"
@@ -45,13 +45,12 @@ class ExporterProcess:
         self.env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": f"sqlite:///{self.db}",
                     "EXPORTER_LISTEN_ADDRESS": f"127.0.0.1:{self.port}", "EXPORTER_REFRESH_INTERVAL": "0",
                     "EXPORTER_LOG_LEVEL": "DEBUG", **env}
-        self.user = user
+        self.prefix = prefix or []  # a command the exporter runs under (e.g. unshare with a read-only mount)
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: float = 20) -> ExporterProcess:
         command = [str(BIN), "--env-file", os.devnull, "serve"]
-        if self.user:
-            command = ["setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--clear-groups", *command]  # numeric ids
+        command = [*self.prefix, *command]
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop() or kill9()
         self.proc = subprocess.Popen(command, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
                                      cwd=self.db.parent)

@@ -2,9 +2,7 @@
 
 import os
 import random
-import shutil
 import sqlite3
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -191,24 +189,26 @@ def test_db_replaced_by_garbage(exporter):
     assert 'pve_datastore_refresh_failures_total{reason="db"} 1.0' in metrics
 
 
+def read_only(path: Path) -> list[str]:
+    """A command prefix running the exporter with `path` mounted read-only (its own mount namespace).
+
+    Even root cannot write there, so the fault holds in CI (root) and with any folder permissions.
+    """
+    remount = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && exec "$@"'
+    return [require_tool("unshare"), "--mount", "--propagation", "private", "sh", "-c", remount, str(path)]
+
+
+# A read-only file can still be read (SQLite makes its -wal/-shm beside it); in a read-only folder
+# WAL cannot even be read, and the answers fall back to .env.
 @pytest.mark.parametrize("what,source,hdd", [("file", "db", "ceph-vm"), ("folder", "env", "local-lvm")])
-def test_db_read_only(request, sim, what, source, hdd):
+def test_db_read_only(tmp_path, sim, what, source, hdd):
     if os.geteuid() != 0:  # CI runs as root
-        (pytest.fail if in_ci() else pytest.skip)("needs root to run the exporter as another user", pytrace=False)
-    require_tool("setpriv")
-    data = Path(tempfile.mkdtemp(prefix="pvedx-ro-"))  # pytest's tmp dirs are 0700: nobody could not enter
-    request.addfinalizer(lambda: shutil.rmtree(data, ignore_errors=True))
-    env = {**sim.env(), "PROXMOX_CA_BUNDLE": shutil.copy(sim.ca_file, data / "ca.pem")}
-    first = ExporterProcess(data, env).start()
+        (pytest.fail if in_ci() else pytest.skip)("needs root for a read-only mount", pytrace=False)
+    first = ExporterProcess(tmp_path, sim.env()).start()
     first.get("/api/datastores")
     first.post("/api/datastores/default", json={"hdd_datastore_id": "ceph-vm"})
     first.stop()
-    # A read-only file can still be read (SQLite makes its -wal/-shm beside it); in a read-only folder
-    # WAL cannot even be read, and the answers fall back to .env.
-    os.chmod(data, 0o777 if what == "file" else 0o755)
-    for path in data.iterdir():
-        os.chmod(path, 0o444 if what == "file" and path.name.startswith("db.sqlite") else 0o644)
-    e = ExporterProcess(data, env, user="65534").start()
+    e = ExporterProcess(tmp_path, sim.env(), prefix=read_only(first.db if what == "file" else tmp_path)).start()
     try:
         body = e.get("/api/datastores").json()
         assert (body["success"], body["default_hdd"], body["source"]) == (True, hdd, source)
@@ -219,7 +219,7 @@ def test_db_read_only(request, sim, what, source, hdd):
         assert 'pve_datastore_size_bytes{datastore="ceph-vm",node="pve1"}' in e.get("/metrics").text
     finally:
         e.stop()
-    with sqlite3.connect(data / "db.sqlite") as conn:
+    with sqlite3.connect(first.db) as conn:
         assert conn.execute("SELECT id FROM datastores WHERE is_default_hdd").fetchall() == [("ceph-vm",)]
 
 
