@@ -9,14 +9,15 @@ ANSIBLE_PYTHON ?= $(shell for p in python3.13 python3.12 $(wildcard $(HOME)/.pye
 ANSIBLE_VENV   := .venv-ansible
 ANSIBLE_STAMP  := $(ANSIBLE_VENV)/.installed
 
-.PHONY: help venv demo test lint bench golden screenshot dashboard-picture clean
+.PHONY: help venv demo test lint bench golden docs screenshot dashboard-picture clean
 
 help:
 	@echo "make demo   - run the exporter against the simulated Proxmox cluster"
 	@echo "make test   - run the test suite"
 	@echo "make lint   - ruff"
-	@echo "make bench  - benchmark against prometheus-pve-exporter (writes tests/bench/results.md)"
+	@echo "make bench  - benchmark against prometheus-pve-exporter (writes tools/bench/results.md)"
 	@echo "make golden - regenerate golden files (exposition, seed JSON)"
+	@echo "make docs   - regenerate .env.example and the README settings table from config.SETTINGS"
 	@echo "make screenshot - docs/screenshot*.png of the page from a real browser run"
 	@echo "make dashboard-picture - docs/dashboard.png: the dashboard's layout and data from a real Prometheus run"
 
@@ -42,19 +43,22 @@ test: $(STAMP) $(ANSIBLE_STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check exporter tests
+	$(BIN)/ruff check exporter tests tools
 
 golden: $(STAMP)
 	UPDATE_GOLDEN=1 $(BIN)/pytest tests/test_golden.py
 
+docs: $(STAMP)
+	$(BIN)/python -m tools.settings_docs
+
 bench: $(STAMP)
-	$(BIN)/python -m tests.bench.run
+	$(BIN)/python -m tools.bench.run
 
 screenshot: $(STAMP)
-	$(BIN)/python -m tests.screenshot
+	$(BIN)/python -m tools.screenshot
 
 dashboard-picture: $(STAMP)
-	$(BIN)/python -m tests.dashboard_picture
+	$(BIN)/python -m tools.dashboard_picture
 
 clean:
 	rm -rf $(VENV) $(ANSIBLE_VENV) .venv-bench build *.egg-info exporter/*.egg-info .pytest_cache

@@ -13,8 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.processes import free_port  # noqa: F401 - re-exported for the Ansible tests
-from tests.tools import load_yaml, require_tool
+from tests.needs import load_yaml, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTION = ROOT / "ansible"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .tools import in_ci
+from .needs import in_ci
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 
 from pve_datastore_exporter.config import Config
-from pve_datastore_exporter.proxmox import ProxmoxError
-from pve_datastore_exporter.records import DatastoreRecord, NodeFigures
+from pve_datastore_exporter.records import Datastore, NodeFigures, RefreshFailed
 
 SEED_SCHEMA = """
 CREATE TABLE datastores (
@@ -29,12 +28,13 @@ CREATE TABLE datastores (
 
 def record(datastore_id: str, type_: str = "dir", size: int = 1000, used: int = 100, shared: bool = False,
            enabled: bool = True, nodes: tuple[str, ...] = ("pve1",), content: str = "images,rootdir"):
-    """A datastore record with the same figures on each node (summed unless shared)."""
-    figures = tuple(NodeFigures(n, True, size, used, size - used) for n in nodes) if enabled else ()
+    """A datastore with the same figures on each node (summed unless shared)."""
+    figures = tuple(NodeFigures(node=n, size=size, used=used, available=size - used, active=True)
+                    for n in nodes) if enabled else ()
     factor = 1 if shared else len(figures)
-    return DatastoreRecord(id=datastore_id, type=type_, content=content, shared=shared, enabled=enabled,
-                           size=size * factor, used=used * factor, available=(size - used) * factor,
-                           nodes=figures)
+    return Datastore(id=datastore_id, type=type_, content=content, shared=shared, enabled=enabled,
+                     size=size * factor, used=used * factor, available=(size - used) * factor,
+                     active=bool(figures), nodes=figures)
 
 
 def cluster():
@@ -56,7 +56,7 @@ def config(tmp_path, **changes) -> Config:
 class FakeReader:
     """Stands in for Proxmox: returns `records`, or raises `error`; counts calls."""
 
-    def __init__(self, records=None, error: ProxmoxError | None = None, gate: threading.Event | None = None):
+    def __init__(self, records=None, error: RefreshFailed | None = None, gate: threading.Event | None = None):
         self.records = cluster() if records is None else records
         self.error = error
         self.gate = gate

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.ansible_helpers import ROOT, assert_no_secrets, free_port, localhost_args, run_playbook, write_vars
-from tests.tools import require_tool
+from tests.ansible_helpers import ROOT, assert_no_secrets, localhost_args, run_playbook, write_vars
+from tests.needs import require_tool
+from tools.processes import free_port
 
 pytestmark = pytest.mark.slow
 from pve_datastore_exporter import simulator  # noqa: E402
@@ -65,7 +66,7 @@ def exporter(tmp_path_factory):
     """pve-datastore-exporter serve (a subprocess) against the simulated cluster: its base URL."""
     exe = require_tool(str(ROOT / ".venv" / "bin" / "pve-datastore-exporter"))
     base = tmp_path_factory.mktemp("exporter")
-    sim = simulator.Simulator(nodes=3, datastores=6, seed=1, state_dir=base / "sim", drift=False)
+    sim = simulator.Simulator(nodes=3, datastores=6, random_seed=1, state_dir=base / "sim", drift=False)
     sim.start()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROXMOX_", "EXPORTER_"))}

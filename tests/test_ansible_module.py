@@ -8,7 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.ansible_helpers import free_port, run_module
+from tests.ansible_helpers import run_module
+from tools.processes import free_port
 
 TOKEN = "pvedx-module-token-d41d8c"
 KNOWN = {"local", "local-lvm", "ceph-vm", "tank"}

@@ -24,13 +24,12 @@ import pytest
 from tests.ansible_helpers import (
     ansible_env,
     assert_no_secrets,
-    free_port,
     run_playbook,
     wheelhouse,
     write_vars,
 )
-from tests.processes import terminate
-from tests.tools import in_ci, require_tool
+from tests.needs import in_ci, require_tool
+from tools.processes import free_port, terminate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 from pve_datastore_exporter import simulator  # noqa: E402
@@ -152,7 +151,7 @@ def container(tmp_path_factory):
         unavailable("booting a systemd-nspawn container needs root")
     ensure_rootfs()
     work = tmp_path_factory.mktemp("nspawn")
-    sim = simulator.Simulator(nodes=3, datastores=6, seed=2, state_dir=work / "sim", drift=False)
+    sim = simulator.Simulator(nodes=3, datastores=6, random_seed=2, state_dir=work / "sim", drift=False)
     sim.start()
     ca = work / "sim-ca.pem"
     shutil.copyfile(sim.ca_file, ca)

@@ -23,7 +23,7 @@ from tests.ansible_helpers import (
     wheelhouse,
     write_vars,
 )
-from tests.tools import require_tool
+from tests.needs import require_tool
 
 pytestmark = pytest.mark.slow
 

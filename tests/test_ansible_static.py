@@ -10,13 +10,13 @@ import subprocess
 
 import pytest
 
+from pve_datastore_exporter.config import SETTINGS
 from tests.ansible_helpers import (
     ANSIBLE_TEST_HOME,
     BEGIN_TABLE,
     COLLECTION,
     END_TABLE,
     ROLE,
-    ROOT,
     ansible_env,
     env_key_variable,
     load_yaml,
@@ -103,9 +103,8 @@ def test_argument_specs_match_defaults():
 
 
 def test_secret_variables_are_no_log():
-    """The three secrets are marked no_log in the spec, and every task touching them has no_log."""
-    secrets = {"pve_datastore_exporter_proxmox_token_value", "pve_datastore_exporter_proxmox_password",
-               "pve_datastore_exporter_api_token"}
+    """The settings' secrets are marked no_log in the spec, and every task touching them has no_log."""
+    secrets = {env_key_variable(s.env) for s in SETTINGS if s.secret}
     assert {n for n, s in role_options().items() if s.get("no_log")} == secrets
     for path in (ROLE / "tasks").glob("*.yml"):
         for task in load_yaml(path) or []:
@@ -115,18 +114,32 @@ def test_secret_variables_are_no_log():
                 assert task.get("no_log") is True, f"{path.name}: {task['name']}"
 
 
-def _env_example_keys() -> list[str]:
-    text = (ROOT / ".env.example").read_text()
-    return re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, re.M)
+# Where the role deliberately ships another default than the exporter, and why.
+ROLE_OWN_DEFAULTS = {"DATABASE_URL": "the SQLite file lives in the unit's StateDirectory under /var/lib"}
+SPEC_TYPES = {bool: {"bool"}, int: {"int"}, str: {"str", "path"}}
 
 
-def test_env_template_covers_env_example():
-    """Every key of .env.example is a role variable and a line of the .env template, in the same order."""
-    keys = _env_example_keys()
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.env)
+def test_every_setting_is_a_role_variable_with_the_exporters_default(setting):
+    """config.SETTINGS -> a role variable in defaults/main.yml and the spec: type, default, C(KEY), choices."""
+    name, default = env_key_variable(setting.env), setting.parse(setting.default)
+    defaults, spec = load_yaml(ROLE / "defaults" / "main.yml"), role_options().get(name)
+    assert name in defaults and spec, f"{setting.env}: the role has no variable {name}"
+    assert spec["type"] in SPEC_TYPES[type(default)], name
+    assert f"C({setting.env})" in str(spec["description"]), name
+    if setting.env in ROLE_OWN_DEFAULTS:
+        assert defaults[name] != default, f"{name} now equals the exporter's default: drop it from ROLE_OWN_DEFAULTS"
+    else:
+        assert defaults[name] == default, name
+    for choice in spec.get("choices", ()):
+        assert setting.parse(str(choice)) == choice, f"{name}: the exporter refuses the choice {choice!r}"
+
+
+def test_env_template_lists_every_setting():
+    """Every setting of config.SETTINGS is a line of the .env template, from its role variable, in order."""
     template = (ROLE / "templates" / "exporter.env.j2").read_text()
     assert re.findall(r"\{\{ line\('([A-Z0-9_]+)', (\w+)\) \}\}", template) == \
-        [(k, env_key_variable(k)) for k in keys]
-    assert set(map(env_key_variable, keys)) <= set(role_options())
+        [(s.env, env_key_variable(s.env)) for s in SETTINGS]
 
 
 def test_readme_variables_table_is_generated_from_the_spec():

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from tests.bench import report
-from tests.bench.exporters import peer_versions
-from tests.bench.loadgen import percentile
-from tests.bench.run import run, tiny_plan
+from tools.bench import report
+from tools.bench.exporters import peer_versions
+from tools.bench.loadgen import percentile
+from tools.bench.run import run, tiny_plan
 
 pytestmark = pytest.mark.slow
 

@@ -8,14 +8,14 @@ import pytest
 import requests
 
 from pve_datastore_exporter.simulator import Simulator
+from tools.processes import BIN, free_port
 
 from .factories import SEED_SCHEMA
-from .processes import BIN, free_port
 
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    s = Simulator(nodes=3, datastores=6, seed=3, state_dir=str(tmp_path_factory.mktemp("certs")),
+    s = Simulator(nodes=3, datastores=6, random_seed=3, state_dir=str(tmp_path_factory.mktemp("certs")),
                   auth_delay=0.05, drift=False)
     s.start()
     yield s
@@ -117,7 +117,7 @@ def test_log_lines_and_tracebacks_are_scrubbed_of_secrets():
     import io
     import logging
 
-    from pve_datastore_exporter.cli import SecretFilter
+    from pve_datastore_exporter.logs import SecretFilter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -146,3 +146,50 @@ def test_a_listen_address_in_use_is_one_line(tmp_path):
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"configuration error: EXPORTER_LISTEN_ADDRESS: cannot listen on 127.0.0.1:{port}")
+
+
+def test_serving_imports_no_simulator_module(tmp_path, sim):
+    # The layout's promise: a production `serve` loads the product alone (the simulator is a neighbour).
+    port = free_port()
+    env = {**sim.env(), "PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
+           "EXPORTER_LISTEN_ADDRESS": f"127.0.0.1:{port}"}
+    python = BIN.parent / "python"
+    proc = subprocess.Popen([str(python), "-X", "importtime", "-m", "pve_datastore_exporter", "--env-file",
+                             "/dev/null", "serve"], env=env, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        deadline, body = time.monotonic() + 60, None
+        while time.monotonic() < deadline and not (body and body["datastores"]):
+            try:  # after the first refresh the page, the API and the reader are all loaded
+                body = requests.get(f"http://127.0.0.1:{port}/api/datastores", timeout=5).json()
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        assert body and len(body["datastores"]) == 5
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
+    finally:
+        proc.terminate()
+        _, imports = proc.communicate(timeout=15)
+    loaded = [line.rsplit("|", 1)[-1].strip() for line in imports.splitlines() if "|" in line]
+    assert "pve_datastore_exporter.web" in loaded and "pve_datastore_exporter.proxmox" in loaded
+    assert [m for m in loaded if "simulator" in m or m.startswith("tools")] == []
+
+
+
+def test_simulate_serves_until_terminated_and_prints_the_settings(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([str(BIN), "simulate", "--listen", f"127.0.0.1:{port}", "--state-dir", str(tmp_path),
+                             "--random-seed", "7", "--no-drift"], stdout=subprocess.PIPE, text=True)
+    try:
+        settings = {}
+        while "PROXMOX_CA_BUNDLE" not in settings:  # printed once the simulator listens
+            line = proc.stdout.readline()
+            assert line, "simulate ended before printing its settings"
+            if "=" in line and not line.startswith("#"):
+                settings.update([line.strip().split("=", 1)])
+        assert settings["PROXMOX_HOST"] == f"127.0.0.1:{port}"
+        stats = requests.get(f"https://127.0.0.1:{port}/_sim/stats", verify=settings["PROXMOX_CA_BUNDLE"], timeout=5)
+        assert stats.json()["requests"] == 0
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)
+    assert proc.returncode == 0

@@ -1,10 +1,13 @@
 """Configuration: one table, .env then environment, one clear line per wrong value."""
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
 from pve_datastore_exporter import config as cfg
+from tools import settings_docs
 
 ROOT = Path(__file__).parent.parent
 
@@ -76,6 +79,17 @@ def test_secret_value_never_appears_in_an_error():
     assert "pw-s3cret" not in str(info.value)
 
 
+def test_config_is_made_from_the_settings_table():
+    """One field per setting, same order and names; Config() holds the parsed defaults."""
+    assert [f.name for f in dataclasses.fields(cfg.Config)] == [s.field for s in cfg.SETTINGS]
+    assert len({s.env for s in cfg.SETTINGS}) == len(cfg.SETTINGS), "a variable is declared twice"
+    assert cfg.Config() == cfg.load(env_file=None, environ={})
+    assert (cfg.Config().proxmox_port, cfg.Config(proxmox_port=1).proxmox_port) == (8006, 1)
+    assert [f.name for f in dataclasses.fields(cfg.Config) if not f.repr] == [s.field for s in cfg.SETTINGS if s.secret]
+    for s in cfg.SETTINGS:  # one line each: a comment line in .env.example, a cell in the README
+        assert s.help and "\n" not in s.help and s.env.isupper(), s.env
+
+
 def _env_keys(text):
     return [line.split("=", 1)[0].lstrip("# ").strip() for line in text.splitlines()
             if "=" in line and line.lstrip("# ").split("=", 1)[0].strip().isupper()]
@@ -83,7 +97,22 @@ def _env_keys(text):
 
 def test_env_example_lists_exactly_the_settings():
     keys = _env_keys((ROOT / ".env.example").read_text())
-    assert sorted(set(keys)) == sorted(s.env for s in cfg.SETTINGS)
+    assert keys == [s.env for s in cfg.SETTINGS]
+
+
+def test_env_example_is_generated_from_the_settings():
+    assert (ROOT / ".env.example").read_text() == settings_docs.env_example(), "run make docs"
+
+
+def test_env_example_read_as_an_env_file_gives_the_defaults(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text(settings_docs.env_example())
+    assert cfg.load(env_file=str(env), environ={}) == cfg.Config()
+
+
+def test_readme_configuration_table_is_generated_from_the_settings():
+    readme = (ROOT / "README.md").read_text()
+    assert readme == settings_docs.with_readme_table(readme), "run make docs"
 
 
 def test_readme_configuration_table_lists_every_setting_with_its_default():
@@ -93,6 +122,14 @@ def test_readme_configuration_table_lists_every_setting_with_its_default():
         assert row is not None, f"README has no configuration row for {s.env}"
         if s.default:
             assert s.default in row, f"README row for {s.env} does not show the default {s.default}"
+
+
+def test_readme_names_every_secret():
+    secrets_line = re.search(r"^Secrets \((.*?)\) never appear", (ROOT / "README.md").read_text(), re.M | re.S)
+    assert secrets_line, "README lost its paragraph on secrets"
+    for s in cfg.SETTINGS:
+        if s.secret:
+            assert f"`{s.env}`" in secrets_line.group(1), s.env
 
 
 @pytest.mark.parametrize("url", ["mysql://u:p@h/db", "foo://x", "instance/db.sqlite"])

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import grafana_queries as gq
-from tests.tools import in_ci, load_yaml
+from tests.needs import in_ci, load_yaml
+from tools import grafana_queries as gq
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "alerts.yml"

@@ -1,12 +1,14 @@
-"""tests/dashboard_picture.py's rendering, as a pure function: no browser, no Prometheus."""
+"""tools/dashboard_picture's rendering, as a pure function: no browser, no Prometheus."""
 
 import itertools
 import re
 
 import pytest
 
-from tests import dashboard_picture as dp
-from tests import grafana_queries as gq
+from tools import grafana_queries as gq
+from tools.dashboard_picture.grafana_units import format_value
+from tools.dashboard_picture.layout import GRID_WIDTH, grid_box
+from tools.dashboard_picture.page import CAPTION, render_html
 
 WIDTH = 24 * 40 - 8  # a grid whose columns are exactly 40 px (32 px panel + 8 px gap)
 T0 = 1_700_000_000.0
@@ -89,11 +91,11 @@ def boxes(page):
 
 @pytest.fixture(scope="module")
 def page():
-    return dp.render_html(DASHBOARD, RESULTS, window=(T0, T0 + 60), notes=["a note"], width=WIDTH)
+    return render_html(DASHBOARD, RESULTS, window=(T0, T0 + 60), notes=["a note"], width=WIDTH)
 
 
 def test_caption_says_what_the_picture_is_and_is_not(page):
-    assert dp.CAPTION in page
+    assert CAPTION in page
     assert "not a Grafana screenshot" in page and "a note" in page
 
 
@@ -107,7 +109,7 @@ def test_every_panel_is_placed_from_its_gridpos(page):
     assert placed["Used % over time"] == ((12, 5, 12, 9), (480, 190, 472, 334))
     assert placed["Used % per datastore"][1] == (0, 342, 472, 182)
     for title, (pos, box) in placed.items():
-        assert box == dp.grid_box(dict(zip("xywh", pos, strict=True)), WIDTH), title
+        assert box == grid_box(dict(zip("xywh", pos, strict=True)), WIDTH), title
     # In gridPos order in the document: rows first, then left to right.
     assert [m[0] for m in BOX.findall(page)][:5] == ["Overview", "Capacity", "Used %", "Last refresh", "Empty"]
 
@@ -149,12 +151,12 @@ def test_page_is_self_contained(page):
 
 def test_the_real_dashboard_lays_out_without_overlaps():
     dashboard = gq.load()
-    page = dp.render_html(dashboard, {})
+    page = render_html(dashboard, {})
     placed = boxes(page)
     assert set(placed) == {p["title"] for p in dashboard["panels"]}
     for (a, (_, (ax, ay, aw, ah))), (b, (_, (bx, by, bw, bh))) in itertools.combinations(placed.items(), 2):
         assert ax + aw <= bx or bx + bw <= ax or ay + ah <= by or by + bh <= ay, (a, b)
-    assert max(x + w for _, (x, _, w, _) in placed.values()) == dp.GRID_WIDTH
+    assert max(x + w for _, (x, _, w, _) in placed.values()) == GRID_WIDTH
 
 
 @pytest.mark.parametrize("value, unit, decimals, text", [
@@ -171,4 +173,4 @@ def test_the_real_dashboard_lays_out_without_overlaps():
     (None, "bytes", 1, "No data"),
 ])
 def test_format_value(value, unit, decimals, text):
-    assert dp.format_value(value, unit, decimals) == text
+    assert format_value(value, unit, decimals) == text

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from pve_datastore_exporter.simulator import Simulator
+from tools.processes import ExporterProcess, free_port
 
-from .processes import ExporterProcess, free_port
-from .tools import in_ci, require_tool
+from .needs import in_ci, require_tool
 
 SECRET_API_TOKEN = "api-token-s3cret-0123"
 
@@ -24,7 +24,7 @@ def certs(tmp_path_factory):
 
 @pytest.fixture
 def sim(certs):
-    s = Simulator(nodes=3, datastores=6, seed=7, state_dir=str(certs), auth_delay=0.05, drift=False)
+    s = Simulator(nodes=3, datastores=6, random_seed=7, state_dir=str(certs), auth_delay=0.05, drift=False)
     s.start()
     yield s
     s.stop()
@@ -247,7 +247,7 @@ def test_kill_9_while_a_refresh_waits_on_proxmox_loses_nothing(tmp_path, sim):
 
 
 def test_kill_9_at_random_moments_of_refreshes_keeps_one_whole_snapshot(tmp_path, certs):
-    big = Simulator(nodes=40, datastores=25, seed=11, state_dir=str(certs), auth_delay=0.01, drift=True)
+    big = Simulator(nodes=40, datastores=25, random_seed=11, state_dir=str(certs), auth_delay=0.01, drift=True)
     big.start()
     try:
         e = ExporterProcess(tmp_path, {**big.env(), "EXPORTER_REFRESH_INTERVAL": "0"}).start()

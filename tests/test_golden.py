@@ -14,7 +14,7 @@ from pve_datastore_exporter.store import Store
 from pve_datastore_exporter.web import datastores_answer
 
 from .factories import FakeReader, cluster, config, record
-from .tools import require_tool
+from .needs import require_tool
 
 DATA = Path(__file__).parent / "data"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"

@@ -6,14 +6,13 @@ import zlib
 from prometheus_client.parser import text_string_to_metric_families
 
 from pve_datastore_exporter.metrics import Exposition, render_datastores
-from pve_datastore_exporter.proxmox import ProxmoxError
-from pve_datastore_exporter.records import DatastoreRecord, DatastoreRow, NodeFigures, View
-from pve_datastore_exporter.service import RefreshFailed, Service
+from pve_datastore_exporter.records import Datastore, NodeFigures, RefreshFailed, View
+from pve_datastore_exporter.service import Service
 from pve_datastore_exporter.store import Store
 
 from .factories import FakeReader, cluster, config
+from .needs import require_tool
 from .servers import Exporter
-from .tools import require_tool
 
 
 def samples(exposition: Exposition) -> dict:
@@ -36,8 +35,8 @@ def running(tmp_path, reader, **changes):
 
 
 def test_unknown_node_has_active_zero_and_no_capacity_series():
-    view = View(rows=(DatastoreRow(DatastoreRecord("tank", "zfspool", nodes=(
-        NodeFigures("pve2", True, 10, 4, 6), NodeFigures("pve3", False)))),))
+    view = View(rows=(Datastore("tank", "zfspool", nodes=(
+        NodeFigures(node="pve2", size=10, used=4, available=6, active=True), NodeFigures(node="pve3"))),))
     text = render_datastores(view).decode()
     assert 'pve_datastore_size_bytes{datastore="tank",node="pve2"} 10' in text
     assert 'node="pve3"} ' not in text.replace('pve_datastore_active{datastore="tank",node="pve3"} 0', "")
@@ -45,7 +44,7 @@ def test_unknown_node_has_active_zero_and_no_capacity_series():
 
 
 def test_label_values_are_escaped():
-    view = View(rows=(DatastoreRow(DatastoreRecord("odd", 'we"ird\\type\n')),))
+    view = View(rows=(Datastore("odd", 'we"ird\\type\n'),))
     assert 'type="we\\"ird\\\\type\\n"' in render_datastores(view).decode()
 
 
@@ -54,7 +53,7 @@ def test_proxmox_failing_keeps_last_series_and_counts_the_reason(tmp_path):
     service, exposition = running(tmp_path, reader)
     service.refresh()
     assert value(samples(exposition), "pve_datastore_up") == 1
-    reader.error = ProxmoxError("auth", "401 Unauthorized: Authentication failed!")
+    reader.error = RefreshFailed("auth", "401 Unauthorized: Authentication failed!")
     for _ in range(2):
         try:
             service.refresh()

@@ -1,20 +1,20 @@
 """The web page in a real browser (Debian's Chromium via Playwright) against a real exporter
 process and the simulated cluster: the table is the API's data, the actions change what the API
-and the DB hold, and failures leave the page truthful."""
+and the DB hold, the page stays current, and failures leave the page truthful."""
 
 from __future__ import annotations
 
 import re
 import sqlite3
 
-import jinja2
 import pytest
 import requests
 
+from pve_datastore_exporter.formatting import iec, level, percent
 from pve_datastore_exporter.simulator import Simulator
+from tools.browser import CHROMIUM, ExporterProcess, launch_chromium
 
-from .browser import CHROMIUM, ExporterProcess, iec, launch_chromium, percent
-from .tools import in_ci, require_tool
+from .needs import in_ci, require_tool
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -51,7 +51,7 @@ def sim_state(tmp_path_factory):
 
 @pytest.fixture
 def sim(sim_state):
-    with Simulator(nodes=3, datastores=6, seed=1, drift=False, state_dir=sim_state, auth_delay=0.1) as s:
+    with Simulator(nodes=3, datastores=6, random_seed=1, drift=False, state_dir=sim_state, auth_delay=0.1) as s:
         yield s
 
 
@@ -86,12 +86,6 @@ def enter_token(page, token: str = TOKEN) -> None:
     expect(page.locator("#token-set")).to_be_visible()
 
 
-def level(used, size) -> str:
-    if not size or used is None:
-        return "unknown"
-    return "critical" if used * 100 >= size * 90 else "high" if used * 100 >= size * 80 else "ok"
-
-
 def assert_table_matches(page, answer: dict) -> None:
     """Every row, figure, mark and option on the page is the API's."""
     rows = page.locator("#datastores tr.ds")
@@ -113,6 +107,23 @@ def assert_table_matches(page, answer: dict) -> None:
         assert marks == [m for m, on in (("HDD", d["is_default_hdd"]), ("SSD", d["is_default_ssd"])) if on]
     expect(page.locator("#hdd-select")).to_have_value(answer["default_hdd"])
     expect(page.locator("#ssd-select")).to_have_value(answer["default_ssd"])
+
+
+def assert_nodes_match(page, d: dict) -> None:
+    """The per-node figures of datastore `d` on the page are the API's."""
+    nodes = page.locator(f"#nodes-{d['id']}")
+    assert nodes.locator("tbody tr").evaluate_all("rs => rs.map(r => r.dataset.node)") == [n["node"] for n in d["nodes"]]
+    for n in d["nodes"]:
+        cells = nodes.locator(f'tr[data-node="{n["node"]}"] td.num')
+        assert cells.all_inner_texts() == [iec(n["size"]), iec(n["used"]), iec(n["available"])]
+
+
+def datastore(answer: dict, datastore_id: str) -> dict:
+    return next(d for d in answer["datastores"] if d["id"] == datastore_id)
+
+
+def refresh_behind_the_page(e: ExporterProcess) -> requests.Response:
+    return requests.post(e.url + "/api/datastores/refresh", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
 
 
 def options(page, select: str) -> list[str]:
@@ -140,11 +151,7 @@ def test_the_table_is_the_api_data(exporter, page):
     page.keyboard.press("Enter")
     expect(nodes).to_be_visible()
     expect(page.locator('tr.ds[data-id="local"] button.toggle')).to_have_attribute("aria-expanded", "true")
-    local = answer["datastores"][1]
-    assert nodes.locator("tbody tr").evaluate_all("rs => rs.map(r => r.dataset.node)") == [n["node"] for n in local["nodes"]]
-    for n in local["nodes"]:
-        cells = nodes.locator(f'tr[data-node="{n["node"]}"] td.num')
-        assert cells.all_inner_texts() == [iec(n["size"]), iec(n["used"]), iec(n["available"])]
+    assert_nodes_match(page, datastore(answer, "local"))
     page.keyboard.press("Space")
     expect(nodes).to_be_hidden()
 
@@ -180,9 +187,9 @@ def test_a_default_changed_on_the_page_is_in_the_api_and_survives_a_reload(expor
     answer = exporter.api()
     assert (answer["default_hdd"], answer["default_ssd"]) == ("ceph-vm", "local")
     assert ("ceph-vm", 1, 1, 0) in db_defaults(exporter)
-    assert_table_matches(page, answer)  # re-rendered by page.js from the API
+    assert_table_matches(page, answer)  # swapped in by page.js from the page the server renders again
     page.reload()
-    assert_table_matches(page, answer)  # rendered by the template
+    assert_table_matches(page, answer)  # the same, loaded whole
     expect(page.locator("#token-set")).to_be_visible()  # asked once per tab...
     assert page.evaluate("sessionStorage.getItem('pve-datastore-exporter.api-token')") == TOKEN
     assert page.context.cookies() == [] and TOKEN not in page.url  # ...and kept nowhere else
@@ -194,6 +201,8 @@ def test_refresh_shows_the_new_figures(exporter, sim, page):
     sim.cluster.set_usage("local-lvm", fraction=0.95)
     sim.cluster.set_usage("tank", fraction=0.85)
     enter_token(page)
+    toggle = page.locator('tr.ds[data-id="local-lvm"] button.toggle')
+    toggle.click()
     page.click("#refresh")
     expect(page.locator("#messages")).to_have_text("Refreshed 5 datastores from Proxmox.")
     after = exporter.api()
@@ -202,6 +211,51 @@ def test_refresh_shows_the_new_figures(exporter, sim, page):
     expect(page.locator('tr.ds[data-id="local-lvm"] .usage')).to_have_class("usage usage-critical")
     expect(page.locator('tr.ds[data-id="tank"] .usage')).to_have_class("usage usage-high")
     expect(page.locator("#status-age")).to_have_text(re.compile(r"just now|\d+ seconds? ago"))
+    # The per-node rows the user opened stay open, with the new figures.
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    expect(page.locator("#nodes-local-lvm")).to_be_visible()
+    assert_nodes_match(page, datastore(after, "local-lvm"))
+    expect(page.locator("#nodes-tank")).to_be_hidden()
+
+
+def test_the_page_keeps_itself_current_without_a_click(exporter, sim, page):
+    page.clock.install()  # the page's 15-second timer, fast-forwarded
+    page.goto(exporter.url + "/")
+    page.select_option("#hdd-select", "tank")  # chosen, not saved yet
+    toggle = page.locator('tr.ds[data-id="local-lvm"] button.toggle')
+    toggle.click()  # open, and focused
+    sim.cluster.set_usage("local-lvm", fraction=0.95)
+    assert refresh_behind_the_page(exporter).ok
+    requests.post(exporter.url + "/api/datastores/default", json={"ssd_datastore_id": "tank"},
+                  headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).raise_for_status()
+    answer = exporter.api()
+    lvm = datastore(answer, "local-lvm")
+    used = page.locator('tr.ds[data-id="local-lvm"] td.used')
+    expect(used).not_to_have_text(iec(lvm["used"]))  # nobody told the page yet
+    page.clock.run_for(15_000)
+    expect(used).to_have_text(iec(lvm["used"]))
+    expect(page.locator('tr.ds[data-id="local-lvm"] .pct')).to_have_text(percent(lvm["used"], lvm["size"]))
+    expect(page.locator('tr.ds[data-id="local-lvm"] .usage')).to_have_class("usage usage-critical")
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    expect(toggle).to_be_focused()
+    assert_nodes_match(page, lvm)
+    # The user's unsaved choice is left alone, and so are the options it is made from.
+    expect(page.locator("#hdd-select")).to_have_value("tank")
+    expect(page.locator("#ssd-select")).to_have_value("local")
+    page.select_option("#hdd-select", "local-lvm")  # back to the default: nothing to keep
+    page.focus("#refresh")
+    page.clock.run_for(15_000)
+    expect(page.locator("#ssd-select")).to_have_value("tank")
+    assert_table_matches(page, exporter.api())
+    # The status line follows too; the rows, unchanged, are left alone.
+    page.evaluate("document.getElementById('datastore-rows').kept = true")
+    sim.set_faults(status=500)
+    assert refresh_behind_the_page(exporter).status_code == 502
+    page.clock.run_for(15_000)
+    expect(page.locator("#status-error")).to_be_visible()
+    expect(page.locator("#status-error-text")).to_have_text(exporter.api()["last_refresh"]["error"])
+    assert page.evaluate("document.getElementById('datastore-rows').kept") is True
+    expect(toggle).to_have_attribute("aria-expanded", "true")
 
 
 def test_a_wrong_token_is_refused_and_changes_nothing(exporter, sim, page):
@@ -264,7 +318,7 @@ def test_a_failing_cluster_leaves_the_cached_data_and_shows_the_error(exporter, 
 def test_a_refused_save_shows_the_server_message_and_the_real_defaults(exporter, sim, page):
     page.goto(exporter.url + "/")
     sim.cluster.vanish("tank")  # gone behind the page's back
-    refreshed = requests.post(exporter.url + "/api/datastores/refresh", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    refreshed = refresh_behind_the_page(exporter)
     assert refreshed.json()["count"] == 4
     enter_token(page)
     page.select_option("#hdd-select", "tank")
@@ -309,7 +363,7 @@ def test_a_broken_database_says_env_fallback(sim, tmp_path, page):
 
 def test_a_phone_wide_screen_scrolls_only_the_table(exporter, sim, page):
     sim.cluster.set_usage("nas-backup", fraction=0.95)  # the usage cell's hidden "(critical)" text too
-    requests.post(exporter.url + "/api/datastores/refresh", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    refresh_behind_the_page(exporter)
     page.set_viewport_size({"width": 375, "height": 812})
     page.goto(exporter.url + "/")
     widths = page.evaluate("""() => ({doc: document.documentElement.scrollWidth, body: document.body.scrollWidth,
@@ -337,44 +391,3 @@ def test_static_files_are_served_from_the_package_and_revalidated(exporter):
         again = requests.get(f"{exporter.url}/static/{name}", headers={"If-None-Match": response.headers["ETag"]}, timeout=10)
         assert again.status_code == 304
 
-
-SIZES = [None, 0, 1, 1023, 1024, 1536, 1_048_575, 9 * GIB // 8, 1_073_741_824 * 1000 - 1, 5 * (1 << 40) + 1, 2**53 - 1]
-USAGE = [(None, 100), (5, 0), (0, 10), (1, 3), (1, 8), (3, 8), (79, 100), (80, 100), (899, 1000), (9, 10), (10, 10)]
-AGES = [None, 0, 9.99, 10, 59.9, 60, 61, 3599, 3600, 7200, 86399, 86400, 3 * 86400]
-
-
-def ago(seconds) -> str:
-    if seconds is None:
-        return "never"
-    s = int(seconds)
-    if s < 10:
-        return "just now"
-    n, unit = next((s // d, u) for limit, d, u in ((60, 1, "second"), (3600, 60, "minute"), (86400, 3600, "hour"),
-                                                     (float("inf"), 86400, "day")) if s < limit)
-    return f"{n} {unit}{'' if n == 1 else 's'} ago"
-
-
-def template_macros():
-    """The template's macros, callable from Python."""
-    env = jinja2.Environment(loader=jinja2.PackageLoader("pve_datastore_exporter", "templates"), autoescape=True)
-    env.globals["url_for"] = lambda *args, **kw: ""
-    answer = {"datastores": [], "default_hdd": None, "default_ssd": None, "source": "db", "warnings": [],
-              "last_refresh": {"ok": None, "age_seconds": None, "error": None, "last_success": None}}
-    return env.get_template("index.html").make_module({"answer": answer, "token_required": False})
-
-
-def test_the_template_and_page_js_format_alike(exporter, page):
-    page.goto(exporter.url + "/")
-    js = page.evaluate("""([sizes, usage, ages]) => ({
-        iec: sizes.map(v => datastorePage.iec(v)),
-        percent: usage.map(([u, s]) => datastorePage.percent(u, s)),
-        level: usage.map(([u, s]) => datastorePage.level(u, s)),
-        ago: ages.map(a => datastorePage.ago(a))})""", [SIZES, USAGE, AGES])
-    macros = template_macros()
-    expected = {"iec": [iec(v) for v in SIZES], "percent": [percent(u, s) for u, s in USAGE],
-                "level": [level(u, s) for u, s in USAGE], "ago": [ago(a) for a in AGES]}
-    assert js == expected
-    assert {"iec": [str(macros.iec(v)) for v in SIZES], "percent": [str(macros.percent(u, s)) for u, s in USAGE],
-            "level": [str(macros.level(u, s)) for u, s in USAGE], "ago": [str(macros.ago(a)) for a in AGES]} == expected
-    assert expected["iec"][7] == "1.13 GiB" and expected["percent"][4] == "12.5 %"  # halves round up
-    assert expected["level"][6:10] == ["ok", "high", "high", "critical"]  # 80 % and 90 % are the marks

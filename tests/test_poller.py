@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from pve_datastore_exporter.poller import Poller, next_delay
-from pve_datastore_exporter.service import RefreshFailed
+from pve_datastore_exporter.records import RefreshFailed
 
 
 @pytest.mark.parametrize("failures,low,high", [(0, 54, 66), (1, 108, 132), (2, 216, 264), (3, 432, 528), (9, 432, 528)])

@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from pve_datastore_exporter.service import Service, warnings
+from pve_datastore_exporter.records import RefreshInfo
+from pve_datastore_exporter.service import Service, default_warnings
 from pve_datastore_exporter.store import Store, StoreError, UnknownDatastore
+from tools.processes import free_port
 
 from .factories import FakeReader, cluster, config
-from .processes import free_port
-from .tools import in_ci, require_tool
+from .needs import in_ci, require_tool
 
-SEED = {"hdd": "local-lvm", "ssd": "local"}
+DEFAULTS = {"hdd": "local-lvm", "ssd": "local"}
+INFO = RefreshInfo(last_attempt=1.0, last_success=1.0, ok=True, duration=0.5, count=1)
 
 
 def _pg_bin(name: str) -> str:
@@ -64,20 +66,21 @@ def store(postgres_url):
 
 
 def test_snapshot_defaults_and_vanishing_on_postgres(store):
-    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
     store.migrate()
     store.set_defaults(hdd="ceph-vm")
-    store.replace_snapshot([r for r in cluster() if r.id != "ceph-vm"], seed=SEED, system=SEED)
+    written = store.replace_snapshot([r for r in cluster() if r.id != "ceph-vm"], DEFAULTS, DEFAULTS, INFO)
     view = store.view()
+    assert written == view  # what the snapshot returns is what PostgreSQL holds
     assert (view.default_hdd, view.default_ssd) == ("ceph-vm", "local")
-    assert not view.row("ceph-vm").record.enabled and view.row("local").record.size == 2000
-    assert sum(r.record.enabled for r in view.rows) == 2
+    assert not view.row("ceph-vm").enabled and view.row("local").size == 2000
+    assert sum(r.enabled for r in view.rows) == 2
     with pytest.raises(UnknownDatastore):
         store.set_defaults(ssd="old-iso")
 
 
 def test_never_two_defaults_on_postgres(store):
-    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
     with pytest.raises(StoreError):
         with store.database.connection_context():
             store.database.execute_sql("UPDATE datastores SET is_default_hdd = true WHERE id = 'ceph-vm'")
@@ -88,6 +91,6 @@ def test_service_on_postgres(store, tmp_path):
     service = Service(c, FakeReader(), store)
     service.start()
     view = service.datastores()
-    assert [r.record.id for r in view.rows if r.record.enabled] == ["ceph-vm", "local", "local-lvm"]
-    assert warnings(view) == ["default HDD datastore 'HDD-Storage' does not exist in the cluster"]
+    assert [r.id for r in view.rows if r.enabled] == ["ceph-vm", "local", "local-lvm"]
+    assert default_warnings(view) == ["default HDD datastore 'HDD-Storage' does not exist in the cluster"]
     assert service.refresh() == 3 and service.view.refresh.ok

@@ -2,14 +2,13 @@
 dashboard query answers, every rule group is healthy."""
 
 import re
-import time
 
 import pytest
 import requests
 
-from tests import grafana_queries as gq
-from tests.stack import ROOT, RULES, running_stack, wait_for
-from tests.tools import require_tool
+from tests.needs import require_tool
+from tools import grafana_queries as gq
+from tools.stack import ROOT, RULES, running_stack, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -26,31 +25,6 @@ def stack(tmp_path_factory):
         wait_for("8 samples per capacity series", lambda: prometheus.query(
             "min(count_over_time(pve_datastore_used_bytes[1m])) >= 8"))
         yield prometheus, exporter.url
-
-
-def label_values(prometheus, query):
-    """Resolve a `label_values(...)` variable query the way Grafana does, through the HTTP API."""
-    selector, label = gq.parse_label_values(query)
-    if selector is None:
-        return sorted(prometheus.api(f"label/{label}/values"))
-    series = prometheus.api("series", **{"match[]": selector, "start": time.time() - 300})
-    return sorted({s[label] for s in series if label in s})
-
-
-def resolve_variables(prometheus, dashboard, all_value=None):
-    """Variable values in dashboard order; multi-value ones get every value (or `all_value`)."""
-    values = {}
-    for variable in gq.variables(dashboard):
-        if variable["type"] == "datasource":
-            values[variable["name"]] = "prometheus"
-            continue
-        found = label_values(prometheus, gq.substitute(gq.variable_query(variable), values))
-        assert found, f"variable ${variable['name']} has no values"
-        if not variable.get("multi"):
-            values[variable["name"]] = gq.regex_value(found[:1])
-        else:
-            values[variable["name"]] = all_value or gq.regex_value(found)
-    return values
 
 
 def test_every_rule_group_loads_and_evaluates_ok(stack):
@@ -71,7 +45,7 @@ def test_every_rule_group_loads_and_evaluates_ok(stack):
 
 def test_variables_resolve_from_prometheus(stack):
     prometheus, _ = stack
-    values = resolve_variables(prometheus, gq.load())
+    values = gq.resolve_variables(prometheus, gq.load())
     assert values["job"] == "pve-datastore"
     assert values["node"] == "(pve1|pve2|pve3)"
     assert "local-lvm" in values["datastore"] and "ceph-vm" in values["datastore"]
@@ -82,7 +56,7 @@ def test_variables_resolve_from_prometheus(stack):
 def test_every_dashboard_query_answers_with_data(stack, all_value):
     prometheus, _ = stack
     dashboard = gq.load()
-    values = resolve_variables(prometheus, dashboard, all_value)
+    values = gq.resolve_variables(prometheus, dashboard, all_value)
     empty, one_sided = [], []
     count = 0
     for panel, target in gq.iter_targets(dashboard):
@@ -112,7 +86,7 @@ def test_dashboard_totals_match_the_exporter_api(stack, title, key, tolerance):
     # The API's figures are cluster-wide (shared once, local summed): the dashboard must agree.
     prometheus, exporter_url = stack
     dashboard = gq.load()
-    values = resolve_variables(prometheus, dashboard, ".*")
+    values = gq.resolve_variables(prometheus, dashboard, ".*")
     panel = next(p for p in gq.iter_panels(dashboard) if p["title"] == title)
     (sample,) = prometheus.query(gq.substitute(panel["targets"][0]["expr"], values))
     datastores = requests.get(exporter_url + "/api/datastores", timeout=5).json()["datastores"]
@@ -125,7 +99,7 @@ def test_datastores_table_queries_line_up_for_the_merge(stack):
     # answer for the same (job, instance, datastore) rows, or the table shows half-empty rows.
     prometheus, _ = stack
     dashboard = gq.load()
-    values = resolve_variables(prometheus, dashboard, ".*")
+    values = gq.resolve_variables(prometheus, dashboard, ".*")
     table = next(p for p in gq.iter_panels(dashboard) if p["title"] == "Datastores")
     keys = {}
     for target in table["targets"]:

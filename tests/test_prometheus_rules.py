@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tools import load_yaml, require_tool
+from tests.needs import load_yaml, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "alerts.yml"

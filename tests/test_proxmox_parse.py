@@ -1,12 +1,12 @@
-"""Parsing captured Proxmox payloads, quirks included (pve-api.md sections 1 and 4)."""
+"""Parsing captured Proxmox payloads, quirks included (docs/proxmox-api.md#quirks-at-a-glance)."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from pve_datastore_exporter.proxmox import ProxmoxError, parse
-from pve_datastore_exporter.records import NodeFigures
+from pve_datastore_exporter.proxmox import parse
+from pve_datastore_exporter.records import NodeFigures, RefreshFailed
 
 DATA = Path(__file__).parent / "data"
 
@@ -91,7 +91,7 @@ def test_datastore_missing_from_config_takes_plugintype():
 
 @pytest.mark.parametrize("payload", [{"errors": b"<html>"}, None, "text", 42])
 def test_a_body_that_is_not_a_list_is_a_parse_error(payload):
-    with pytest.raises(ProxmoxError) as info:
+    with pytest.raises(RefreshFailed) as info:
         parse(payload, [])
     assert info.value.reason == "parse"
 
@@ -99,7 +99,7 @@ def test_a_body_that_is_not_a_list_is_a_parse_error(payload):
 def test_garbage_sizes_are_a_parse_error():
     resources = [{"type": "storage", "storage": "x1", "node": "pve1", "status": "available",
                   "disk": "lots", "maxdisk": 10}]
-    with pytest.raises(ProxmoxError) as info:
+    with pytest.raises(RefreshFailed) as info:
         parse(resources, [])
     assert info.value.reason == "parse"
 
@@ -114,7 +114,7 @@ def test_items_that_are_not_storages_are_ignored():
 def test_a_size_past_any_disk_is_a_parse_error():
     resources = [{"type": "storage", "storage": "big", "node": "pve1", "status": "available",
                   "disk": 1, "maxdisk": 18446744073709551621}]
-    with pytest.raises(ProxmoxError) as info:
+    with pytest.raises(RefreshFailed) as info:
         parse(resources, [])
     assert info.value.reason == "parse"
 
@@ -135,7 +135,7 @@ def test_sizes_are_read_exactly_up_to_the_largest_column_value():
 
 def test_a_local_total_past_any_column_is_a_parse_error():
     entry = {"type": "storage", "storage": "big", "status": "available", "disk": 1, "maxdisk": 2**62 + 2**61}
-    with pytest.raises(ProxmoxError) as info:
+    with pytest.raises(RefreshFailed) as info:
         parse([{**entry, "node": "pve1"}, {**entry, "node": "pve2"}], [])
     assert info.value.reason == "parse"
 
@@ -166,9 +166,9 @@ def test_stuck_calls_to_proxmox_are_bounded(tmp_path):
     reader.deadline = 0.2
     try:
         for _ in range(MAX_STUCK):
-            with pytest.raises(ProxmoxError, match="within 0.2 s"):
+            with pytest.raises(RefreshFailed, match="within 0.2 s"):
                 reader.read()
-        with pytest.raises(ProxmoxError, match="still not answered") as info:
+        with pytest.raises(RefreshFailed, match="still not answered") as info:
             reader.read()
         assert info.value.reason == "timeout" and len(made) == MAX_STUCK  # no new client, no new thread
     finally:

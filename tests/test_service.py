@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from pve_datastore_exporter.proxmox import ProxmoxError
-from pve_datastore_exporter.service import RefreshFailed, Service, StoreError, warnings
+from pve_datastore_exporter.records import RefreshFailed
+from pve_datastore_exporter.service import Service, StoreError, default_warnings
 from pve_datastore_exporter.store import Store
 
 from .factories import FakeReader, cluster, config, record
@@ -36,7 +36,7 @@ def test_first_call_on_empty_db_fetches_and_takes_env_defaults(tmp_path):
     view = service.datastores()
     assert reader.calls == 1
     assert (view.default_hdd, view.default_ssd, view.source) == ("ceph-vm", "local", "db")
-    assert [r.record.id for r in view.rows if r.record.enabled] == ["ceph-vm", "local", "local-lvm"]
+    assert [r.id for r in view.rows if r.enabled] == ["ceph-vm", "local", "local-lvm"]
     service.datastores()
     assert reader.calls == 1  # later calls read the DB
 
@@ -50,36 +50,36 @@ def test_defaults_survive_refresh_restart_and_vanishing(tmp_path):
     restarted.refresh()
     view = restarted.datastores()
     assert (view.default_hdd, view.default_ssd) == ("ceph-vm", "local-lvm")
-    assert "default HDD datastore 'ceph-vm' is disabled or gone from the cluster" in warnings(view)
+    assert "default HDD datastore 'ceph-vm' is disabled or gone from the cluster" in default_warnings(view)
 
 
 def test_configured_default_missing_is_reported_not_replaced(tmp_path):
     service, _ = make(tmp_path, hdd_datastore="HDD-Storage")
     view = service.datastores()
     assert view.default_hdd == "HDD-Storage"
-    assert warnings(view) == ["default HDD datastore 'HDD-Storage' does not exist in the cluster"]
-    assert not any(r.is_default_hdd for r in view.rows if r.record.id != "HDD-Storage")
+    assert default_warnings(view) == ["default HDD datastore 'HDD-Storage' does not exist in the cluster"]
+    assert not any(r.is_default_hdd for r in view.rows if r.id != "HDD-Storage")
 
 
 def test_proxmox_down_keeps_cached_data_and_tells_its_age(tmp_path):
     reader = FakeReader()
     service, clock = make(tmp_path, reader)
     service.refresh()
-    reader.error = ProxmoxError("connection", "Proxmox API call failed: connection refused")
+    reader.error = RefreshFailed("connection", "Proxmox API call failed: connection refused")
     clock.now += 120
     with pytest.raises(RefreshFailed) as info:
         service.refresh()
     assert info.value.reason == "connection"
     view = service.datastores()
-    assert len([r for r in view.rows if r.record.enabled]) == 3
+    assert len([r for r in view.rows if r.enabled]) == 3
     assert view.refresh.ok is False and view.refresh.reason == "connection"
     assert service.age() == 120
 
 
 def test_proxmox_down_before_first_refresh_answers_empty_with_env_defaults(tmp_path):
-    service, _ = make(tmp_path, FakeReader(error=ProxmoxError("timeout", "timed out")))
+    service, _ = make(tmp_path, FakeReader(error=RefreshFailed("timeout", "timed out")))
     view = service.datastores()
-    assert view.rows == () or not any(r.record.enabled for r in view.rows)
+    assert view.rows == () or not any(r.enabled for r in view.rows)
     assert (view.default_hdd, view.default_ssd) == ("local-lvm", "local")
     assert view.refresh.reason == "timeout"
 
@@ -93,7 +93,7 @@ def test_garbage_db_falls_back_to_env_and_refuses_writes(tmp_path):
     assert info.value.reason == "db"
     view = service.datastores()
     assert view.source == "env" and (view.default_hdd, view.default_ssd) == ("local-lvm", "local")
-    assert [r.record.id for r in view.rows if r.record.enabled] == ["ceph-vm", "local", "local-lvm"]
+    assert [r.id for r in view.rows if r.enabled] == ["ceph-vm", "local", "local-lvm"]
     with pytest.raises(StoreError):
         service.set_defaults(hdd="ceph-vm")
 
@@ -169,7 +169,7 @@ def test_db_locked_during_a_refresh_keeps_the_dbs_defaults_and_the_fresh_figures
     assert info.value.reason == "db"
     view = service.view
     assert (view.default_hdd, view.source) == ("ceph-vm", "db")  # readable DB: its defaults, not .env
-    assert view.row("local").record.size == 7000 and view.row("ceph-vm").is_default_hdd
+    assert view.row("local").size == 7000 and view.row("ceph-vm").is_default_hdd
 
 
 def test_an_unforeseen_error_is_a_counted_failure_not_a_crash(tmp_path):

@@ -1,11 +1,10 @@
 """The simulated Proxmox VE API, over real HTTPS on loopback, through proxmoxer and requests.
 
 The payload captures tests/data/sim_cluster_resources.json and tests/data/sim_storage.json come
-from test_captured_payloads: a fresh 3x6 simulator (seed 1, no drift, a fixed clock) answers
+from test_captured_payloads: a fresh 3x6 simulator (random seed 1, no drift, a fixed clock) answers
 deterministically; regenerate them with `UPDATE_GOLDEN=1 pytest tests/test_simulator.py`.
 """
 
-import argparse
 import http.client
 import json
 import os
@@ -21,9 +20,11 @@ import pytest
 import requests
 from proxmoxer import AuthenticationError, ProxmoxAPI, ResourceException
 
-from pve_datastore_exporter import simulator
-from pve_datastore_exporter.simcluster import SHARED, Cluster, PveApi, SimError, resolve
-from pve_datastore_exporter.simulator import Simulator, ensure_certificates
+from pve_datastore_exporter.simulator import Simulator, ensure_certificates, parse_listen
+from pve_datastore_exporter.simulator.api import PveApi
+from pve_datastore_exporter.simulator.cluster import Cluster
+from pve_datastore_exporter.simulator.model import SHARED, SimError
+from pve_datastore_exporter.simulator.routes import resolve
 
 AUTH_DELAY = 0.05
 DATA = Path(__file__).parent / "data"
@@ -48,7 +49,7 @@ def state_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def _shared_sim(state_dir):
-    with Simulator(nodes=3, datastores=6, seed=1, state_dir=state_dir, auth_delay=AUTH_DELAY) as sim:
+    with Simulator(nodes=3, datastores=6, random_seed=1, state_dir=state_dir, auth_delay=AUTH_DELAY) as sim:
         yield sim
 
 
@@ -123,7 +124,7 @@ def test_env_points_at_the_simulator(sim):
                          "PROXMOX_TOKEN_NAME": "exporter", "PROXMOX_TOKEN_VALUE": sim.token_value,
                          "PROXMOX_CA_BUNDLE": sim.ca_file}
     assert sim.url == f"https://127.0.0.1:{sim.port}"
-    assert Simulator(seed=1).token_value == sim.token_value != Simulator(seed=2).token_value
+    assert Simulator(random_seed=1).token_value == sim.token_value != Simulator(random_seed=2).token_value
 
 
 def test_envelope_and_headers(sim):
@@ -608,7 +609,7 @@ def test_cluster_ops_over_http(make_sim):
 
 
 def test_large_mix_keeps_its_shape():
-    cluster = Cluster(nodes=100, datastores=100, seed=7)
+    cluster = Cluster(nodes=100, datastores=100, random_seed=7)
     datastores = list(cluster.datastores.values())
     named = ["local", "local-lvm", "ceph-vm", "nas-backup", "tank", "old-iso", "pbs1"]
     assert [d.id for d in datastores[:7]] == named
@@ -627,29 +628,33 @@ def test_cluster_of_one_node_is_standalone():
                      "local": 1, "online": 1, "nodeid": 0}]
 
 
-# -- CLI ------------------------------------------------------------------------------------
+# -- the `simulate` command's body ----------------------------------------------------------
 
 
-def test_register_adds_simulate():
-    parser = argparse.ArgumentParser()
-    simulator.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["simulate", "--nodes", "4", "--no-drift", "--no-shuffle", "--latency-ms", "5"])
-    assert (args.func, args.nodes, args.drift, args.shuffle) == (simulator.run, 4, False, False)
-    assert args.latency_ms == 5.0
-    assert args.listen == "127.0.0.1:8006" and args.auth_delay == 3.0
+def test_parse_listen():
+    assert parse_listen("127.0.0.1:8006") == ("127.0.0.1", 8006)
+    assert parse_listen("8006") == ("127.0.0.1", 8006)
+    assert parse_listen(":0") == ("127.0.0.1", 0)
+    assert parse_listen("[::1]:8443") == ("::1", 8443)
 
 
-CLI = ("import argparse, sys\nfrom pve_datastore_exporter import simulator\n"
-       "parser = argparse.ArgumentParser()\nsimulator.register(parser.add_subparsers())\n"
-       "args = parser.parse_args(sys.argv[1:])\nsys.exit(args.func(args))\n")
+SIMULATE = ("import sys\nfrom pve_datastore_exporter.simulator import Simulator, run_until_signal\n"
+            "listen, state_dir, nodes, datastores = sys.argv[1:]\n"
+            "sim = Simulator(nodes=int(nodes), datastores=int(datastores), state_dir=state_dir, auth_delay=0.01)\n"
+            "sys.exit(run_until_signal(sim, listen))\n")
 
 
-def test_simulate_command_serves_until_sigterm(state_dir):
-    command = [sys.executable, "-c", CLI, "simulate", "--listen", "127.0.0.1:0", "--state-dir", str(state_dir),
-               "--nodes", "2", "--datastores", "4", "--auth-delay", "0.01"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+def simulate(*args):
+    """run_until_signal() in a process of its own, as `pve-datastore-exporter simulate` runs it."""
+    return subprocess.Popen([sys.executable, "-c", SIMULATE, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_run_until_signal_serves_until_sigterm(state_dir):
+    process = simulate("127.0.0.1:0", state_dir, 2, 4)
     try:
+        headline = process.stdout.readline()
+        assert headline.startswith("# simulated Proxmox VE: 2 nodes x 4 datastores at https://127.0.0.1:")
         env = {}
         while "PROXMOX_CA_BUNDLE" not in env:
             line = process.stdout.readline()
@@ -669,11 +674,20 @@ def test_simulate_command_serves_until_sigterm(state_dir):
             process.wait()
 
 
+@pytest.mark.parametrize("listen", ["127.0.0.1:{port}", "{port}", "127.0.0.1:http"])
+def test_run_until_signal_says_when_it_cannot_listen(sim, state_dir, listen):
+    listen = listen.format(port=sim.port)  # the port the shared simulator holds, or no port at all
+    process = simulate(listen, state_dir, 1, 1)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 1 and out == ""
+    assert err.startswith(f"simulate: cannot listen on {listen}: ") and "Traceback" not in err
+
+
 # -- captured payloads for the parser tests ---------------------------------------------------
 
 
 def test_captured_payloads(make_sim):
-    sim = make_sim(nodes=3, datastores=6, seed=1, drift=False, clock=FakeClock())
+    sim = make_sim(nodes=3, datastores=6, random_seed=1, drift=False, clock=FakeClock())
     captured = {"sim_cluster_resources.json": get(sim, "/cluster/resources?type=storage").json(),
                 "sim_storage.json": get(sim, "/storage").json()}
     for name, payload in captured.items():

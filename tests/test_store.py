@@ -5,11 +5,13 @@ import threading
 
 import pytest
 
+from pve_datastore_exporter.records import RefreshInfo
 from pve_datastore_exporter.store import Store, StoreError, UnknownDatastore
 
 from .factories import SEED_SCHEMA, cluster, record
 
-SEED = {"hdd": "local-lvm", "ssd": "local"}
+DEFAULTS = {"hdd": "local-lvm", "ssd": "local"}
+INFO = RefreshInfo(last_attempt=1.0, last_success=1.0, ok=True, duration=0.5, count=1)
 
 
 @pytest.fixture
@@ -51,7 +53,7 @@ def test_seed_era_database_is_upgraded_with_rows_and_flags_intact(path):
     assert rows(path) == [("HDD-Storage", 1, 1, 0), ("local", 1, 0, 1)]
     view = store.view()
     assert (view.default_hdd, view.default_ssd) == ("HDD-Storage", "local")
-    assert view.row("HDD-Storage").record.size == 1073741824000
+    assert view.row("HDD-Storage").size == 1073741824000
     assert {"shared", "active", "present"} <= {r[1] for r in rows(path, "PRAGMA table_info(datastores)")}
 
 
@@ -66,36 +68,36 @@ def test_seed_era_database_with_two_default_hdd_keeps_one(path):
 
 
 def test_snapshot_seeds_defaults_from_env_once(store, path):
-    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
     assert rows(path) == [("ceph-vm", 1, 0, 0), ("local", 1, 0, 1), ("local-lvm", 1, 1, 0), ("old-iso", 0, 0, 0)]
     store.set_defaults(hdd="ceph-vm")
-    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
     assert store.view().default_hdd == "ceph-vm"
     assert rows(path, "SELECT id FROM datastores WHERE is_system_default ORDER BY id") == [("local",), ("local-lvm",)]
 
 
 def test_vanished_datastore_keeps_its_row_and_its_flag(store, path):
-    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
     store.set_defaults(hdd="ceph-vm")
-    store.replace_snapshot([r for r in cluster() if r.id != "ceph-vm"], seed=SEED, system=SEED)
+    store.replace_snapshot([r for r in cluster() if r.id != "ceph-vm"], DEFAULTS, DEFAULTS, INFO)
     assert ("ceph-vm", 0, 1, 0) in rows(path)
     view = store.view()
-    assert view.default_hdd == "ceph-vm" and not view.row("ceph-vm").record.enabled
-    assert view.row("ceph-vm").record.nodes == ()
-    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    assert view.default_hdd == "ceph-vm" and not view.row("ceph-vm").enabled
+    assert view.row("ceph-vm").nodes == ()
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
     assert ("ceph-vm", 1, 1, 0) in rows(path)
 
 
 def test_configured_default_missing_from_cluster_is_kept_by_name(store, path):
-    store.replace_snapshot(cluster(), seed={"hdd": "HDD-Storage", "ssd": "local"}, system=SEED)
+    store.replace_snapshot(cluster(), {"hdd": "HDD-Storage", "ssd": "local"}, DEFAULTS, INFO)
     view = store.view()
     assert view.default_hdd == "HDD-Storage"
-    assert view.row("HDD-Storage").record.type == "unknown" and not view.row("HDD-Storage").record.enabled
-    assert not any(r.is_default_hdd for r in view.rows if r.record.id != "HDD-Storage")
+    assert view.row("HDD-Storage").type == "unknown" and not view.row("HDD-Storage").enabled
+    assert not any(r.is_default_hdd for r in view.rows if r.id != "HDD-Storage")
 
 
 def test_set_defaults_refuses_unknown_and_disabled_and_changes_nothing(store, path):
-    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
     before = rows(path)
     for bad in ("nope", "old-iso"):
         with pytest.raises(UnknownDatastore):
@@ -104,7 +106,7 @@ def test_set_defaults_refuses_unknown_and_disabled_and_changes_nothing(store, pa
 
 
 def test_never_two_defaults_of_a_kind_even_by_hand(store, path):
-    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
     assert store.set_defaults(hdd="local", ssd="local") is True
     assert store.set_defaults(hdd="local") is False
     assert rows(path, "SELECT count(*) FROM datastores WHERE is_default_hdd") == [(1,)]
@@ -114,34 +116,34 @@ def test_never_two_defaults_of_a_kind_even_by_hand(store, path):
 
 
 def test_failed_snapshot_leaves_the_old_one(store, path):
-    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
     before = rows(path, "SELECT * FROM datastores ORDER BY id"), rows(path, "SELECT * FROM datastore_nodes")
     broken = cluster() + [record("dup", nodes=("pve1", "pve1"))]  # violates (datastore, node) uniqueness
     with pytest.raises(StoreError):
-        store.replace_snapshot(broken, seed=SEED, system=SEED)
+        store.replace_snapshot(broken, DEFAULTS, DEFAULTS, INFO)
     assert (rows(path, "SELECT * FROM datastores ORDER BY id"), rows(path, "SELECT * FROM datastore_nodes")) == before
 
 
 def test_per_node_figures_and_unknown_sizes_round_trip(store):
     recs = cluster()
-    store.replace_snapshot(recs, seed=SEED, system=SEED)
+    store.replace_snapshot(recs, DEFAULTS, DEFAULTS, INFO)
     view = store.view()
-    assert view.row("local").record.nodes == recs[0].nodes
-    assert view.row("ceph-vm").record.size == 5000  # shared: once
-    assert view.row("local").record.size == 2000  # local: summed
-    assert sum(r.record.enabled for r in view.rows) == 3
+    assert view.row("local").nodes == recs[0].nodes
+    assert view.row("ceph-vm").size == 5000  # shared: once
+    assert view.row("local").size == 2000  # local: summed
+    assert sum(r.enabled for r in view.rows) == 3
 
 
 def test_a_refresh_and_a_default_change_at_once_never_see_a_locked_database(path):
     store = Store(f"sqlite:///{path}")  # the poller's thread and an HTTP thread share it
     store.migrate()
-    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
     errors = []
 
     def refreshes():
         for _ in range(40):
             try:
-                store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+                store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
             except StoreError as exc:
                 errors.append(exc)
 
@@ -163,7 +165,7 @@ def test_a_refresh_and_a_default_change_at_once_never_see_a_locked_database(path
 def test_another_process_writing_waits_for_the_busy_timeout_not_fails(path):
     store = Store(f"sqlite:///{path}")
     store.migrate()
-    store.replace_snapshot(cluster(), seed=SEED, system=SEED)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
     other = sqlite3.connect(path, timeout=10)
     other.execute("BEGIN IMMEDIATE")
     done = []
@@ -175,3 +177,35 @@ def test_another_process_writing_waits_for_the_busy_timeout_not_fails(path):
     other.close()
     worker.join(10)
     assert done == [True]
+
+
+def _refreshes(store):
+    """A sequence of refreshes that exercises every path of replace_snapshot."""
+    gone = [r for r in cluster() if r.id != "ceph-vm"]
+    yield cluster(), {"hdd": "HDD-Storage", "ssd": "local"}  # a configured default the cluster lacks
+    store.set_defaults(hdd="ceph-vm")
+    yield gone, DEFAULTS  # ceph-vm vanishes, keeping its flag
+    yield gone + [record("new-nfs", "nfs", shared=True, nodes=("pve1", "pve2"))], DEFAULTS
+    yield cluster(), DEFAULTS  # ceph-vm comes back
+
+
+def test_a_snapshot_returns_exactly_what_a_later_read_finds(store):
+    for number, (datastores, initial) in enumerate(_refreshes(store), 1):
+        info = RefreshInfo(last_attempt=float(number), last_success=float(number), ok=True, duration=0.25,
+                           count=number)
+        written = store.replace_snapshot(datastores, initial, DEFAULTS, info)
+        assert written == store.view(), f"refresh {number}"
+        assert written.refresh == info
+
+
+def test_a_snapshot_is_one_transaction_that_never_reads_the_node_table(store, monkeypatch):
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
+    statements, transactions = [], []
+    execute, begin = store.database.execute_sql, store.database.begin
+    monkeypatch.setattr(store.database, "execute_sql",
+                        lambda sql, *args, **kw: statements.append(sql) or execute(sql, *args, **kw))
+    monkeypatch.setattr(store.database, "begin", lambda *args, **kw: transactions.append(1) or begin(*args, **kw))
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
+    assert len(transactions) == 1
+    assert not [s for s in statements if s.upper().startswith("SELECT") and "datastore_nodes" in s]
+    assert any("refresh_state" in s for s in statements)  # the bookkeeping in the same transaction

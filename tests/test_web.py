@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from pve_datastore_exporter.proxmox import ProxmoxError
+from pve_datastore_exporter.records import RefreshFailed
 from pve_datastore_exporter.web import create_app
 
 from .factories import FakeReader, config
@@ -63,7 +63,7 @@ def test_refresh_answers_the_seed_keys(exporter):
 
 
 def test_refresh_failing_in_proxmox_is_502(exporter):
-    exporter.service._reader.error = ProxmoxError("http_5xx", "Proxmox API call failed: 500 Internal Server Error")
+    exporter.service._reader.error = RefreshFailed("http_5xx", "Proxmox API call failed: 500 Internal Server Error")
     body = assert_envelope(exporter.post("/api/datastores/refresh"), 502, "proxmox_error")
     assert "http_5xx" in body["message"]
 

@@ -14,37 +14,13 @@ import tempfile
 from . import __version__
 from . import config as configuration
 from .config import Config, ConfigError, parse_listen_address
+from .logs import setup_logging
 from .poller import Poller
-from .service import RefreshFailed, Service, StoreError, UnknownDatastore
+from .records import RefreshFailed
+from .service import Service, StoreError, UnknownDatastore
 from .table import format_table
 
 log = logging.getLogger("pve_datastore_exporter")
-
-
-class SecretFilter(logging.Filter):
-    """Replaces every configured secret in a log record's text: they never reach a log line."""
-
-    def __init__(self, secrets: tuple[str, ...]):
-        super().__init__()
-        self.secrets = secrets
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the message and any traceback with the secrets masked."""
-        record.msg, record.args = configuration.scrub(record.getMessage(), self.secrets), None
-        if record.exc_info:
-            record.exc_text = configuration.scrub(logging.Formatter().formatException(record.exc_info), self.secrets)
-            record.exc_info = None
-        return True
-
-
-def setup_logging(config: Config) -> None:
-    """One stderr handler (journald adds time), secrets scrubbed."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(SecretFilter(config.secrets()))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(config.log_level)
 
 
 def build(config: Config) -> Service:
@@ -113,13 +89,19 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGINT, stop)
 
 
-def demo(config: Config, args) -> int:
+def cmd_serve(config: Config, args) -> int:
+    """Serve against the configured cluster (the default command)."""
+    config.check_proxmox()
+    return serve(config)
+
+
+def cmd_demo(config: Config, args) -> int:
     """The simulated cluster and the exporter against it, in one process."""
     from .simulator import Simulator
 
     state = os.path.abspath(args.state_dir)
-    sim = Simulator(nodes=args.nodes, datastores=args.datastores, seed=1, state_dir=os.path.join(state, "simulator"),
-                    auth_delay=0.2)
+    sim = Simulator(nodes=args.nodes, datastores=args.datastores, random_seed=1,
+                    state_dir=os.path.join(state, "simulator"), auth_delay=0.2)
     sim.start()
     env = sim.env()
     config = config.replace(
@@ -140,6 +122,17 @@ def demo(config: Config, args) -> int:
         return serve(config, ready=announce)
     finally:
         sim.stop()
+
+
+def cmd_simulate(config: None, args) -> int:
+    """Serve the simulated Proxmox VE API until SIGINT or SIGTERM (needs no configuration)."""
+    from .simulator import Simulator, run_until_signal
+
+    sim = Simulator(nodes=args.nodes, datastores=args.datastores, random_seed=args.random_seed,
+                    state_dir=os.path.abspath(args.state_dir), drift=args.drift, drift_rate=args.drift_rate,
+                    shuffle=args.shuffle, vms=args.vms, quirks=args.quirks, latency_ms=args.latency_ms,
+                    auth_delay=args.auth_delay, token_value=args.token_value, password=args.password)
+    return run_until_signal(sim, args.listen)
 
 
 def cmd_refresh(config: Config, args) -> int:
@@ -198,49 +191,75 @@ def cmd_check_config(config: Config, args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line."""
-    from . import simulator
-
+    """The command line: every sub-command sets `func(config, args) -> int`, and `needs_config`."""
     p = argparse.ArgumentParser(prog="pve-datastore-exporter", description=__doc__)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--env-file", help="the .env file to read (default ./.env when it exists)")
+    p.set_defaults(func=cmd_serve, needs_config=True)  # no sub-command: serve
     sub = p.add_subparsers(dest="command")
-    sub.add_parser("serve", help="serve /metrics, the API and the page (default)").set_defaults(func=None)
-    d = sub.add_parser("demo", help="run the simulated cluster and the exporter against it")
+
+    def command(name: str, func, help_text: str, needs_config: bool = True) -> argparse.ArgumentParser:
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        command_parser.set_defaults(func=func, needs_config=needs_config)
+        return command_parser
+
+    command("serve", cmd_serve, "serve /metrics, the API and the page (default)")
+    d = command("demo", cmd_demo, "run the simulated cluster and the exporter against it")
     d.add_argument("--listen", default="127.0.0.1:9863")
     d.add_argument("--nodes", type=int, default=3)
     d.add_argument("--datastores", type=int, default=6)
     d.add_argument("--interval", type=int, default=15)
     d.add_argument("--state-dir", default=os.path.join(tempfile.gettempdir(), "pve-datastore-exporter-demo"))
-    d.set_defaults(func=demo)
-    sub.add_parser("refresh", help="refresh from Proxmox once").set_defaults(func=cmd_refresh)
-    sub.add_parser("list", help="print the datastores like `pvesm status`").set_defaults(func=cmd_list)
-    s = sub.add_parser("set-default", help="set the default HDD and/or SSD datastore")
+    command("refresh", cmd_refresh, "refresh from Proxmox once")
+    command("list", cmd_list, "print the datastores like `pvesm status`")
+    s = command("set-default", cmd_set_default, "set the default HDD and/or SSD datastore")
     s.add_argument("--hdd")
     s.add_argument("--ssd")
-    s.set_defaults(func=cmd_set_default)
-    sub.add_parser("init-db", help="create or upgrade the database schema").set_defaults(func=cmd_init_db)
-    sub.add_parser("check-config", help="print the effective settings").set_defaults(func=cmd_check_config)
-    simulator.register(sub)
+    command("init-db", cmd_init_db, "create or upgrade the database schema")
+    command("check-config", cmd_check_config, "print the effective settings")
+    _simulate_arguments(command("simulate", cmd_simulate, "serve a simulated Proxmox VE API over HTTPS "
+                                "(token and ticket auth, drifting usage, faults over POST /_sim/faults)",
+                                needs_config=False))
     return p
+
+
+def _simulate_arguments(p: argparse.ArgumentParser) -> None:
+    # Declared here, not in the simulator package, so that serving never imports a simulator module.
+    add = p.add_argument
+    add("--listen", default="127.0.0.1:8006", help="HOST:PORT to serve on (default %(default)s)")
+    add("--nodes", type=int, default=3, help="cluster nodes pve1..pveN (default %(default)s)")
+    add("--datastores", type=int, default=6, help="datastores (default %(default)s)")
+    add("--random-seed", type=int, default=1, help="seed for sizes, usage, token and order (default %(default)s)")
+    add("--state-dir", default=".demo/simulator", help="where the CA and certificate live (default %(default)s)")
+    add("--latency-ms", type=float, default=0.0, help="latency added to every API request")
+    add("--auth-delay", type=float, default=3.0, help="seconds before a 401, like pve (default %(default)s)")
+    add("--token-value", help="API token secret (default: a UUID derived from the random seed)")
+    add("--password", default="simulator", help="password of the user for ticket login (default %(default)s)")
+    add("--no-drift", dest="drift", action="store_false", help="usage stays where it starts")
+    add("--drift-rate", type=float, default=0.05,
+        help="fastest usage drift, as a fraction of the size per hour (default %(default)s)")
+    add("--no-shuffle", dest="shuffle", action="store_false", help="answer lists in a stable order")
+    add("--vms", type=int, default=0, help="guests to list (default %(default)s)")
+    add("--quirks", action="store_true", help="send 0/1 fields as strings, like some storage plugins")
+
+
+def load_config(env_file: str | None) -> Config:
+    """The settings from --env-file (default ./.env when it exists) and the environment."""
+    if env_file is not None and env_file != os.devnull and not os.path.isfile(env_file):
+        what = "is not a file" if os.path.exists(env_file) else "does not exist"
+        raise ConfigError(f"--env-file: {env_file} {what}")
+    return configuration.load(".env" if env_file is None else env_file)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = parser().parse_args(argv)
-    func = getattr(args, "func", None)
-    if args.command == "simulate":
-        return func(args)
     try:
-        if args.env_file is not None and args.env_file != os.devnull and not os.path.isfile(args.env_file):
-            what = "is not a file" if os.path.exists(args.env_file) else "does not exist"
-            raise ConfigError(f"--env-file: {args.env_file} {what}")
-        config = configuration.load(".env" if args.env_file is None else args.env_file)
-        setup_logging(config)
-        if func is None:
-            config.check_proxmox()
-            return serve(config)
-        return func(config, args)
+        config = None
+        if args.needs_config:
+            config = load_config(args.env_file)
+            setup_logging(config)
+        return args.func(config, args)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

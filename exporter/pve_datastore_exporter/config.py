@@ -155,46 +155,33 @@ def _log_level(value: str) -> str:
     return level
 
 
+# To add a setting: one Setting row here (Config grows the field by itself), then `make docs` for
+# .env.example and the README table, then the Ansible role's variable (tests/test_ansible_static.py).
 SETTINGS: tuple[Setting, ...] = (
     Setting("PROXMOX_HOST", "proxmox_host", "", "host or host:port of any cluster node (required outside demo)", _host),
-    Setting("PROXMOX_PORT", "proxmox_port", "8006", "Proxmox API port", _int_range(1, 65535)),
-    Setting("PROXMOX_USER", "proxmox_user", "", "user@realm, e.g. monitor@pve", _text),
-    Setting("PROXMOX_TOKEN_NAME", "proxmox_token_name", "", "API token name (not user!name); preferred over a password", _text),
+    Setting("PROXMOX_PORT", "proxmox_port", "8006", "Proxmox API port (a port inside PROXMOX_HOST wins)", _int_range(1, 65535)),
+    Setting("PROXMOX_USER", "proxmox_user", "", "user@realm, e.g. monitor@pve (the role PVEAuditor is enough)", _text),
+    Setting("PROXMOX_TOKEN_NAME", "proxmox_token_name", "", "API token name only, not user!name; preferred over a password", _text),
     Setting("PROXMOX_TOKEN_VALUE", "proxmox_token_value", "", "API token secret (UUID)", _text, secret=True),
     Setting("PROXMOX_PASSWORD", "proxmox_password", "", "password login, used only when no token is set", _text, secret=True),
-    Setting("PROXMOX_VERIFY_SSL", "proxmox_verify_ssl", "true", "verify the cluster's TLS certificate (false logs a warning)", _bool),
-    Setting("PROXMOX_CA_BUNDLE", "proxmox_ca_bundle", "", "CA file for a cluster with a private or self-signed CA", _text),
+    Setting("PROXMOX_VERIFY_SSL", "proxmox_verify_ssl", "true", "verify the cluster's TLS certificate; false logs a warning", _bool),
+    Setting("PROXMOX_CA_BUNDLE", "proxmox_ca_bundle", "", "CA file for a private CA, e.g. a copy of /etc/pve/pve-root-ca.pem", _text),
     Setting("PROXMOX_TIMEOUT", "proxmox_timeout", "10", "seconds per Proxmox API call", _int_range(1, 300)),
-    Setting("PROXMOX_HDD_DATASTORE", "hdd_datastore", "local-lvm", "initial default HDD datastore (later kept in the DB)", _datastore_id),
-    Setting("PROXMOX_SSD_DATASTORE", "ssd_datastore", "local", "initial default SSD datastore (later kept in the DB)", _datastore_id),
-    Setting("DATABASE_URL", "database_url", "sqlite:///instance/proxmox_manager.db", "sqlite:///path or postgresql://...", _database_url),
-    Setting("EXPORTER_LISTEN_ADDRESS", "listen_address", "0.0.0.0:9863", "host:port where HTTP is served", _listen),
-    Setting("EXPORTER_REFRESH_INTERVAL", "refresh_interval", "60", "seconds between refreshes; 0 = only on demand", _int_range(0, 86400)),
+    Setting("PROXMOX_HDD_DATASTORE", "hdd_datastore", "local-lvm", "initial default HDD datastore (then kept in the DB)", _datastore_id),
+    Setting("PROXMOX_SSD_DATASTORE", "ssd_datastore", "local", "initial default SSD datastore (then kept in the DB)", _datastore_id),
+    Setting("DATABASE_URL", "database_url", "sqlite:///instance/proxmox_manager.db",
+            "sqlite:///relative/path, sqlite:////absolute/path or postgresql://user:password@host/name"
+            " (PostgreSQL needs the postgres extra)", _database_url),
+    Setting("EXPORTER_LISTEN_ADDRESS", "listen_address", "0.0.0.0:9863", "host:port where HTTP is served ([::1]:9863 for IPv6)", _listen),
+    Setting("EXPORTER_REFRESH_INTERVAL", "refresh_interval", "60",
+            "seconds between refreshes from Proxmox; 0 = only on demand (POST /api/datastores/refresh)", _int_range(0, 86400)),
     Setting("EXPORTER_API_TOKEN", "api_token", "", "bearer token for POST endpoints; unset = loopback clients only", _text, secret=True),
     Setting("EXPORTER_LOG_LEVEL", "log_level", "INFO", "log level: " + ", ".join(LOG_LEVELS), _log_level),
 )
 
 
-@dataclass(frozen=True)
-class Config:
-    """The effective settings, parsed and frozen at start."""
-
-    proxmox_host: str = ""
-    proxmox_port: int = 8006
-    proxmox_user: str = ""
-    proxmox_token_name: str = ""
-    proxmox_token_value: str = dataclasses.field(default="", repr=False)
-    proxmox_password: str = dataclasses.field(default="", repr=False)
-    proxmox_verify_ssl: bool = True
-    proxmox_ca_bundle: str = ""
-    proxmox_timeout: int = 10
-    hdd_datastore: str = "local-lvm"
-    ssd_datastore: str = "local"
-    database_url: str = "sqlite:///instance/proxmox_manager.db"
-    listen_address: str = "0.0.0.0:9863"
-    refresh_interval: int = 60
-    api_token: str = dataclasses.field(default="", repr=False)
-    log_level: str = "INFO"
+class _ConfigMethods:
+    """What a Config does beyond holding the settings; its fields are made from SETTINGS below."""
 
     def replace(self, **changes) -> Config:
         """A copy with some settings changed (used by demo and tests)."""
@@ -229,6 +216,19 @@ class Config:
             raise ConfigError(f"PROXMOX_CA_BUNDLE: cannot read {self.proxmox_ca_bundle}; expected a PEM file")
         if not self.proxmox_token_name and not self.proxmox_password:
             raise ConfigError("PROXMOX_TOKEN_NAME: not set; expected an API token (or PROXMOX_PASSWORD)")
+
+
+def _field(setting: Setting) -> tuple[str, type, dataclasses.Field]:
+    """A Config field: the default parsed like a value from the environment, secrets kept out of repr()."""
+    default = setting.parse(setting.default)
+    return setting.field, type(default), dataclasses.field(default=default, repr=not setting.secret)
+
+
+# One field per SETTINGS row, in order: a field without a setting cannot exist, a bad default fails at import.
+Config = dataclasses.make_dataclass(
+    "Config", [_field(s) for s in SETTINGS], bases=(_ConfigMethods,), frozen=True,
+    namespace={"__module__": __name__, "__doc__": "The effective settings, parsed and frozen at start."},
+)
 
 
 def load(env_file: str | None = ".env", environ: Mapping[str, str] | None = None) -> Config:

@@ -52,7 +52,7 @@ def _bool(flag: bool) -> str:
 def render_datastores(view: View) -> bytes:
     """The datastore families of the exposition (text format 0.0.4) for one view."""
     lines: list[str] = []
-    capacity = [(r.record.id, n) for r in view.rows for n in r.record.nodes]
+    capacity = [(d.id, n) for d in view.rows for n in d.nodes]
     for index, (name, help_text) in enumerate(FAMILIES):
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
         for datastore, node in capacity:
@@ -64,11 +64,10 @@ def render_datastores(view: View) -> bytes:
     lines += [f"pve_datastore_active{_labels(datastore=d, node=n.node)} {int(n.active)}" for d, n in capacity]
     lines += ["# HELP pve_datastore_info Datastore attributes; join on datastore. Always 1.",
               "# TYPE pve_datastore_info gauge"]
-    for row in view.rows:
-        r = row.record
+    for d in view.rows:
         lines.append("pve_datastore_info" + _labels(
-            datastore=r.id, type=r.type, content=r.content, shared=_bool(r.shared), enabled=_bool(r.enabled),
-            is_default_hdd=_bool(row.is_default_hdd), is_default_ssd=_bool(row.is_default_ssd)) + " 1")
+            datastore=d.id, type=d.type, content=d.content, shared=_bool(d.shared), enabled=_bool(d.enabled),
+            is_default_hdd=_bool(d.is_default_hdd), is_default_ssd=_bool(d.is_default_ssd)) + " 1")
     lines += ["# HELP pve_datastore_default The default datastore per role and where the setting comes from.",
               "# TYPE pve_datastore_default gauge"]
     for role, datastore in (("hdd", view.default_hdd), ("ssd", view.default_ssd)):

@@ -6,7 +6,7 @@ import logging
 import random
 import threading
 
-from .service import RefreshFailed
+from .records import RefreshFailed
 
 log = logging.getLogger(__name__)
 

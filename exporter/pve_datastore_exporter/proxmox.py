@@ -1,4 +1,7 @@
-"""The one importer of proxmoxer: fetch the two lists, then parse them with pure functions."""
+"""The one importer of proxmoxer: fetch the two lists, then parse them with pure functions.
+
+The facts about the API relied on here are in docs/proxmox-api.md; comments cite its sections.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import urllib3
 from proxmoxer import AuthenticationError, ProxmoxAPI, ResourceException
 
 from .config import Config, ConfigError, scrub
-from .records import DatastoreRecord, NodeFigures
+from .records import Datastore, NodeFigures, RefreshFailed
 
 log = logging.getLogger(__name__)
 
@@ -19,14 +22,6 @@ MAX_MESSAGE = 500  # characters of a Proxmox error kept in answers and logs
 MAX_BYTES = 2**63 - 1  # a size past this is no disk, and no database column takes it
 MAX_STUCK = 2  # fetches left hanging on a dripping answer before refreshes fail at once
 MAX_ID = 100  # the seed's VARCHAR(100); Proxmox sets no limit, but no real ID comes near it
-
-
-class ProxmoxError(Exception):
-    """A refresh could not read Proxmox; `reason` is one of records.FAILURE_REASONS."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 def connect(config: Config) -> ProxmoxAPI:
@@ -44,12 +39,15 @@ def connect(config: Config) -> ProxmoxAPI:
 
 
 def fetch(api) -> tuple[object, object]:
-    """Two calls whatever the cluster's size; /cluster/resources never waits on a dead node."""
+    """Two calls whatever the cluster's size; /cluster/resources never waits on a dead node.
+
+    docs/proxmox-api.md#cluster-resources and #storage-configuration.
+    """
     return api.cluster.resources.get(type="storage"), api.storage.get()
 
 
 def _flag(value) -> bool:
-    # Third-party plugins send 0/1 as strings ("1"); int() takes both.
+    # Third-party plugins send 0/1 as strings ("1"); int() takes both (docs/proxmox-api.md#booleans-and-lists).
     try:
         return bool(int(value))
     except (TypeError, ValueError):
@@ -65,7 +63,8 @@ def _bytes(value) -> int:
 
 
 def _content(value) -> str:
-    # Comma lists arrive in random order; /storage says "none" and resources "" for empty.
+    # Comma lists arrive in random order; /storage says "none" and resources "" for empty
+    # (docs/proxmox-api.md#booleans-and-lists, #storage-configuration).
     if not isinstance(value, str):
         return ""
     return ",".join(sorted(p for p in (s.strip() for s in value.split(",")) if p and p != "none"))
@@ -74,7 +73,7 @@ def _content(value) -> str:
 def _items(payload, what: str) -> list[dict]:
     # proxmoxer turns an unparsable body into {"errors": b"..."}, so the shape is checked here.
     if not isinstance(payload, list):
-        raise ProxmoxError("parse", f"{what}: expected a list from Proxmox, got {type(payload).__name__}")
+        raise RefreshFailed("parse", f"{what}: expected a list from Proxmox, got {type(payload).__name__}")
     items = [item for item in payload if isinstance(item, dict) and isinstance(item.get("storage"), str)]
     too_long = sorted({item["storage"] for item in items if len(item["storage"]) > MAX_ID})
     if too_long:
@@ -82,60 +81,63 @@ def _items(payload, what: str) -> list[dict]:
     return [item for item in items if len(item["storage"]) <= MAX_ID]
 
 
-def parse_resources(payload) -> dict[str, dict]:
-    """Group /cluster/resources?type=storage by datastore: per-node figures plus what it says of it."""
-    found: dict[str, dict] = {}
+def parse_resources(payload) -> dict[str, Datastore]:
+    """/cluster/resources?type=storage by datastore: its per-node figures and what the nodes say of it."""
+    grouped: dict[str, list[dict]] = {}
     for item in _items(payload, "/cluster/resources"):
-        if item.get("type", "storage") != "storage" or not isinstance(item.get("node"), str):
-            continue
-        entry = found.setdefault(item["storage"], {"nodes": {}, "shared": False, "type": "", "content": ""})
-        entry["shared"] |= _flag(item.get("shared", 0))
-        entry["type"] = entry["type"] or str(item.get("plugintype") or "")
-        entry["content"] = entry["content"] or _content(item.get("content"))
-        entry["nodes"][item["node"]] = _node_figures(item)
-    return found
+        if item.get("type", "storage") == "storage" and isinstance(item.get("node"), str):
+            grouped.setdefault(item["storage"], []).append(item)
+    return {datastore_id: _seen_by_nodes(datastore_id, items) for datastore_id, items in grouped.items()}
+
+
+def _seen_by_nodes(datastore_id: str, items: list[dict]) -> Datastore:
+    # Every node repeats plugintype, content and shared; the first node that has a value counts.
+    nodes = {item["node"]: _node_figures(item) for item in items}
+    return Datastore(
+        id=datastore_id, type=next((str(i["plugintype"]) for i in items if i.get("plugintype")), "unknown"),
+        content=next((c for c in (_content(i.get("content")) for i in items) if c), ""),
+        shared=any(_flag(i.get("shared", 0)) for i in items), nodes=tuple(nodes[n] for n in sorted(nodes)))
 
 
 def _node_figures(item: dict) -> NodeFigures:
-    # disk/maxdisk exist only while status is "available"; "unknown" is not an empty disk.
+    # disk/maxdisk exist only while status is "available"; "unknown" is not an empty disk
+    # (docs/proxmox-api.md#sizes-absent-when-unknown).
     if item.get("status") != "available" or "maxdisk" not in item or "disk" not in item:
         return NodeFigures(node=item["node"], active=False)
     try:
         size, used = _bytes(item["maxdisk"]), _bytes(item["disk"])
     except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON 1e400 arrives as inf
-        raise ProxmoxError("parse", f"/cluster/resources: sizes of {item['storage']!r} are not byte counts") from None
-    return NodeFigures(node=item["node"], active=True, size=size, used=used, available=max(size - used, 0))
+        raise RefreshFailed("parse", f"/cluster/resources: sizes of {item['storage']!r} are not byte counts") from None
+    return NodeFigures(node=item["node"], size=size, used=used, available=max(size - used, 0), active=True)
 
 
-def parse_storage_config(payload) -> dict[str, dict]:
-    """Read /storage: type, content, shared, disabled; disabled datastores appear only here."""
+def parse_storage_config(payload) -> dict[str, Datastore]:
+    """Read /storage: type, content, shared, disabled; disabled datastores appear only here.
+
+    docs/proxmox-api.md#disabled-only-in-storage.
+    """
     return {
-        item["storage"]: {
-            "type": str(item.get("type") or ""),
-            "content": _content(item.get("content")),
-            "shared": _flag(item.get("shared", 0)),
-            "enabled": not _flag(item.get("disable", 0)),
-        }
+        item["storage"]: Datastore(
+            id=item["storage"], type=str(item.get("type") or "unknown"), content=_content(item.get("content")),
+            shared=_flag(item.get("shared", 0)), enabled=not _flag(item.get("disable", 0)))
         for item in _items(payload, "/storage")
     }
 
 
-def build_records(resources: dict[str, dict], storage_config: dict[str, dict]) -> list[DatastoreRecord]:
-    """Merge both lists into cluster-wide records: a shared datastore once, a local one summed."""
-    records = []
-    for datastore_id in sorted(set(resources) | set(storage_config)):
-        seen = resources.get(datastore_id, {"nodes": {}, "shared": False, "type": "", "content": ""})
-        conf = storage_config.get(datastore_id, {})
-        nodes = tuple(seen["nodes"][name] for name in sorted(seen["nodes"]))
-        shared = conf.get("shared", False) or seen["shared"]
-        size, used = _cluster_figures(nodes, shared)
-        records.append(DatastoreRecord(
-            id=datastore_id, type=conf.get("type") or seen["type"] or "unknown",
-            content=conf.get("content") or seen["content"], shared=shared,
-            enabled=conf.get("enabled", True), size=size, used=used,
-            available=max(size - used, 0), nodes=nodes,
-        ))
-    return records
+def build_datastores(seen: dict[str, Datastore], configured: dict[str, Datastore]) -> list[Datastore]:
+    """Merge both lists into cluster-wide datastores: a shared one counted once, a local one summed."""
+    merged = []
+    for datastore_id in sorted(set(seen) | set(configured)):
+        by_nodes = seen.get(datastore_id) or Datastore(datastore_id)
+        conf = configured.get(datastore_id) or Datastore(datastore_id)  # enabled unless /storage says not
+        shared = conf.shared or by_nodes.shared
+        size, used = _cluster_figures(by_nodes.nodes, shared)
+        merged.append(Datastore(
+            id=datastore_id, type=conf.type if conf.type != "unknown" else by_nodes.type,
+            content=conf.content or by_nodes.content, shared=shared, enabled=conf.enabled,
+            size=size, used=used, available=max(size - used, 0),
+            active=any(n.active for n in by_nodes.nodes), nodes=by_nodes.nodes))
+    return merged
 
 
 def _cluster_figures(nodes: Iterable[NodeFigures], shared: bool) -> tuple[int, int]:
@@ -143,17 +145,18 @@ def _cluster_figures(nodes: Iterable[NodeFigures], shared: bool) -> tuple[int, i
     if not active:
         return 0, 0
     if shared:
-        # Every node reports the same shared capacity: count it once, not once per node.
+        # Every node reports the same shared capacity: count it once, not once per node
+        # (docs/proxmox-api.md#shared-datastores).
         return active[0].size, active[0].used
     size, used = sum(n.size for n in active), sum(n.used for n in active)
     if size > MAX_BYTES or used > MAX_BYTES:
-        raise ProxmoxError("parse", "/cluster/resources: a datastore's total over its nodes is out of range")
+        raise RefreshFailed("parse", "/cluster/resources: a datastore's total over its nodes is out of range")
     return size, used
 
 
-def parse(resources_payload, storage_payload) -> list[DatastoreRecord]:
-    """Both payloads to records."""
-    return build_records(parse_resources(resources_payload), parse_storage_config(storage_payload))
+def parse(resources_payload, storage_payload) -> list[Datastore]:
+    """Both payloads to datastores."""
+    return build_datastores(parse_resources(resources_payload), parse_storage_config(storage_payload))
 
 
 def classify(exc: BaseException) -> str:
@@ -180,12 +183,12 @@ class Reader:
         self._stuck: list[threading.Thread] = []
         self.deadline = config.refresh_deadline
 
-    def read(self) -> list[DatastoreRecord]:
-        """Fetch and parse; raise ProxmoxError with a reason and a message free of secrets."""
+    def read(self) -> list[Datastore]:
+        """Fetch and parse; raise RefreshFailed with a reason and a message free of secrets."""
         with self._lock:
             self._stuck = [t for t in self._stuck if t.is_alive()]
             if len(self._stuck) >= MAX_STUCK:  # a tarpit must not collect our threads and sockets
-                raise ProxmoxError("timeout", f"{len(self._stuck)} earlier calls to Proxmox are still not "
+                raise RefreshFailed("timeout", f"{len(self._stuck)} earlier calls to Proxmox are still not "
                                    "answered; not starting another")
             outcome: dict = {}
             worker = threading.Thread(target=self._fetch, args=(outcome,), name="proxmox-fetch", daemon=True)
@@ -194,7 +197,7 @@ class Reader:
             if worker.is_alive():
                 self._stuck.append(worker)
                 self._api = None  # the stuck thread keeps its session; the next refresh starts afresh
-                raise ProxmoxError("timeout", f"Proxmox did not finish answering within {self.deadline} s")
+                raise RefreshFailed("timeout", f"Proxmox did not finish answering within {self.deadline} s")
             if "error" in outcome:
                 raise outcome["error"]
             return parse(*outcome["payloads"])
@@ -209,13 +212,13 @@ class Reader:
             reason = classify(exc)
             if reason == "auth":
                 self._api = None  # log in again next time: a ticket may have expired or been revoked
-            outcome["error"] = ProxmoxError(reason, self._clean(f"Proxmox API call failed: {exc}"))
+            outcome["error"] = RefreshFailed(reason, self._clean(f"Proxmox API call failed: {exc}"))
         except ConfigError as exc:
-            outcome["error"] = ProxmoxError("auth", str(exc))
+            outcome["error"] = RefreshFailed("auth", str(exc))
         except OSError as exc:  # requests raises it for an unreadable PROXMOX_CA_BUNDLE
-            outcome["error"] = ProxmoxError("connection", self._clean(f"cannot reach Proxmox: {exc}"))
+            outcome["error"] = RefreshFailed("connection", self._clean(f"cannot reach Proxmox: {exc}"))
         except Exception as exc:  # noqa: BLE001 - e.g. proxmoxer choking on an odd login answer
-            outcome["error"] = ProxmoxError("parse", self._clean(f"unexpected answer from Proxmox: {exc!r}"))
+            outcome["error"] = RefreshFailed("parse", self._clean(f"unexpected answer from Proxmox: {exc!r}"))
 
     def _clean(self, message: str) -> str:
         """Secrets masked, and short: an error page's body must not fill the answers and the log."""

@@ -1,11 +1,30 @@
-"""Plain records passed between the Proxmox reader, the store and the service."""
+"""A datastore declared once, and the other plain records passed between proxmox, store and service."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 # Why a refresh failed: Proxmox's side (proxmox.py), the database's ("db"), or a bug ("internal").
 FAILURE_REASONS = ("auth", "timeout", "connection", "http_4xx", "http_5xx", "parse", "db", "internal")
+
+
+class RefreshFailed(Exception):
+    """A refresh failed; `reason` is one of FAILURE_REASONS, the message is free of secrets."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def from_proxmox(default, **column):
+    """A field the parser fills from Proxmox: a column of `datastores`, rewritten by every refresh."""
+    return field(default=default, metadata={"column": column, "refreshed": True})
+
+
+def kept(default, **column):
+    """A field the store keeps across refreshes (the default flags): a column no refresh rewrites."""
+    return field(default=default, metadata={"column": column, "refreshed": False})
 
 
 @dataclass(frozen=True)
@@ -13,59 +32,50 @@ class NodeFigures:
     """One datastore as one node reports it; sizes are None when Proxmox says `unknown`."""
 
     node: str
-    active: bool
     size: int | None = None
     used: int | None = None
     available: int | None = None
+    active: bool = False
 
     def as_dict(self) -> dict:
-        """The JSON shape of a per-node entry."""
-        return {"node": self.node, "size": self.size, "used": self.used,
-                "available": self.available, "active": self.active}
+        """The JSON shape of a per-node entry: the fields, in order."""
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
-class DatastoreRecord:
-    """One datastore of the cluster with cluster-wide figures (shared counted once)."""
+class Datastore:
+    """One datastore of the cluster: cluster-wide figures (a shared one counted once) and its flags.
+
+    The one declaration of a datastore. The store derives the columns of its `datastores` table,
+    their upsert and their migration from the fields marked `from_proxmox`/`kept`, and the JSON
+    its keys from the field order (the seed's keys, with `name` after `id`). A new Proxmox field:
+    a `from_proxmox` line here, its value in proxmox.build_datastores, and where it is shown.
+    """
 
     id: str
-    type: str
-    content: str = ""
-    shared: bool = False
-    enabled: bool = True
-    size: int = 0
-    used: int = 0
-    available: int = 0
-    nodes: tuple[NodeFigures, ...] = ()
-
-    @property
-    def active(self) -> bool:
-        """True when at least one node reports the datastore available."""
-        return any(n.active for n in self.nodes)
-
-
-@dataclass(frozen=True)
-class DatastoreRow:
-    """A datastore as the store holds it: the record plus the flags and timestamps."""
-
-    record: DatastoreRecord
-    is_default_hdd: bool = False
-    is_default_ssd: bool = False
-    is_system_default: bool = False
-    updated_at: str | None = None
+    type: str = from_proxmox("unknown", max_length=50)
+    size: int = from_proxmox(0)
+    used: int = from_proxmox(0)
+    available: int = from_proxmox(0)
+    content: str = from_proxmox("")  # a sorted comma list, "" for none
+    shared: bool = from_proxmox(False)
+    enabled: bool = from_proxmox(True)
+    active: bool = from_proxmox(False)  # at least one node reports it available
+    is_default_hdd: bool = kept(False)
+    is_default_ssd: bool = kept(False)
+    is_system_default: bool = kept(False)  # named by PROXMOX_HDD/SSD_DATASTORE in .env
+    nodes: tuple[NodeFigures, ...] = ()  # the store keeps them in `datastore_nodes`
+    updated_at: str | None = None  # ISO 8601 UTC of the row's last write; the store sets it
 
     def as_dict(self) -> dict:
-        """The seed's JSON keys plus ours."""
-        r = self.record
-        return {
-            "id": r.id, "name": r.id, "type": r.type,
-            "size": r.size, "used": r.used, "available": r.available,
-            "content": r.content, "shared": r.shared, "enabled": r.enabled, "active": r.active,
-            "is_default_hdd": self.is_default_hdd, "is_default_ssd": self.is_default_ssd,
-            "is_system_default": self.is_system_default,
-            "nodes": [n.as_dict() for n in r.nodes],
-            "updated_at": self.updated_at,
-        }
+        """The seed's JSON keys plus ours, in the declared order."""
+        answer = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        answer["nodes"] = [n.as_dict() for n in self.nodes]
+        return {"id": self.id, "name": self.id, **answer}
+
+
+COLUMNS = tuple(f for f in dataclasses.fields(Datastore) if "column" in f.metadata)
+REFRESHED = tuple(f.name for f in COLUMNS if f.metadata["refreshed"])
 
 
 @dataclass(frozen=True)
@@ -85,12 +95,17 @@ class RefreshInfo:
 class View:
     """Everything the answers are built from: datastores, defaults, and where they came from."""
 
-    rows: tuple[DatastoreRow, ...] = ()
+    rows: tuple[Datastore, ...] = ()
     default_hdd: str | None = None
     default_ssd: str | None = None
     source: str = "db"
     refresh: RefreshInfo = field(default_factory=RefreshInfo)
 
-    def row(self, datastore_id: str) -> DatastoreRow | None:
-        """The row with that ID, or None."""
-        return next((r for r in self.rows if r.record.id == datastore_id), None)
+    def row(self, datastore_id: str) -> Datastore | None:
+        """The datastore with that ID, or None."""
+        return next((r for r in self.rows if r.id == datastore_id), None)
+
+    @property
+    def enabled(self) -> tuple[Datastore, ...]:
+        """The datastores the seed lists: enabled and present in the cluster."""
+        return tuple(r for r in self.rows if r.enabled)

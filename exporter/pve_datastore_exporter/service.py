@@ -10,21 +10,13 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from .config import Config
-from .proxmox import ProxmoxError, Reader
-from .records import DatastoreRow, RefreshInfo, View
+from .proxmox import Reader
+from .records import RefreshFailed, RefreshInfo, View
 from .store import Store, StoreError, UnknownDatastore
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[View, str], None]  # (view, event) with event "load", "refresh" or "defaults"
-
-
-class RefreshFailed(Exception):
-    """A refresh failed; `reason` says where (Proxmox's reasons, or "db")."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 class Service:
@@ -119,63 +111,63 @@ class Service:
             raise RefreshFailed("timeout", f"the refresh in progress did not end within {limit} s")
         if self._last_error:
             raise self._last_error
-        return sum(1 for r in self._view.rows if r.record.enabled)
+        return len(self._view.enabled)
 
     def _refresh(self) -> int:
         started = self._clock()
         try:
-            records = self._reader.read()
-        except ProxmoxError as exc:
+            datastores = self._reader.read()
+        except RefreshFailed as exc:
             self._fail(started, exc.reason, str(exc))
         except Exception as exc:  # noqa: BLE001 - a payload no parser foresaw must not kill the answers
             log.exception("refresh crashed")
             self._fail(started, "internal", f"unexpected error while reading Proxmox: {exc}")
-        seed = {"hdd": self._known_defaults.get("hdd", self.config.hdd_datastore),
-                "ssd": self._known_defaults.get("ssd", self.config.ssd_datastore)}
         system = {"hdd": self.config.hdd_datastore, "ssd": self.config.ssd_datastore}
-        with self._publishing:
+        # The .env values only start the defaults; after a lost DB file the last known ones come back.
+        initial = {**system, **self._known_defaults}
+        with self._publishing:  # a default change published meanwhile is not overwritten
+            info = self._next_refresh(started, None, None)
             try:
-                self._store.replace_snapshot(records, seed=seed, system=system)
-                view = self._load()
+                view = self._store.replace_snapshot(datastores, initial, system, info)
             except StoreError as exc:
-                self._fail(started, "db", f"database write failed: {exc}", self._unsaved_view(records))
+                self._fail(started, "db", f"database write failed: {exc}", self._unsaved_view(datastores))
             except Exception as exc:  # noqa: BLE001 - e.g. the driver refusing a value: a failure, not a crash
                 log.exception("storing the refresh crashed")
-                self._fail(started, "internal", f"unexpected error while storing: {exc}", self._unsaved_view(records))
-            self._finish(started, None, None, view)
-        return sum(1 for r in records if r.enabled)
+                self._fail(started, "internal", f"unexpected error while storing: {exc}",
+                           self._unsaved_view(datastores))
+            self._publish(self._with_fallback(view), "refresh")
+        return len(view.enabled)
 
-    def _unsaved_view(self, records) -> View:
-        """Fresh records the DB could not take, with the DB's defaults if it can still be read."""
-        rows = tuple(DatastoreRow(record=r) for r in sorted(records, key=lambda r: r.id))
+    def _next_refresh(self, started: float, reason: str | None, error: str | None,
+                      fetched: bool = True) -> RefreshInfo:
+        """The bookkeeping after this refresh: `fetched` when Proxmox answered, even if the DB did not."""
+        now, old = self._clock(), self._view.refresh
+        return RefreshInfo(last_attempt=now, last_success=now if fetched else old.last_success,
+                           ok=reason is None, error=error, reason=reason, duration=now - started,
+                           count=old.count + 1)
+
+    def _unsaved_view(self, datastores) -> View:
+        """Fresh datastores the DB could not take, with the DB's defaults if it can still be read."""
+        rows = tuple(sorted(datastores, key=lambda d: d.id))
         try:
             stored = self._load()
         except StoreError:
             return self._env_view(View(rows=rows))
         return dataclasses.replace(stored, rows=tuple(
-            dataclasses.replace(r, is_default_hdd=r.record.id == stored.default_hdd,
-                                is_default_ssd=r.record.id == stored.default_ssd) for r in rows))
+            dataclasses.replace(d, is_default_hdd=d.id == stored.default_hdd,
+                                is_default_ssd=d.id == stored.default_ssd) for d in rows))
 
-    def _fail(self, started: float, reason: str, message: str, view: View | None = None) -> NoReturn:
-        """Record a failed refresh (the fresh data too when only the DB failed) and raise."""
-        self._finish(started, reason, message, view)
-        raise RefreshFailed(reason, message) from None
-
-    def _finish(self, started: float, reason: str | None, error: str | None, view: View | None) -> None:
-        with self._publishing:  # a default change published meanwhile is not overwritten
-            now = self._clock()
-            old = self._view.refresh
-            fetched = reason is None or view is not None  # Proxmox answered, even if the DB did not
-            info = RefreshInfo(last_attempt=now, last_success=now if fetched else old.last_success,
-                               ok=reason is None, error=error, reason=reason, duration=now - started,
-                               count=old.count + 1)
-            if reason:
-                log.warning("refresh failed (%s): %s", reason, error)
+    def _fail(self, started: float, reason: str, message: str, unsaved: View | None = None) -> NoReturn:
+        """Record a failed refresh (publishing the fresh data when only the DB failed) and raise."""
+        with self._publishing:
+            info = self._next_refresh(started, reason, message, fetched=unsaved is not None)
+            log.warning("refresh failed (%s): %s", reason, message)
             try:
                 self._store.record_refresh(info)
             except StoreError as exc:
                 log.debug("could not record the refresh: %s", exc)
-            self._publish(dataclasses.replace(view or self._view, refresh=info), "refresh")
+            self._publish(dataclasses.replace(unsaved or self._view, refresh=info), "refresh")
+        raise RefreshFailed(reason, message) from None
 
     def set_defaults(self, hdd: str | None = None, ssd: str | None = None) -> tuple[View, bool]:
         """Change the default HDD and/or SSD datastore; raise UnknownDatastore or StoreError."""
@@ -187,10 +179,12 @@ class Service:
         return view, changed
 
     def _load(self) -> View:
-        view = dataclasses.replace(self._store.view(), refresh=self._view.refresh)
+        return self._with_fallback(dataclasses.replace(self._store.view(), refresh=self._view.refresh))
+
+    def _with_fallback(self, view: View) -> View:
         self._remember(view)
         if view.default_hdd is None or view.default_ssd is None:
-            # Nothing seeded yet (Proxmox never answered): the .env values stand in, and say so.
+            # No default stored yet (Proxmox never answered): the .env values stand in, and say so.
             return dataclasses.replace(view, default_hdd=view.default_hdd or self.config.hdd_datastore,
                                        default_ssd=view.default_ssd or self.config.ssd_datastore, source="env")
         return view
@@ -201,7 +195,7 @@ class Service:
 
     def _env_view(self, view: View) -> View:
         hdd, ssd = self.config.hdd_datastore, self.config.ssd_datastore
-        rows = tuple(dataclasses.replace(r, is_default_hdd=r.record.id == hdd, is_default_ssd=r.record.id == ssd)
+        rows = tuple(dataclasses.replace(r, is_default_hdd=r.id == hdd, is_default_ssd=r.id == ssd)
                      for r in view.rows)
         return dataclasses.replace(view, rows=rows, default_hdd=hdd, default_ssd=ssd, source="env",
                                    refresh=self._view.refresh)
@@ -217,7 +211,7 @@ class Service:
         return None if last is None else max(self._clock() - last, 0.0)
 
 
-def warnings(view: View) -> list[str]:
+def default_warnings(view: View) -> list[str]:
     """Sentences about defaults that point nowhere useful; the answers carry them."""
     found = []
     for role, datastore_id in (("HDD", view.default_hdd), ("SSD", view.default_ssd)):
@@ -225,13 +219,13 @@ def warnings(view: View) -> list[str]:
             found.append(f"no default {role} datastore is set")
             continue
         row = view.row(datastore_id)
-        if row is None or row.record.type == "unknown" and not row.record.nodes:
+        if row is None or row.type == "unknown" and not row.nodes:
             found.append(f"default {role} datastore '{datastore_id}' does not exist in the cluster")
-        elif not row.record.enabled:
+        elif not row.enabled:
             found.append(f"default {role} datastore '{datastore_id}' is disabled or gone from the cluster")
-        elif not row.record.active:
+        elif not row.active:
             found.append(f"default {role} datastore '{datastore_id}' is not active on any node")
     return found
 
 
-__all__ = ["RefreshFailed", "Service", "StoreError", "UnknownDatastore", "warnings"]
+__all__ = ["Service", "StoreError", "UnknownDatastore", "default_warnings"]

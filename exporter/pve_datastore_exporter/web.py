@@ -12,10 +12,11 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import parse_accept_header
 
+from . import formatting
 from .config import DATASTORE_ID, Config
 from .metrics import CONTENT_TYPE, Exposition
-from .records import View
-from .service import RefreshFailed, Service, StoreError, UnknownDatastore, warnings
+from .records import RefreshFailed, View
+from .service import Service, StoreError, UnknownDatastore, default_warnings
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,11 @@ def datastores_answer(view: View, age: float | None) -> dict:
     """GET /api/datastores: the seed's keys first, then ours. The page renders the same dict."""
     return {
         "success": True,
-        "datastores": [r.as_dict() for r in view.rows if r.record.enabled],
+        "datastores": [d.as_dict() for d in view.enabled],
         "default_hdd": view.default_hdd,
         "default_ssd": view.default_ssd,
         "source": view.source,
-        "warnings": warnings(view),
+        "warnings": default_warnings(view),
         "last_refresh": refresh_answer(view, age),
     }
 
@@ -69,7 +70,7 @@ def datastores_answer(view: View, age: float | None) -> dict:
 def defaults_answer(view: View) -> dict:
     """GET /api/datastores/default: a cheap read for idempotent clients."""
     return {"success": True, "hdd_datastore": view.default_hdd, "ssd_datastore": view.default_ssd,
-            "source": view.source, "warnings": warnings(view)}
+            "source": view.source, "warnings": default_warnings(view)}
 
 
 def parse_defaults_body(raw: bytes) -> dict[str, str]:
@@ -212,7 +213,13 @@ def _register_api(app: Flask, service: Service, config: Config) -> None:
         return jsonify({"success": True, "status": "ok"})
 
 
+PAGE_FILTERS = {"iec": formatting.iec, "percent": formatting.percent, "level": formatting.level, "ago": formatting.ago}
+
+
 def _register_page(app: Flask, service: Service, config: Config) -> None:
+    # The one renderer of the page: the template with these filters. page.js only swaps its parts in.
+    app.jinja_env.filters.update(PAGE_FILTERS)
+
     @app.get("/")
     def page():
         answer = datastores_answer(service.datastores(), service.age())

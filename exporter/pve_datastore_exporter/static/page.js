@@ -1,203 +1,86 @@
-// The datastores page: re-renders what templates/index.html rendered, from GET /api/datastores,
-// after each action. Formatting functions match the template's macros of the same name.
+// The datastores page's behaviour. The server renders every figure and sentence (templates/, with
+// formatting.py); this script sends the actions, then fetches the page again and swaps in the
+// parts that changed, by id. It formats nothing: a second renderer would drift from the first.
 "use strict";
 
 (function () {
   const TOKEN_KEY = "pve-datastore-exporter.api-token"; // sessionStorage only: never a cookie or the URL
-  const UNITS = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
   const TIMEOUT_MS = 60000;
+  const UPDATE_MS = 15000; // keeps the figures and the "last refresh" age current
+  const PARTS = ["status", "datastore-count", "datastore-rows", "defaults-form", "hdd-select", "ssd-select"];
 
-  let state = null; // the last answer of GET /api/datastores (or the one the page was rendered from)
   let tokenRequired = false;
-  let urls = { datastores: "/api/datastores", refresh: "/api/datastores/refresh", default: "/api/datastores/default" };
+  let urls = { page: location.pathname, refresh: "/api/datastores/refresh", default: "/api/datastores/default" };
+  let texts = {}; // the page's sentences, from templates/_page_data.html
   let pending = false; // a save or refresh is on its way
-  let ageBase = null; // {age: seconds, at: performance.now()} for the ticking "… ago"
-
-  // -- formatting (integer arithmetic: the same text as the template) ----------------------
-
-  function iec(value) {
-    if (value === null || value === undefined) return "–";
-    const v = BigInt(value);
-    let unit = 1n;
-    let name = "B";
-    for (const candidate of UNITS) {
-      if (v >= unit * 1024n) { unit *= 1024n; name = candidate; }
-    }
-    if (unit === 1n) return `${v} B`;
-    const h = (v * 100n + unit / 2n) / unit;
-    return `${h / 100n}.${String(h % 100n).padStart(2, "0")} ${name}`;
-  }
-
-  function percent(used, size) {
-    if (!size || used === null || used === undefined) return "–";
-    const s = BigInt(size);
-    const t = (BigInt(used) * 1000n + s / 2n) / s;
-    return `${t / 10n}.${t % 10n} %`;
-  }
-
-  function level(used, size) {
-    if (!size || used === null || used === undefined) return "unknown";
-    const u = BigInt(used) * 100n;
-    const s = BigInt(size);
-    if (u >= s * 90n) return "critical";
-    if (u >= s * 80n) return "high";
-    return "ok";
-  }
-
-  function ago(seconds) {
-    if (seconds === null || seconds === undefined) return "never";
-    const s = Math.floor(seconds);
-    if (s < 10) return "just now";
-    let n; let unit;
-    if (s < 60) { n = s; unit = "second"; }
-    else if (s < 3600) { n = Math.floor(s / 60); unit = "minute"; }
-    else if (s < 86400) { n = Math.floor(s / 3600); unit = "hour"; }
-    else { n = Math.floor(s / 86400); unit = "day"; }
-    return `${n} ${unit}${n === 1 ? "" : "s"} ago`;
-  }
-
-  function qualifies(d) {
-    return d.enabled && d.content.split(",").includes("images");
-  }
-
-  // -- DOM helpers -----------------------------------------------------------------------
+  let generation = 0; // the latest page fetch: an older one answering late is dropped
+  let polling = false; // a periodic fetch is on its way
+  const shown = {}; // each part's HTML as the server last sent it: an unchanged part is left alone
 
   function $(id) { return document.getElementById(id); }
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
-      else node.setAttribute(key, value === true ? "" : value);
+  function text(key, values) {
+    const template = Object.prototype.hasOwnProperty.call(texts, key) ? texts[key] : key;
+    return template.replace(/\{(\w+)\}/g, (whole, name) =>
+      (values && Object.prototype.hasOwnProperty.call(values, name) ? String(values[name]) : whole));
+  }
+
+  function say(message, kind) {
+    const box = $("messages");
+    box.className = `messages messages-${kind || "info"}`;
+    box.textContent = message;
+  }
+
+  async function fetchWithin(path, options) {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+    try {
+      return await fetch(path, { ...options, cache: "no-store", credentials: "omit", signal: controller.signal });
+    } finally {
+      clearTimeout(timer);
     }
-    for (const child of children) {
-      if (child !== null && child !== undefined) node.append(child);
+  }
+
+  function why(error) {
+    return error.name === "AbortError" ? text("timeout", { seconds: TIMEOUT_MS / 1000 }) : error.message;
+  }
+
+  // -- the server's rendering, swapped in -----------------------------------------------
+
+  async function fetchPage() {
+    try {
+      const response = await fetchWithin(urls.page, { headers: { Accept: "text/html" } });
+      if (!response.ok) return { ok: false, reason: text("page_failed", { status: response.status }) };
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      // A proxy's login or error page, say: nothing of it is swapped in.
+      if (!PARTS.every((id) => fresh.getElementById(id))) return { ok: false, reason: text("page_unknown") };
+      return { ok: true, fresh };
+    } catch (e) {
+      return { ok: false, reason: why(e) };
     }
-    return node;
   }
 
-  function numCell(cls, value) {
-    return el("td", { class: `num ${cls}`.trim(), "data-bytes": value === null ? "" : String(value), text: iec(value) });
+  function setOpen(toggle, open, doc) {
+    toggle.setAttribute("aria-expanded", String(open));
+    doc.getElementById(toggle.getAttribute("aria-controls")).hidden = !open;
   }
 
-  function usage(used, size) {
-    const lvl = level(used, size);
-    const meter = el("meter", { min: "0", max: String(size || 1), value: String(used || 0), "aria-hidden": "true" });
-    const hidden = lvl === "high" || lvl === "critical" ? el("span", { class: "visually-hidden", text: ` (${lvl})` }) : null;
-    return el("span", { class: `usage usage-${lvl}` }, meter, " ", el("span", { class: "pct", text: percent(used, size) }), hidden);
+  function toggleFor(rows, controls) {
+    return Array.from(rows.querySelectorAll("button.toggle")).find((b) => b.getAttribute("aria-controls") === controls);
   }
 
-  // -- rendering -------------------------------------------------------------------------
-
-  function renderTable(answer) {
-    const tbody = $("datastores").tBodies[0];
-    const open = new Set(Array.from(tbody.querySelectorAll("button.toggle[aria-expanded=true]"),
-      (b) => b.closest("tr").dataset.id));
-    const rows = [];
-    for (const d of answer.datastores) rows.push(...datastoreRows(d, open.has(d.id)));
-    if (!rows.length) {
-      rows.push(el("tr", { class: "empty" }, el("td", { colspan: "9",
-        text: "No datastores known yet: Proxmox has not answered and the database holds none." })));
+  function swapRows(fresh) {
+    const rows = $("datastore-rows");
+    const next = fresh.getElementById("datastore-rows");
+    const open = Array.from(rows.querySelectorAll("button.toggle[aria-expanded=true]"), (b) => b.getAttribute("aria-controls"));
+    const focused = rows.contains(document.activeElement) && document.activeElement.getAttribute("aria-controls");
+    for (const controls of open) {
+      const toggle = toggleFor(next, controls);
+      if (toggle) setOpen(toggle, true, fresh);
     }
-    tbody.replaceChildren(...rows);
-    $("datastore-count").textContent = String(answer.datastores.length);
-  }
-
-  function datastoreRows(d, expanded) {
-    const toggle = el("button", { type: "button", class: "toggle", "aria-expanded": String(expanded),
-      "aria-controls": `nodes-${d.id}`, title: "Per-node figures" },
-    el("span", { class: "chevron", "aria-hidden": "true" }), d.id);
-    const name = el("th", { scope: "row", class: "name" }, toggle);
-    if (!d.active) name.append(" ", el("span", { class: "badge badge-inactive", text: "inactive" }));
-    const defaults = el("td", { class: "default" },
-      d.is_default_hdd ? el("span", { class: "badge badge-hdd", text: "HDD" }) : null,
-      d.is_default_ssd ? el("span", { class: "badge badge-ssd", text: "SSD" }) : null);
-    const row = el("tr", { class: "ds", "data-id": d.id }, name,
-      el("td", { class: "type", text: d.type }),
-      el("td", { class: "shared", text: d.shared ? "yes" : "no" }),
-      el("td", { class: "content", text: d.content.split(",").join(", ") }),
-      numCell("size", d.size), numCell("used", d.used), numCell("available", d.available),
-      el("td", { class: "usage-cell" }, usage(d.used, d.size)), defaults);
-    return [row, nodesRow(d, expanded)];
-  }
-
-  function nodesRow(d, expanded) {
-    const caption = `Per-node figures of ${d.id}` +
-      (d.shared ? " (shared: every node sees the same storage, counted once in the totals)" : "");
-    const head = el("tr", {}, ...["Node", "Status", "Size", "Used", "Available", "Usage"].map((label, i) =>
-      el("th", { scope: "col", class: i >= 2 && i <= 4 ? "num" : null, text: label })));
-    const body = d.nodes.map((n) => el("tr", { "data-node": n.node },
-      el("th", { scope: "row", text: n.node }), el("td", { text: n.active ? "active" : "inactive" }),
-      numCell("", n.size), numCell("", n.used), numCell("", n.available),
-      el("td", { class: "usage-cell" }, usage(n.used, n.size))));
-    if (!body.length) body.push(el("tr", {}, el("td", { colspan: "6", text: "No node reports this datastore." })));
-    const table = el("table", { class: "nodes" }, el("caption", { text: caption }),
-      el("thead", {}, head), el("tbody", {}, ...body));
-    return el("tr", { class: "nodes-row", id: `nodes-${d.id}`, "data-for": d.id, hidden: !expanded },
-      el("td", { colspan: "9" }, table));
-  }
-
-  function renderStatus(answer) {
-    const source = $("status-source");
-    source.dataset.source = answer.source;
-    source.textContent = answer.source === "db" ? "database cache" : ".env fallback (the database is unavailable)";
-    const refresh = answer.last_refresh || {};
-    ageBase = refresh.age_seconds === null || refresh.age_seconds === undefined ? null
-      : { age: refresh.age_seconds, at: performance.now() };
-    const age = $("status-age");
-    age.dataset.age = ageBase ? String(refresh.age_seconds) : "";
-    if (refresh.last_success) age.title = refresh.last_success; else age.removeAttribute("title");
-    tickAge();
-    const error = $("status-error");
-    error.hidden = refresh.ok !== false;
-    $("status-error-text").textContent = refresh.error || "";
-    const warnings = $("warnings");
-    warnings.replaceChildren(...(answer.warnings || []).map((w) => el("li", { text: w })));
-    warnings.hidden = !(answer.warnings || []).length;
-  }
-
-  function tickAge() {
-    const text = ago(ageBase ? ageBase.age + (performance.now() - ageBase.at) / 1000 : null);
-    $("status-age").textContent = text;
-    const cached = document.querySelector("#status-error .muted");
-    if (cached) cached.textContent = `The table shows the data of the last successful refresh (${text}).`;
-  }
-
-  function renderSelect(select, answer, current) {
-    const options = [];
-    if (!current) options.push(el("option", { value: "", text: "— none set —" }));
-    let found = false;
-    for (const d of answer.datastores) {
-      if (d.id === current) {
-        found = true;
-        const note = qualifies(d) ? "" : " (current; no “images” content)";
-        options.push(el("option", { value: d.id, text: d.id + note }));
-      } else if (qualifies(d)) {
-        options.push(el("option", { value: d.id, text: d.id }));
-      }
-    }
-    if (current && !found) {
-      options.push(el("option", { value: current, text: `${current} (current; not an enabled datastore)` }));
-    }
-    select.replaceChildren(...options);
-    select.value = current || "";
-  }
-
-  function renderDefaults(answer) {
-    const form = $("defaults-form");
-    form.dataset.hdd = answer.default_hdd || "";
-    form.dataset.ssd = answer.default_ssd || "";
-    renderSelect($("hdd-select"), answer, answer.default_hdd);
-    renderSelect($("ssd-select"), answer, answer.default_ssd);
-  }
-
-  function render(answer) {
-    state = answer;
-    renderTable(answer);
-    renderStatus(answer);
-    renderDefaults(answer);
+    rows.replaceWith(next);
+    const again = focused && toggleFor(next, focused);
+    if (again) again.focus(); // a keyboard user keeps their place in the table
   }
 
   function revertSelects() {
@@ -207,12 +90,48 @@
     $("ssd-select").value = form.dataset.ssd;
   }
 
-  // -- messages --------------------------------------------------------------------------
+  function editing() {
+    // A select the user is in, or has changed without saving, is theirs until they save.
+    const form = $("defaults-form");
+    return (document.activeElement instanceof HTMLSelectElement && form.contains(document.activeElement)) ||
+      $("hdd-select").value !== form.dataset.hdd || $("ssd-select").value !== form.dataset.ssd;
+  }
 
-  function say(text, kind) {
-    const box = $("messages");
-    box.className = `messages messages-${kind || "info"}`;
-    box.textContent = text;
+  function swapDefaults(fresh) {
+    const form = $("defaults-form");
+    const next = fresh.getElementById("defaults-form");
+    form.dataset.hdd = next.dataset.hdd;
+    form.dataset.ssd = next.dataset.ssd;
+    for (const id of ["hdd-select", "ssd-select"]) $(id).replaceChildren(...fresh.getElementById(id).children);
+  }
+
+  function changed(fresh, id) {
+    const html = fresh.getElementById(id).outerHTML;
+    if (shown[id] === html) return false;
+    shown[id] = html;
+    return true;
+  }
+
+  async function update(afterAction) {
+    const mine = ++generation;
+    const got = await fetchPage();
+    // A newer fetch, or an action started meanwhile, brings a newer page: this one is stale.
+    if (!got.ok || mine !== generation || (!afterAction && pending)) return got;
+    const fresh = got.fresh;
+    if (changed(fresh, "status")) $("status").replaceWith(fresh.getElementById("status"));
+    $("datastore-count").textContent = fresh.getElementById("datastore-count").textContent;
+    if (changed(fresh, "datastore-rows")) swapRows(fresh);
+    if (afterAction || !editing()) {
+      if (changed(fresh, "defaults-form")) swapDefaults(fresh);
+      revertSelects();
+    }
+    return got;
+  }
+
+  async function updateNow() {
+    if (pending || polling || document.hidden) return;
+    polling = true;
+    try { await update(false); } finally { polling = false; }
   }
 
   // -- the API ---------------------------------------------------------------------------
@@ -221,54 +140,44 @@
     try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch (e) { return ""; }
   }
 
-  async function call(method, path, body) {
+  async function call(path, body) {
     const headers = { Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const token = storedToken();
-    if (method !== "GET" && token) headers.Authorization = `Bearer ${token}`;
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+    if (token) headers.Authorization = `Bearer ${token}`;
     try {
-      const response = await fetch(path, { method, headers, cache: "no-store", credentials: "omit",
-        body: body === undefined ? undefined : JSON.stringify(body), signal: controller.signal });
+      const response = await fetchWithin(path, { method: "POST", headers,
+        body: body === undefined ? undefined : JSON.stringify(body) });
       let data = null;
       try { data = await response.json(); } catch (e) { data = null; }
       if (!data || typeof data !== "object") {
-        data = { success: false, error: "bad_answer", message: `The exporter answered HTTP ${response.status} without JSON.` };
+        data = { success: false, error: "bad_answer", message: text("not_json", { status: response.status }) };
       }
       return { status: response.status, ok: response.ok && data.success === true, data };
     } catch (e) {
-      const why = e.name === "AbortError" ? "no answer within 60 seconds" : e.message;
-      return { status: 0, ok: false, data: { success: false, error: "network", message: `Cannot reach the exporter: ${why}.` } };
-    } finally {
-      clearTimeout(timer);
+      return { status: 0, ok: false, data: { success: false, error: "network", message: text("unreachable", { reason: why(e) }) } };
     }
   }
 
-  async function reload() {
-    const answer = await call("GET", urls.datastores);
-    if (answer.ok) render(answer.data);
-    else revertSelects();
-    return answer;
-  }
-
-  function failed(result, what) {
+  function failed(result, action) {
+    const message = result.data.message;
+    const values = { action: text(action), message: message.replace(/\.$/, "") };
     if (result.status === 401 && !tokenRequired) {
-      say(`${what} failed: the exporter now requires an API token (${result.data.message.replace(/\.$/, "")}). Reload the page to enter it.`, "error");
+      say(text("token_now_required", values), "error");
     } else if (result.status === 401) {
       forgetToken();
-      say(`${what} failed: the API token is wrong (HTTP 401: ${result.data.message.replace(/\.$/, "")}). Enter the correct token and try again.`, "error");
+      say(text("token_wrong", values), "error");
       $("token-input").focus();
     } else {
-      const message = result.data.message;
-      const said = message.toLowerCase().startsWith(`${what} failed`.toLowerCase());
-      say(said ? message : `${what} failed: ${message}`, "error");
+      // The API's refresh errors already begin "Refresh failed": said once, not twice.
+      const said = message.toLowerCase().startsWith(text("failed_prefix", values).toLowerCase());
+      say(said ? message : text("failed", { ...values, message }), "error");
     }
   }
 
   function needToken() {
     if (!tokenRequired || storedToken()) return false;
-    say("Enter the API token first: changes need it.", "error");
+    say(text("token_first"), "error");
     $("token-input").focus();
     return true;
   }
@@ -299,36 +208,34 @@
     if (hdd && hdd !== form.dataset.hdd) body.hdd_datastore_id = hdd;
     if (ssd && ssd !== form.dataset.ssd) body.ssd_datastore_id = ssd;
     if (!Object.keys(body).length) {
-      say("Nothing to save: the selected datastores are already the defaults.", "info");
+      say(text("nothing_to_save"), "info");
       return;
     }
     if (pending || needToken()) return;
     await busy(async () => {
-      say("Saving the defaults…", "info");
-      const result = await call("POST", urls.default, body);
+      say(text("saving"), "info");
+      const result = await call(urls.default, body);
       if (!result.ok) revertSelects();
-      await reload();
-      if (result.ok) {
-        say(`${result.data.message} Default HDD: ${result.data.hdd_datastore || "none"}, default SSD: ${result.data.ssd_datastore || "none"}.`, "success");
-      } else {
-        failed(result, "Saving the defaults");
+      await update(true);
+      if (!result.ok) {
+        failed(result, "save");
+        return;
       }
+      const none = text("none");
+      say(text("saved", { message: result.data.message, hdd: result.data.hdd_datastore || none,
+        ssd: result.data.ssd_datastore || none }), "success");
     });
   }
 
   async function refresh() {
     if (pending || needToken()) return;
     await busy(async () => {
-      say("Refreshing from Proxmox…", "info");
-      const result = await call("POST", urls.refresh);
-      const after = await reload();
-      if (result.ok) {
-        const n = result.data.count;
-        say(`Refreshed ${n} ${n === 1 ? "datastore" : "datastores"} from Proxmox.` +
-          (after.ok ? "" : ` Reloading the table failed: ${after.data.message}`), after.ok ? "success" : "error");
-      } else {
-        failed(result, "Refresh");
-      }
+      say(text("refreshing"), "info");
+      const result = await call(urls.refresh);
+      const after = await update(true);
+      if (!result.ok) failed(result, "refresh");
+      else if (after.ok) say(result.data.message, "success");
+      else say(text("reload_failed", { message: result.data.message, reason: after.reason }), "error");
     });
   }
 
@@ -351,24 +258,24 @@
     event.preventDefault();
     const value = $("token-input").value.trim();
     if (!value) {
-      say("The token is empty.", "error");
+      say(text("token_empty"), "error");
       return;
     }
     try {
       sessionStorage.setItem(TOKEN_KEY, value);
     } catch (e) {
-      say("This browser does not allow session storage, so the token cannot be kept.", "error");
+      say(text("token_unstorable"), "error");
       return;
     }
     $("token-input").value = "";
     showTokenState();
-    say("Token set for this tab. It is checked on the next save or refresh.", "info");
+    say(text("token_set"), "info");
     $("token-forget").focus();
   }
 
   function changeToken() {
     forgetToken();
-    say("Token forgotten. Enter the token to use.", "info");
+    say(text("token_forgotten"), "info");
     $("token-input").focus();
   }
 
@@ -376,21 +283,15 @@
 
   function toggleNodes(event) {
     const button = event.target.closest("button.toggle");
-    if (!button) return;
-    const open = button.getAttribute("aria-expanded") !== "true";
-    button.setAttribute("aria-expanded", String(open));
-    $(button.getAttribute("aria-controls")).hidden = !open;
+    if (button) setOpen(button, button.getAttribute("aria-expanded") !== "true", document);
   }
 
   function start() {
     const data = JSON.parse($("page-data").textContent);
-    state = data.answer;
     tokenRequired = data.token_required;
+    texts = data.texts || texts;
     urls = data.urls || urls;
-    const refreshInfo = state.last_refresh || {};
-    ageBase = refreshInfo.age_seconds === null || refreshInfo.age_seconds === undefined ? null
-      : { age: refreshInfo.age_seconds, at: performance.now() };
-    setInterval(tickAge, 5000);
+    for (const id of ["status", "datastore-rows", "defaults-form"]) shown[id] = $(id).outerHTML;
     $("datastores").addEventListener("click", toggleNodes);
     $("defaults-form").addEventListener("submit", saveDefaults);
     $("refresh").addEventListener("click", refresh);
@@ -399,10 +300,10 @@
       $("token-forget").addEventListener("click", changeToken);
       showTokenState();
     }
+    setInterval(updateNow, UPDATE_MS);
+    document.addEventListener("visibilitychange", updateNow);
     document.documentElement.classList.add("js");
   }
 
-  // For tests and curious operators: the formatting functions, the state the page shows.
-  window.datastorePage = { iec, percent, level, ago, qualifies, state: () => state };
   start();
 }());

@@ -1,0 +1,55 @@
+"""Sizes, usage and ages as people read them: the one formatter of the page and the `list` command."""
+
+from __future__ import annotations
+
+UNKNOWN = "–"  # an en dash: a size or a ratio Proxmox did not report
+UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+HIGH, CRITICAL = 80, 90  # per cent used: the page's amber and red, as on the dashboard (docs/dashboard.md)
+AGE_STEPS = ((60, 1, "second"), (3600, 60, "minute"), (86400, 3600, "hour"))
+
+
+def iec(value: int | None) -> str:
+    """Bytes in the largest IEC unit they reach, two decimals rounded half up; "–" when unknown."""
+    if value is None:
+        return UNKNOWN
+    unit, name = 1, "B"
+    for candidate in UNITS:
+        if value >= unit * 1024:
+            unit, name = unit * 1024, candidate
+    if unit == 1:
+        return f"{value} B"
+    # Integer arithmetic: a float would misround sizes past 2**53 bytes and halves like 1.125 GiB.
+    hundredths = (value * 100 + unit // 2) // unit
+    return f"{hundredths // 100}.{hundredths % 100:02d} {name}"
+
+
+def percent(used: int | None, size: int | None) -> str:
+    """Used as a share of size, one decimal rounded half up; "–" without a size."""
+    if not size or used is None:
+        return UNKNOWN
+    tenths = (used * 1000 + size // 2) // size
+    return f"{tenths // 10}.{tenths % 10} %"
+
+
+def level(used: int | None, size: int | None) -> str:
+    """"ok", "high" from 80 % used, "critical" from 90 %, "unknown" without a size."""
+    if not size or used is None:
+        return "unknown"
+    if used * 100 >= size * CRITICAL:
+        return "critical"
+    return "high" if used * 100 >= size * HIGH else "ok"
+
+
+def ago(seconds: float | None) -> str:
+    """An age in whole seconds, minutes, hours or days: "just now" under 10 s, "never" when unknown."""
+    if seconds is None:
+        return "never"
+    s = int(seconds)
+    if s < 10:
+        return "just now"
+    n, unit = s // 86400, "day"
+    for limit, length, name in AGE_STEPS:
+        if s < limit:
+            n, unit = s // length, name
+            break
+    return f"{n} {unit}{'' if n == 1 else 's'} ago"

@@ -1,0 +1,175 @@
+"""The one door to the database (peewee is imported here and in tables.py only): snapshots and defaults."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import threading
+
+from peewee import DatabaseError, SqliteDatabase
+from peewee import __exception_wrapper__ as driver_errors  # turns DB-API errors into peewee's
+
+from ..records import REFRESHED, Datastore, NodeFigures, RefreshInfo, View
+from .tables import (
+    ROLES,
+    DatastoreModel,
+    DatastoreNodeModel,
+    RefreshStateModel,
+    db,
+    iso,
+    migrate_schema,
+    open_database,
+    to_datastore,
+    to_refresh_info,
+    to_view,
+    utcnow,
+)
+
+StoreError = DatabaseError  # what callers catch: every peewee failure (locked, read-only, corrupt)
+CHUNK = 200  # rows per multi-row INSERT: well under SQLite's limit of bound parameters
+
+
+class UnknownDatastore(LookupError):
+    """A default was asked for a datastore the cluster does not have (or has disabled)."""
+
+
+class Store:
+    """The cache and the defaults, each call in its own connection and transaction.
+
+    One Store per process: the models are bound to the database of the last Store made.
+    """
+
+    def __init__(self, url: str, busy_timeout_ms: int = 5000):
+        self.url = url
+        self.database = open_database(url, busy_timeout_ms)
+        self._writing = threading.Lock()  # one writer at a time inside the process
+        db.initialize(self.database)
+
+    @contextlib.contextmanager
+    def _write(self):
+        # SQLite: take the write lock at BEGIN. A deferred transaction that reads first cannot be
+        # upgraded while another writer holds the lock, and then fails at once ("database is locked").
+        immediate = {"lock_type": "IMMEDIATE"} if isinstance(self.database, SqliteDatabase) else {}
+        with self._writing, self.database.connection_context(), self.database.atomic(**immediate):
+            migrate_schema(self.database)  # also what recreates a DB file deleted under us
+            yield
+
+    def migrate(self) -> None:
+        """Create missing tables and columns in place; a seed-era file keeps its rows and flags."""
+        with self._write():
+            pass
+
+    def is_empty(self) -> bool:
+        """True before the first refresh ever stored a datastore."""
+        with self.database.connection_context():
+            return not DatastoreModel.select().where(DatastoreModel.present == True).exists()  # noqa: E712
+
+    def replace_snapshot(self, datastores: list[Datastore], initial_defaults: dict[str, str],
+                         system_defaults: dict[str, str], refresh: RefreshInfo) -> View:
+        """Swap in a new snapshot and its bookkeeping in one transaction; return the view it wrote.
+
+        Every default flag is kept; a role no row carries yet takes `initial_defaults[role]`. Of what
+        is stored only the small `datastores` table is read: the flags and the datastores that vanished.
+        """
+        now = utcnow()
+        with self._write():
+            before = {row.id: row for row in DatastoreModel.select()}
+            self._upsert(datastores, now)
+            seen = {d.id for d in datastores}
+            vanished = [i for i, row in before.items() if row.present and i not in seen]
+            (DatastoreModel.update(enabled=False, present=False, active=False, updated_at=now)
+             .where(DatastoreModel.id.in_(vanished)).execute())
+            DatastoreNodeModel.delete().execute()
+            self._insert_nodes([(d.id, n.node, n.active, n.size, n.used, n.available)
+                                for d in datastores for n in d.nodes])
+            defaults, added = self._apply_initial_defaults(before, seen, initial_defaults, now)
+            system = sorted(set(system_defaults.values()))
+            DatastoreModel.update(is_system_default=DatastoreModel.id.in_(system)).execute()
+            self._save_refresh(refresh)
+        rows = {i: to_datastore(row, ()) for i, row in {**before, **added}.items()}
+        rows.update({i: dataclasses.replace(rows[i], enabled=False, active=False, updated_at=iso(now))
+                     for i in vanished})
+        rows.update({d.id: dataclasses.replace(d, updated_at=iso(now)) for d in datastores})
+        return to_view([dataclasses.replace(rows[i], is_system_default=i in system,
+                                            **{f"is_default_{r}": defaults[r] == i for r in ROLES})
+                        for i in sorted(rows)], refresh)
+
+    def _apply_initial_defaults(self, before: dict[str, DatastoreModel], seen: set[str],
+                                initial: dict[str, str], now: dt.datetime) -> tuple[dict, dict]:
+        """Flag the initial default of each role no row carries; return the defaults and new rows."""
+        defaults = {role: next((i for i, row in before.items() if getattr(row, f"is_default_{role}")), None)
+                    for role in ROLES}
+        added = {}
+        for role in ROLES:
+            if defaults[role] is not None or role not in initial:
+                continue  # the .env value is only the first default: once a row has the flag, the DB rules
+            defaults[role] = datastore_id = initial[role]
+            if datastore_id not in seen and datastore_id not in before and datastore_id not in added:
+                # Keep the configured name though the cluster lacks it, so that the answers can say so.
+                added[datastore_id] = DatastoreModel.create(id=datastore_id, name=datastore_id, type="unknown",
+                                                            enabled=False, present=False, created_at=now,
+                                                            updated_at=now)
+            DatastoreModel.update({f"is_default_{role}": True}).where(DatastoreModel.id == datastore_id).execute()
+        return defaults, added
+
+    def _insert_nodes(self, rows: list[tuple]) -> None:
+        # executemany on the driver: peewee's per-value SQL building costs ~1 s at 10,000 rows.
+        mark = self.database.param
+        sql = (f"INSERT INTO {DatastoreNodeModel._meta.table_name} (datastore, node, active, size, used, available) "
+               f"VALUES ({', '.join([mark] * 6)})")
+        with driver_errors:  # the driver's errors become peewee's, like every other query's
+            self.database.cursor().executemany(sql, rows)
+
+    def _upsert(self, datastores: list[Datastore], now: dt.datetime) -> None:
+        # The refreshed columns are overwritten; the kept ones (the default flags) never are.
+        rewritten = [getattr(DatastoreModel, name) for name in (*REFRESHED, "name", "present", "updated_at")]
+        for start in range(0, len(datastores), CHUNK):
+            chunk = [{**{name: getattr(d, name) for name in REFRESHED}, "id": d.id, "name": d.id,
+                      "present": True, "created_at": now, "updated_at": now}
+                     for d in datastores[start:start + CHUNK]]
+            (DatastoreModel.insert_many(chunk)
+             .on_conflict(conflict_target=[DatastoreModel.id], preserve=rewritten).execute())
+
+    def set_defaults(self, hdd: str | None = None, ssd: str | None = None) -> bool:
+        """Move the default flags; raise UnknownDatastore unless each target is an enabled datastore."""
+        changed = False
+        with self._write():
+            for role, datastore_id in (("hdd", hdd), ("ssd", ssd)):
+                if datastore_id is None:
+                    continue
+                row = DatastoreModel.get_or_none(DatastoreModel.id == datastore_id)
+                if row is None or not row.enabled or not row.present:
+                    raise UnknownDatastore(datastore_id)
+                if getattr(row, f"is_default_{role}"):
+                    continue
+                flag = getattr(DatastoreModel, f"is_default_{role}")
+                DatastoreModel.update({flag: False}).where(flag == True).execute()  # noqa: E712
+                DatastoreModel.update({flag: True}).where(DatastoreModel.id == datastore_id).execute()
+                changed = True
+        return changed
+
+    def view(self) -> View:
+        """Every datastore with its nodes, the defaults, and the refresh bookkeeping."""
+        node = DatastoreNodeModel
+        with self.database.connection_context():
+            nodes: dict[str, list[NodeFigures]] = {}
+            query = (node.select(node.datastore, node.node, node.active, node.size, node.used, node.available)
+                     .order_by(node.datastore, node.node))
+            for datastore, name, active, size, used, available in self.database.execute(query).fetchall():
+                nodes.setdefault(datastore, []).append(
+                    NodeFigures(node=name, size=size, used=used, available=available, active=bool(active)))
+            rows = [to_datastore(row, nodes.get(row.id, ()))
+                    for row in DatastoreModel.select().order_by(DatastoreModel.id)]
+            state = RefreshStateModel.get_or_none(RefreshStateModel.id == 1)
+        return to_view(rows, to_refresh_info(state))
+
+    def record_refresh(self, info: RefreshInfo) -> None:
+        """Write the bookkeeping of a refresh that stored no snapshot."""
+        with self._write():
+            self._save_refresh(info)
+
+    def _save_refresh(self, info: RefreshInfo) -> None:
+        fields = dataclasses.asdict(info)
+        (RefreshStateModel.insert(id=1, **fields)
+         .on_conflict(conflict_target=[RefreshStateModel.id], update=fields).execute())

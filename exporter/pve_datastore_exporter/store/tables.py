@@ -1,0 +1,186 @@
+"""The tables of the store: the seed's `datastores`, per-node figures, refresh bookkeeping, and their migration."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import functools
+import os
+from urllib.parse import urlparse
+
+from peewee import (
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    CompositeKey,
+    DatabaseProxy,
+    DateTimeField,
+    FloatField,
+    IntegerField,
+    Model,
+    TextField,
+)
+from playhouse.db_url import connect
+from playhouse.migrate import SchemaMigrator, migrate
+
+from ..records import COLUMNS, Datastore, RefreshInfo, View
+
+db = DatabaseProxy()
+
+
+def utcnow() -> dt.datetime:
+    """Now in UTC, naive and to the second, as the seed's DATETIME columns hold it."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+
+
+class BaseModel(Model):
+    """Every table lives in the one database the Store opened."""
+
+    class Meta:
+        database = db
+
+
+def _column(spec):
+    """A peewee column for a field of records.Datastore, from its type and its default."""
+    options = spec.metadata["column"]
+    if spec.type == "bool":
+        return BooleanField(default=spec.default)
+    if spec.type == "int":
+        return BigIntegerField(default=spec.default)
+    if "max_length" in options:
+        return CharField(max_length=options["max_length"], default=spec.default)
+    return TextField(null=True)  # the seed's `content TEXT`
+
+
+# The seed's `datastores` table, in its order; an upgraded seed-era file keeps it, a new one gets it.
+SEED_COLUMNS = ("id", "name", "type", "size", "used", "available", "content", "enabled", "is_default_hdd",
+                "is_default_ssd", "is_system_default", "created_at", "updated_at")
+
+
+def _datastore_columns() -> dict:
+    """The columns of `datastores` but the key: the seed's first, then ours, made in that order."""
+    makers = {"name": lambda: CharField(max_length=100),  # the seed's display name; here always the ID
+              **{f.name: functools.partial(_column, f) for f in COLUMNS},
+              "created_at": lambda: DateTimeField(default=utcnow),
+              "updated_at": lambda: DateTimeField(default=utcnow),
+              "present": lambda: BooleanField(default=True)}  # false: gone from Proxmox, or never there
+    # peewee lays out a new table's columns in the order their fields were made.
+    order = sorted(makers, key=lambda name: SEED_COLUMNS.index(name) if name in SEED_COLUMNS else len(SEED_COLUMNS))
+    return {name: makers[name]() for name in order}
+
+
+class DatastoreModel(BaseModel):
+    """The seed's table, column for column; a datastore's columns come from records.COLUMNS."""
+
+    id = CharField(max_length=100, primary_key=True)
+
+    class Meta:
+        table_name = "datastores"
+
+
+for _name, _column_field in _datastore_columns().items():
+    DatastoreModel._meta.add_field(_name, _column_field)
+
+
+class DatastoreNodeModel(BaseModel):
+    """One datastore on one node; sizes are NULL when Proxmox reports it `unknown`."""
+
+    datastore = CharField(max_length=100)
+    node = CharField(max_length=100)
+    active = BooleanField(default=False)
+    size = BigIntegerField(null=True)
+    used = BigIntegerField(null=True)
+    available = BigIntegerField(null=True)
+
+    class Meta:
+        table_name = "datastore_nodes"
+        # No surrogate id: every refresh rewrites ~10,000 rows, which would exhaust a SERIAL in months.
+        primary_key = CompositeKey("datastore", "node")
+
+
+class RefreshStateModel(BaseModel):
+    """A single row (id 1): the last attempt, the last success, the last error."""
+
+    id = IntegerField(primary_key=True)
+    last_attempt = FloatField(null=True)
+    last_success = FloatField(null=True)
+    ok = BooleanField(null=True)
+    error = TextField(null=True)
+    reason = CharField(max_length=20, null=True)
+    duration = FloatField(null=True)
+    count = IntegerField(default=0)
+
+    class Meta:
+        table_name = "refresh_state"
+
+
+MODELS = (DatastoreModel, DatastoreNodeModel, RefreshStateModel)
+# A database-level guarantee of "never two default HDD (or SSD) datastores".
+ONE_DEFAULT = ("CREATE UNIQUE INDEX IF NOT EXISTS datastores_one_default_{role} "
+               "ON datastores (is_default_{role}) WHERE is_default_{role}")
+ROLES = ("hdd", "ssd")
+
+
+def open_database(url: str, busy_timeout_ms: int = 5000):
+    """Connect by URL; SQLite gets WAL and a busy timeout, and its folder is created."""
+    parsed = urlparse(url)
+    if parsed.scheme.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:" and os.path.dirname(path):
+            # A folder that cannot be made surfaces as a DatabaseError at first use: the .env fallback.
+            with contextlib.suppress(OSError):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+        return connect(url, pragmas={"journal_mode": "wal", "busy_timeout": busy_timeout_ms, "foreign_keys": 1})
+    return connect(url)
+
+
+def migrate_schema(database) -> None:
+    """Create missing tables and columns in place; a seed-era file keeps its rows and flags."""
+    if "id" in {c.name for c in database.get_columns("datastore_nodes")}:
+        DatastoreNodeModel.drop_table()  # a per-refresh cache from before the composite key
+    database.create_tables(MODELS, safe=True)
+    have = {c.name for c in database.get_columns("datastores")}
+    missing = [f for f in DatastoreModel._meta.sorted_fields if f.column_name not in have]
+    if missing:
+        migrator = SchemaMigrator.from_database(database)
+        migrate(*(migrator.add_column("datastores", f.column_name, f) for f in missing))
+    for role in ROLES:
+        _keep_one_default(role)
+        database.execute_sql(ONE_DEFAULT.format(role=role))
+
+
+def _keep_one_default(role: str) -> None:
+    # A seed-era DB may hold two flagged rows; keep the most recently updated one.
+    flag = getattr(DatastoreModel, f"is_default_{role}")
+    rows = list(DatastoreModel.select(DatastoreModel.id).where(flag == True)  # noqa: E712
+                .order_by(DatastoreModel.updated_at.desc(), DatastoreModel.id))
+    if len(rows) > 1:
+        DatastoreModel.update({flag: False}).where(DatastoreModel.id.in_([r.id for r in rows[1:]])).execute()
+
+
+def iso(moment) -> str | None:
+    """A DATETIME column's value as the JSON's ISO 8601 UTC text."""
+    return moment.isoformat() + "Z" if isinstance(moment, dt.datetime) else moment
+
+
+def to_datastore(row: DatastoreModel, nodes) -> Datastore:
+    """A row of `datastores` as the record; a datastore gone from Proxmox reads as disabled."""
+    # NULL in a seed-era row (size, content) reads as the field's default.
+    values = {f.name: f.default if getattr(row, f.name) is None else getattr(row, f.name) for f in COLUMNS}
+    return Datastore(**{**values, "id": row.id, "enabled": values["enabled"] and bool(row.present),
+                        "nodes": tuple(nodes), "updated_at": iso(row.updated_at)})
+
+
+def to_view(rows: list[Datastore], refresh: RefreshInfo) -> View:
+    """The view of these datastores: the defaults are the flagged rows."""
+    hdd = next((r.id for r in rows if r.is_default_hdd), None)
+    ssd = next((r.id for r in rows if r.is_default_ssd), None)
+    return View(rows=tuple(rows), default_hdd=hdd, default_ssd=ssd, source="db", refresh=refresh)
+
+
+def to_refresh_info(state: RefreshStateModel | None) -> RefreshInfo:
+    """The bookkeeping row as the record."""
+    if state is None:
+        return RefreshInfo()
+    return RefreshInfo(**{f.name: getattr(state, f.name) for f in dataclasses.fields(RefreshInfo)})

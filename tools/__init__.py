@@ -1,0 +1,1 @@
+"""Developer tools the Makefile runs: benchmark, screenshot and dashboard picture."""

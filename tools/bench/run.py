@@ -1,0 +1,208 @@
+"""`python -m tools.bench.run`: three cluster sizes, two Proxmox latencies, three servers, one table.
+
+Writes tools/bench/results.md and tools/bench/results.json; about 5 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib.metadata
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pve_datastore_exporter import __version__
+
+from . import report
+from .exporters import PEER_VENV, Ours, Peer, Static, ensure_peer_venv
+from .loadgen import Run, Target, fetch, load
+from .procs import SimulatorProc
+from .static import write as write_static
+
+HERE = Path(__file__).resolve().parent
+SIZES = {"S": (3, 6), "M": (50, 20), "L": (100, 100)}  # nodes x datastores
+
+
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    """One measurement's bounds: at most `seq` scrapes / `seq_s` s alone, `conc` / `conc_s` s concurrently."""
+
+    seq: int
+    seq_s: float
+    conc: int = 0
+    conc_s: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What to run and how much of it."""
+
+    sizes: tuple[str, ...] = ("S", "M", "L")
+    latencies: tuple[float, ...] = (0.0, 30.0)
+    clients: int = 16
+    rounds: int = 3  # ours and the static file alternate this often; the samples are pooled
+    warmup: int = 20
+    refreshes: int = 5
+    fast: Counts = Counts(200, 3, 1000, 4)  # ours and the static file, per round
+    plain: Counts = Counts(100, 3)  # the no-gzip path, sequential only
+    peer: dict = dataclasses.field(default_factory=lambda: {
+        "S": Counts(60, 15, 160, 25), "M": Counts(40, 15, 96, 30), "L": Counts(12, 20, 32, 60)})
+    with_peer: bool = True
+
+
+def tiny_plan() -> Plan:
+    """The smoke test's plan: S only, one round of a few scrapes."""
+    return Plan(sizes=("S",), rounds=1, warmup=2, refreshes=2, fast=Counts(10, 2, 32, 2), plain=Counts(5, 2),
+                peer={"S": Counts(2, 5, 4, 10)})
+
+
+def say(message: str) -> None:
+    """Progress on stderr."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def _pooled(runs: list[Run]) -> Run | None:
+    pooled = None
+    for run in runs:
+        pooled = run if pooled is None else pooled.merge(run)
+    return pooled
+
+
+def _scrapes(*runs: Run) -> int:
+    return sum(len(r.latencies) + len(r.errors) for r in runs)
+
+
+def fast_rounds(plan: Plan, sim: SimulatorProc, servers: dict[str, int]) -> dict[str, dict]:
+    """Ours (and the static file) in alternating rounds; Proxmox requests counted over ours' scrapes."""
+    targets = {who: Target(port) for who, port in servers.items()}
+    for target in targets.values():
+        load(target, 1, plan.warmup, 10)
+    sim.reset()
+    runs = {who: {"sequential": [], "concurrent": []} for who in targets}
+    for _ in range(plan.rounds):
+        for who, target in targets.items():
+            runs[who]["sequential"].append(load(target, 1, plan.fast.seq, plan.fast.seq_s))
+        for who, target in targets.items():
+            runs[who]["concurrent"].append(load(target, plan.clients, plan.fast.conc, plan.fast.conc_s))
+    requests = sim.requests()
+    out = {}
+    for who, loads in runs.items():
+        seq, conc = _pooled(loads["sequential"]), _pooled(loads["concurrent"])
+        out[who] = {"sequential": seq.summary(), "concurrent": conc.summary()}
+    scrapes = _scrapes(*runs["ours"]["sequential"], *runs["ours"]["concurrent"])
+    out["ours"].update(proxmox_requests=requests, proxmox_requests_per_scrape=requests / scrapes if scrapes else None)
+    return out
+
+
+def peer_runs(plan: Plan, counts: Counts, sim: SimulatorProc, peer: Peer) -> dict:
+    """The peer alone: one warm-up, then sequential and concurrent scrapes, Proxmox requests counted."""
+    target = Target(peer.port, peer.path)
+    load(target, 1, 1, 60)
+    sim.reset()
+    seq = load(target, 1, counts.seq, counts.seq_s)
+    conc = load(target, plan.clients, counts.conc, counts.conc_s)
+    requests, scrapes = sim.requests(), _scrapes(seq, conc)
+    return {"sequential": seq.summary(), "concurrent": conc.summary(), "proxmox_requests": requests,
+            "proxmox_requests_per_scrape": requests / scrapes if scrapes else None}
+
+
+def measure_refresh(ours: Ours, sim: SimulatorProc, count: int, seconds: float = 60.0) -> dict:
+    """POST /api/datastores/refresh `count` times (at most `seconds`): median and Proxmox calls each."""
+    # Untimed first: it may only join the refresh still publishing (the histogram counts it before
+    # the new bytes are rendered), and a joined refresh calls Proxmox zero times.
+    ours.refresh()
+    sim.reset()
+    samples, deadline = [], time.monotonic() + seconds
+    while len(samples) < count and time.monotonic() < deadline:
+        samples.append(ours.refresh())
+    return {"samples_s": samples, "median_s": statistics.median(samples),
+            "proxmox_requests_per_refresh": sim.requests() / len(samples), "histogram": ours.refresh_histogram()}
+
+
+def bench_size(name: str, plan: Plan, work: Path) -> dict:
+    """Everything measured at one cluster size; every process stopped before returning."""
+    nodes, datastores = SIZES[name]
+    with contextlib.ExitStack() as stack:
+        say(f"{name}: {nodes} nodes x {datastores} datastores: starting the simulator and the exporters")
+        sim = SimulatorProc(nodes, datastores, work, work / "simulator-state")
+        stack.callback(sim.stop)
+        ours = Ours(sim.env, work, work, f"ours-{name}")
+        stack.callback(ours.stop)
+        peer = Peer(sim.env, sim.port, work, work, f"peer-{name}") if plan.with_peer else None
+        if peer:
+            stack.callback(peer.stop)
+        zipped, plain = fetch(ours.port, gzip=True), fetch(ours.port, gzip=False)
+        write_static(work / f"static-{name}", plain["body"], zipped["body"])
+        static = Static(work / f"static-{name}", work, f"static-{name}")
+        stack.callback(static.stop)
+        result = {"nodes": nodes, "datastores": datastores, "rows": plain["body"].count(b"\npve_datastore_active{"),
+                  "bytes": {"ours_gzip": zipped["bytes"], "ours_plain": plain["bytes"]}, "latency": {}}
+        for index, latency in enumerate(plan.latencies):
+            sim.set_latency(latency)
+            say(f"{name} {latency:g} ms: refresh, then ours{' and the static file' if index == 0 else ''}")
+            entry = {"refresh": measure_refresh(ours, sim, plan.refreshes)}
+            servers = {"ours": ours.port} | ({"static": static.port} if index == 0 else {})
+            entry.update(fast_rounds(plan, sim, servers))
+            if peer:
+                say(f"{name} {latency:g} ms: prometheus-pve-exporter")
+                entry["peer"] = peer_runs(plan, plan.peer[name], sim, peer)
+                result["bytes"]["peer"] = entry["peer"]["sequential"]["body_bytes"]
+            result["latency"][f"{latency:g}"] = entry
+        result["plain"] = {who: load(Target(port, gzip=False), 1, plan.plain.seq, plan.plain.seq_s,
+                                             warmup=plan.warmup).summary()
+                           for who, port in (("ours", ours.port), ("static", static.port))}
+        result["rss_mb"] = {"ours": _mb(ours.proc.rss_kib()), "ours_peak": _mb(ours.proc.rss_kib(field="VmHWM")),
+                            "peer": _mb(peer.proc.rss_kib(with_children=True)) if peer else None}
+    return result
+
+
+def _mb(kib: int | None) -> float | None:
+    # /proc says kB and means KiB; the target says MB: 10^6 bytes.
+    return None if kib is None else kib * 1024 / 1e6
+
+
+def run(plan: Plan, out_dir: Path, work: Path) -> dict:
+    """The whole bench; returns the results (also written to out_dir)."""
+    started = time.monotonic()
+    work.mkdir(parents=True, exist_ok=True)
+    meta = report.machine() | {"ours_version": __version__, "waitress_version": importlib.metadata.version("waitress"),
+                               "peer": ensure_peer_venv() if plan.with_peer else None}
+    results = {"meta": meta, "plan": dataclasses.asdict(plan), "sizes": {}}
+    for name in plan.sizes:
+        results["sizes"][name] = bench_size(name, plan, work)
+    meta.update(loadavg_end=os.getloadavg(), duration_s=time.monotonic() - started)
+    report.write(results, out_dir)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the full plan, print the table, keep the processes' logs only when something failed."""
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.run", description=__doc__)
+    parser.add_argument("--sizes", default="S,M,L", help="comma list of S, M, L (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=HERE, help="where results.md/json go (default tools/bench)")
+    parser.add_argument("--no-peer", action="store_true", help=f"skip prometheus-pve-exporter ({PEER_VENV})")
+    args = parser.parse_args(argv)
+    sizes = tuple(s.strip().upper() for s in args.sizes.split(",") if s.strip())
+    if not sizes or not set(sizes) <= set(SIZES):
+        parser.error(f"--sizes: choose from {', '.join(SIZES)}")
+    plan = Plan(sizes=sizes, with_peer=not args.no_peer)
+    work = Path(tempfile.mkdtemp(prefix="pve-bench-"))
+    try:
+        results = run(plan, args.out, work)
+    except BaseException:
+        say(f"failed; the processes' logs are in {work}")
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    print(report.markdown_table(results["table"]))
+    print(f"\nwrote {args.out / 'results.md'} and {args.out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

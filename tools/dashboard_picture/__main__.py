@@ -1,0 +1,5 @@
+"""`python -m tools.dashboard_picture`."""
+
+from .run import main
+
+raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""The exporter as a real process (`pve-datastore-exporter serve`) for the tools and the fault and end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+BIN = Path(sys.executable).parent / "pve-datastore-exporter"
+
+
+def terminate(proc: subprocess.Popen, grace: float = 10) -> int:
+    """SIGTERM, then SIGKILL after `grace` seconds; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(grace)
+    return proc.returncode
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ExporterProcess:
+    """Starts `serve` with an environment, waits for /healthz, stops it or kills it."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str], prefix: list[str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db = tmp_path / "db.sqlite"
+        self.log_path = tmp_path / f"exporter-{self.port}.log"
+        self.env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": f"sqlite:///{self.db}",
+                    "EXPORTER_LISTEN_ADDRESS": f"127.0.0.1:{self.port}", "EXPORTER_REFRESH_INTERVAL": "0",
+                    "EXPORTER_LOG_LEVEL": "DEBUG", **env}
+        self.prefix = prefix or []  # a command the exporter runs under (e.g. unshare with a read-only mount)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: float = 20) -> ExporterProcess:
+        command = [str(BIN), "--env-file", os.devnull, "serve"]
+        command = [*self.prefix, *command]
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop() or kill9()
+        self.proc = subprocess.Popen(command, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     cwd=self.db.parent)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exporter exited {self.proc.returncode}: {self.logs()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).ok:
+                    return self
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise RuntimeError(f"exporter did not answer in {wait}s: {self.logs()}")
+
+    def __enter__(self) -> ExporterProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def db_path(self) -> Path:
+        return self.db
+
+    def api(self, path: str = "/api/datastores") -> dict:
+        """GET a JSON answer."""
+        return self.get(path).json()
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return requests.get(self.url + path, timeout=kw.pop("timeout", 10), **kw)
+
+    def post(self, path: str, **kw) -> requests.Response:
+        return requests.post(self.url + path, timeout=kw.pop("timeout", 30), **kw)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        code = terminate(self.proc)
+        self.log.close()
+        return code
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(5)
+        self.log.close()

@@ -1,0 +1,66 @@
+"""Screenshots of the page for the README: `python -m tools.screenshot` (make screenshot).
+
+Starts the simulated cluster and the exporter like the demo, puts two datastores over the 80 %
+and 90 % marks, presses Refresh on the page, and saves a wide and a narrow full-page PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from pve_datastore_exporter.simulator import Simulator
+
+from .browser import CHROMIUM, ExporterProcess, launch_chromium
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+SIZES = {"screenshot.png": (1280, 860), "screenshot-narrow.png": (375, 812)}
+
+
+def take(url: str, out: Path) -> list[Path]:
+    """Open the page at each width, refresh it, and save the PNGs."""
+    from playwright.sync_api import expect, sync_playwright
+
+    saved = []
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        for name, (width, height) in SIZES.items():
+            page = browser.new_page(viewport={"width": width, "height": height}, device_scale_factor=1)
+            page.goto(url)
+            page.click("#refresh")
+            expect(page.locator("#messages")).to_contain_text("Refreshed", timeout=20_000)
+            if width > 800:
+                page.click('tr.ds[data-id="local-lvm"] button.toggle')
+            page.evaluate("document.activeElement && document.activeElement.blur()")
+            page.screenshot(path=out / name, full_page=True)
+            saved.append(out / name)
+            page.close()
+        browser.close()
+    return saved
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the simulator and the exporter, take the screenshots, stop both."""
+    parser = argparse.ArgumentParser(prog="python -m tools.screenshot", description=__doc__)
+    parser.add_argument("--out", type=Path, default=DOCS, help="directory for the PNGs (default %(default)s)")
+    args = parser.parse_args(argv)
+    if not Path(CHROMIUM).exists():
+        print(f"screenshot: {CHROMIUM} is missing (apt-get install chromium)", file=sys.stderr)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pve-screenshot-") as tmp:
+        with Simulator(nodes=3, datastores=6, random_seed=1, drift=False, state_dir=Path(tmp, "sim"), auth_delay=0.2) as sim:
+            sim.cluster.set_usage("local-lvm", fraction=0.93, node="pve2")
+            sim.cluster.set_usage("local-lvm", fraction=0.88, node="pve1")
+            sim.cluster.set_usage("local-lvm", fraction=0.78, node="pve3")
+            sim.cluster.set_usage("nas-backup", fraction=0.91)
+            with ExporterProcess(sim.env(), tmp) as exporter:
+                for path in take(exporter.url + "/", args.out):
+                    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
