@@ -89,6 +89,16 @@ def test_datastore_missing_from_config_takes_plugintype():
     assert (record.type, record.shared, record.size, record.available) == ("cifs", True, 10, 5)
 
 
+def test_the_storage_configuration_type_wins_over_plugintype_whatever_it_says():
+    resources = [{"type": "storage", "storage": "odd", "node": "pve1", "status": "available",
+                  "plugintype": "zfspool", "disk": 1, "maxdisk": 10}]
+    for configured in ("dir", "unknown"):
+        (record,) = parse(resources, [{"storage": "odd", "type": configured}])
+        assert record.type == configured
+    (record,) = parse(resources, [{"storage": "odd"}])  # no type in /storage: the nodes say it
+    assert record.type == "zfspool"
+
+
 @pytest.mark.parametrize("payload", [{"errors": b"<html>"}, None, "text", 42])
 def test_a_body_that_is_not_a_list_is_a_parse_error(payload):
     with pytest.raises(RefreshFailed) as info:
@@ -96,12 +106,13 @@ def test_a_body_that_is_not_a_list_is_a_parse_error(payload):
     assert info.value.reason == "parse"
 
 
-def test_garbage_sizes_are_a_parse_error():
-    resources = [{"type": "storage", "storage": "x1", "node": "pve1", "status": "available",
-                  "disk": "lots", "maxdisk": 10}]
+def test_garbage_sizes_are_a_parse_error_naming_the_first_bad_entry():
+    good = {"type": "storage", "storage": "tank", "node": "pve2", "status": "available", "disk": 1, "maxdisk": 10}
+    resources = [good, {"type": "storage", "storage": "x1", "node": "pve1", "status": "available",
+                        "disk": "lots", "maxdisk": 10}, {**good, "node": "pve3", "disk": "bad"}]
     with pytest.raises(RefreshFailed) as info:
         parse(resources, [])
-    assert info.value.reason == "parse"
+    assert info.value.reason == "parse" and "'x1'" in str(info.value)
 
 
 def test_items_that_are_not_storages_are_ignored():

@@ -5,6 +5,7 @@ The facts about the API relied on here are in docs/proxmox-api.md; comments cite
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -83,16 +84,17 @@ def _items(payload, what: str) -> list[dict]:
 
 def parse_resources(payload) -> dict[str, Datastore]:
     """/cluster/resources?type=storage by datastore: its per-node figures and what the nodes say of it."""
-    grouped: dict[str, list[dict]] = {}
+    grouped: dict[str, list[tuple[dict, NodeFigures]]] = {}
     for item in _items(payload, "/cluster/resources"):
         if item.get("type", "storage") == "storage" and isinstance(item.get("node"), str):
-            grouped.setdefault(item["storage"], []).append(item)
-    return {datastore_id: _seen_by_nodes(datastore_id, items) for datastore_id, items in grouped.items()}
+            # Figures checked in payload order: a bad size is named as Proxmox listed it.
+            grouped.setdefault(item["storage"], []).append((item, _node_figures(item)))
+    return {datastore_id: _seen_by_nodes(datastore_id, seen) for datastore_id, seen in grouped.items()}
 
 
-def _seen_by_nodes(datastore_id: str, items: list[dict]) -> Datastore:
+def _seen_by_nodes(datastore_id: str, seen: list[tuple[dict, NodeFigures]]) -> Datastore:
     # Every node repeats plugintype, content and shared; the first node that has a value counts.
-    nodes = {item["node"]: _node_figures(item) for item in items}
+    items, nodes = [item for item, _ in seen], {figures.node: figures for _, figures in seen}
     return Datastore(
         id=datastore_id, type=next((str(i["plugintype"]) for i in items if i.get("plugintype")), "unknown"),
         content=next((c for c in (_content(i.get("content")) for i in items) if c), ""),
@@ -118,7 +120,7 @@ def parse_storage_config(payload) -> dict[str, Datastore]:
     """
     return {
         item["storage"]: Datastore(
-            id=item["storage"], type=str(item.get("type") or "unknown"), content=_content(item.get("content")),
+            id=item["storage"], type=str(item.get("type") or ""), content=_content(item.get("content")),
             shared=_flag(item.get("shared", 0)), enabled=not _flag(item.get("disable", 0)))
         for item in _items(payload, "/storage")
     }
@@ -129,14 +131,14 @@ def build_datastores(seen: dict[str, Datastore], configured: dict[str, Datastore
     merged = []
     for datastore_id in sorted(set(seen) | set(configured)):
         by_nodes = seen.get(datastore_id) or Datastore(datastore_id)
-        conf = configured.get(datastore_id) or Datastore(datastore_id)  # enabled unless /storage says not
+        conf = configured.get(datastore_id) or Datastore(datastore_id, type="")  # enabled unless /storage says not
         shared = conf.shared or by_nodes.shared
         size, used = _cluster_figures(by_nodes.nodes, shared)
-        merged.append(Datastore(
-            id=datastore_id, type=conf.type if conf.type != "unknown" else by_nodes.type,
-            content=conf.content or by_nodes.content, shared=shared, enabled=conf.enabled,
-            size=size, used=used, available=max(size - used, 0),
-            active=any(n.active for n in by_nodes.nodes), nodes=by_nodes.nodes))
+        # What /storage says stands (a field read there needs no line here); the nodes fill the rest.
+        merged.append(dataclasses.replace(
+            conf, type=conf.type or by_nodes.type,
+            content=conf.content or by_nodes.content, shared=shared, size=size, used=used,
+            available=max(size - used, 0), active=any(n.active for n in by_nodes.nodes), nodes=by_nodes.nodes))
     return merged
 
 
