@@ -9,9 +9,8 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from pve_datastore_exporter.formatting import ago, iec, level, percent
+from pve_datastore_exporter.formatting import ago, format_table, iec, level, percent
 from pve_datastore_exporter.records import Datastore, View
-from pve_datastore_exporter.table import format_table
 
 KIB, MIB, GIB, TIB, PIB, EIB = (1 << (10 * n) for n in range(1, 7))
 

@@ -258,6 +258,26 @@ def test_the_page_keeps_itself_current_without_a_click(exporter, sim, page):
     expect(toggle).to_have_attribute("aria-expanded", "true")
 
 
+def test_polls_fetch_the_status_alone_until_the_data_changes_and_say_when_they_fail(exporter, page):
+    page.clock.install()
+    page.goto(exporter.url + "/")
+    asked = []
+    page.on("request", lambda request: asked.append(request.url))
+    for _ in range(2):
+        with page.expect_response(lambda response: "part=status" in response.url):
+            page.clock.run_for(15_000)
+    assert asked and all("part=status" in url for url in asked), asked  # nothing changed: no whole page
+    status = lambda url: "part=status" in url  # noqa: E731
+    page.route(status, lambda route: route.abort())
+    page.clock.run_for(15_000)
+    message = page.locator("#messages")
+    expect(message).to_contain_text("Cannot reach the exporter")
+    expect(message).to_contain_text("may be out of date")
+    page.unroute(status)
+    page.clock.run_for(15_000)
+    expect(message).to_have_text("")
+
+
 def test_a_wrong_token_is_refused_and_changes_nothing(exporter, sim, page):
     page.goto(exporter.url + "/")
     before, rows = exporter.api(), db_defaults(exporter)

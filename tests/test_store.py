@@ -14,6 +14,11 @@ DEFAULTS = {"hdd": "local-lvm", "ssd": "local"}
 INFO = RefreshInfo(last_attempt=1.0, last_success=1.0, ok=True, duration=0.5, count=1)
 
 
+def bookkeeping() -> RefreshInfo:
+    """What the service records after a refresh, as replace_snapshot asks for it."""
+    return INFO
+
+
 @pytest.fixture
 def path(tmp_path):
     return tmp_path / "instance" / "proxmox_manager.db"
@@ -67,29 +72,29 @@ def test_seed_era_database_with_two_default_hdd_keeps_one(path):
     assert rows(path, "SELECT id FROM datastores WHERE is_default_hdd") == [("b1",)]
 
 
-def test_snapshot_seeds_defaults_from_env_once(store, path):
-    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
+def test_snapshot_takes_the_initial_defaults_from_env_once(store, path):
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
     assert rows(path) == [("ceph-vm", 1, 0, 0), ("local", 1, 0, 1), ("local-lvm", 1, 1, 0), ("old-iso", 0, 0, 0)]
     store.set_defaults(hdd="ceph-vm")
-    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
     assert store.view().default_hdd == "ceph-vm"
     assert rows(path, "SELECT id FROM datastores WHERE is_system_default ORDER BY id") == [("local",), ("local-lvm",)]
 
 
 def test_vanished_datastore_keeps_its_row_and_its_flag(store, path):
-    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
     store.set_defaults(hdd="ceph-vm")
-    store.replace_snapshot([r for r in cluster() if r.id != "ceph-vm"], DEFAULTS, DEFAULTS, INFO)
+    store.replace_snapshot([r for r in cluster() if r.id != "ceph-vm"], DEFAULTS, DEFAULTS, bookkeeping)
     assert ("ceph-vm", 0, 1, 0) in rows(path)
     view = store.view()
     assert view.default_hdd == "ceph-vm" and not view.row("ceph-vm").enabled
     assert view.row("ceph-vm").nodes == ()
-    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
     assert ("ceph-vm", 1, 1, 0) in rows(path)
 
 
 def test_configured_default_missing_from_cluster_is_kept_by_name(store, path):
-    store.replace_snapshot(cluster(), {"hdd": "HDD-Storage", "ssd": "local"}, DEFAULTS, INFO)
+    store.replace_snapshot(cluster(), {"hdd": "HDD-Storage", "ssd": "local"}, DEFAULTS, bookkeeping)
     view = store.view()
     assert view.default_hdd == "HDD-Storage"
     assert view.row("HDD-Storage").type == "unknown" and not view.row("HDD-Storage").enabled
@@ -97,7 +102,7 @@ def test_configured_default_missing_from_cluster_is_kept_by_name(store, path):
 
 
 def test_set_defaults_refuses_unknown_and_disabled_and_changes_nothing(store, path):
-    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
     before = rows(path)
     for bad in ("nope", "old-iso"):
         with pytest.raises(UnknownDatastore):
@@ -106,7 +111,7 @@ def test_set_defaults_refuses_unknown_and_disabled_and_changes_nothing(store, pa
 
 
 def test_never_two_defaults_of_a_kind_even_by_hand(store, path):
-    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
     assert store.set_defaults(hdd="local", ssd="local") is True
     assert store.set_defaults(hdd="local") is False
     assert rows(path, "SELECT count(*) FROM datastores WHERE is_default_hdd") == [(1,)]
@@ -116,17 +121,17 @@ def test_never_two_defaults_of_a_kind_even_by_hand(store, path):
 
 
 def test_failed_snapshot_leaves_the_old_one(store, path):
-    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
     before = rows(path, "SELECT * FROM datastores ORDER BY id"), rows(path, "SELECT * FROM datastore_nodes")
     broken = cluster() + [record("dup", nodes=("pve1", "pve1"))]  # violates (datastore, node) uniqueness
     with pytest.raises(StoreError):
-        store.replace_snapshot(broken, DEFAULTS, DEFAULTS, INFO)
+        store.replace_snapshot(broken, DEFAULTS, DEFAULTS, bookkeeping)
     assert (rows(path, "SELECT * FROM datastores ORDER BY id"), rows(path, "SELECT * FROM datastore_nodes")) == before
 
 
 def test_per_node_figures_and_unknown_sizes_round_trip(store):
     recs = cluster()
-    store.replace_snapshot(recs, DEFAULTS, DEFAULTS, INFO)
+    store.replace_snapshot(recs, DEFAULTS, DEFAULTS, bookkeeping)
     view = store.view()
     assert view.row("local").nodes == recs[0].nodes
     assert view.row("ceph-vm").size == 5000  # shared: once
@@ -137,13 +142,13 @@ def test_per_node_figures_and_unknown_sizes_round_trip(store):
 def test_a_refresh_and_a_default_change_at_once_never_see_a_locked_database(path):
     store = Store(f"sqlite:///{path}")  # the poller's thread and an HTTP thread share it
     store.migrate()
-    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
     errors = []
 
     def refreshes():
         for _ in range(40):
             try:
-                store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
+                store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
             except StoreError as exc:
                 errors.append(exc)
 
@@ -165,7 +170,7 @@ def test_a_refresh_and_a_default_change_at_once_never_see_a_locked_database(path
 def test_another_process_writing_waits_for_the_busy_timeout_not_fails(path):
     store = Store(f"sqlite:///{path}")
     store.migrate()
-    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
     other = sqlite3.connect(path, timeout=10)
     other.execute("BEGIN IMMEDIATE")
     done = []
@@ -193,19 +198,42 @@ def test_a_snapshot_returns_exactly_what_a_later_read_finds(store):
     for number, (datastores, initial) in enumerate(_refreshes(store), 1):
         info = RefreshInfo(last_attempt=float(number), last_success=float(number), ok=True, duration=0.25,
                            count=number)
-        written = store.replace_snapshot(datastores, initial, DEFAULTS, info)
+        written = store.replace_snapshot(datastores, initial, DEFAULTS, lambda info=info: info)
         assert written == store.view(), f"refresh {number}"
         assert written.refresh == info
 
 
 def test_a_snapshot_is_one_transaction_that_never_reads_the_node_table(store, monkeypatch):
-    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
     statements, transactions = [], []
     execute, begin = store.database.execute_sql, store.database.begin
     monkeypatch.setattr(store.database, "execute_sql",
                         lambda sql, *args, **kw: statements.append(sql) or execute(sql, *args, **kw))
     monkeypatch.setattr(store.database, "begin", lambda *args, **kw: transactions.append(1) or begin(*args, **kw))
-    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, INFO)
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
     assert len(transactions) == 1
     assert not [s for s in statements if s.upper().startswith("SELECT") and "datastore_nodes" in s]
     assert any("refresh_state" in s for s in statements)  # the bookkeeping in the same transaction
+
+
+def test_a_datastore_field_gets_the_column_its_type_says_or_a_clear_error():
+    from dataclasses import dataclass, fields
+
+    from pve_datastore_exporter.records import from_proxmox
+    from pve_datastore_exporter.store import tables
+
+    @dataclass
+    class Fields:  # annotations as records.py has them (postponed: strings)
+        files: "int | None" = from_proxmox(None)
+        ratio: "float" = from_proxmox(0.0)
+        pool: "str" = from_proxmox("", max_length=50)
+        nodes: "list" = from_proxmox(None)
+        flag: "bool" = from_proxmox(False, max_length=5)
+
+    files, ratio, pool, nodes, flag = fields(Fields)
+    assert (type(tables._column(files)).__name__, tables._column(files).null) == ("BigIntegerField", True)
+    assert (type(tables._column(ratio)).__name__, tables._column(ratio).null) == ("FloatField", False)
+    assert tables._column(pool).max_length == 50
+    for refused in (nodes, flag):
+        with pytest.raises(TypeError, match=f"records.Datastore.{refused.name}"):
+            tables._column(refused)

@@ -230,3 +230,12 @@ def test_every_answer_forbids_framing(exporter):
 
 def test_refresh_with_a_huge_body_is_413(exporter):
     assert_envelope(exporter.post("/api/datastores/refresh", data=b"x" * 40000), 413, "payload_too_large")
+
+
+
+def test_the_page_serves_its_status_part_alone_and_refuses_other_parts(exporter):
+    part = exporter.http.get(exporter.url + "/?part=status", timeout=5)
+    assert part.status_code == 200 and part.text.lstrip().startswith('<section class="status" id="status"')
+    assert "data-version=" in part.text and "<table" not in part.text
+    body = assert_envelope(exporter.http.get(exporter.url + "/?part=table", timeout=5), 404, "not_found")
+    assert "'table'" in body["message"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .records import View
+
 UNKNOWN = "–"  # an en dash: a size or a ratio Proxmox did not report
 UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 HIGH, CRITICAL = 80, 90  # per cent used: the page's amber and red, as on the dashboard (docs/dashboard.md)
@@ -53,3 +55,15 @@ def ago(seconds: float | None) -> str:
             n, unit = s // length, name
             break
     return f"{n} {unit}{'' if n == 1 else 's'} ago"
+
+
+def format_table(view: View) -> str:
+    """The `list` command's table, laid out like `pvesm status`, with the defaults marked."""
+    lines = [f"{'Name':<20} {'Type':<10} {'Status':<9} {'Total':>12} {'Used':>12} {'Available':>12} {'%':>7}  Default"]
+    for d in view.enabled:
+        marks = ",".join(m for m, on in (("hdd", d.is_default_hdd), ("ssd", d.is_default_ssd)) if on)
+        status = "active" if d.active else "inactive"
+        lines.append(f"{d.id:<20} {d.type:<10} {status:<9} {iec(d.size):>12} {iec(d.used):>12} "
+                     f"{iec(d.available):>12} {percent(d.used, d.size):>7}  {marks}")
+    lines.append(f"default HDD: {view.default_hdd}  default SSD: {view.default_ssd}  (source: {view.source})")
+    return "\n".join(lines)

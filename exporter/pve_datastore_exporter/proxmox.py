@@ -120,6 +120,7 @@ def parse_storage_config(payload) -> dict[str, Datastore]:
     """
     return {
         item["storage"]: Datastore(
+            # type "" when absent: build_datastores then takes the nodes' plugintype.
             id=item["storage"], type=str(item.get("type") or ""), content=_content(item.get("content")),
             shared=_flag(item.get("shared", 0)), enabled=not _flag(item.get("disable", 0)))
         for item in _items(payload, "/storage")
@@ -131,7 +132,8 @@ def build_datastores(seen: dict[str, Datastore], configured: dict[str, Datastore
     merged = []
     for datastore_id in sorted(set(seen) | set(configured)):
         by_nodes = seen.get(datastore_id) or Datastore(datastore_id)
-        conf = configured.get(datastore_id) or Datastore(datastore_id, type="")  # enabled unless /storage says not
+        # Not in /storage: enabled, and no type of its own ("" lets the nodes' plugintype stand).
+        conf = configured.get(datastore_id) or Datastore(datastore_id, type="")
         shared = conf.shared or by_nodes.shared
         size, used = _cluster_figures(by_nodes.nodes, shared)
         # What /storage says stands (a field read there needs no line here); the nodes fill the rest.

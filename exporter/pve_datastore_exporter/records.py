@@ -23,7 +23,7 @@ def from_proxmox(default, **column):
 
 
 def kept(default, **column):
-    """A field the store keeps across refreshes (the default flags): a column no refresh rewrites."""
+    """A field the store owns (the default flags): a column the refresh's upsert leaves alone."""
     return field(default=default, metadata={"column": column, "refreshed": False})
 
 
@@ -49,7 +49,8 @@ class Datastore:
     The one declaration of a datastore. The store derives the columns of its `datastores` table,
     their upsert and their migration from the fields marked `from_proxmox`/`kept`, and the JSON
     its keys from the field order (the seed's keys, with `name` after `id`). A new Proxmox field:
-    a `from_proxmox` line here, its value in proxmox.build_datastores, and where it is shown.
+    a `from_proxmox` line here, its value where proxmox.py reads it, and where it is shown
+    (docs/architecture.md#where-to-change-what).
     """
 
     id: str

@@ -35,7 +35,7 @@ class Service:
         self._generation = 0
         self._last_error: RefreshFailed | None = None
         self._first_fetch = True  # the seed's "first call fetches", claimed by one GET only
-        self._publishing = threading.RLock()  # a write, its read-back and its publication, as one
+        self._publishing = threading.RLock()  # a write and the publication of its view, as one
 
     @property
     def view(self) -> View:
@@ -126,9 +126,9 @@ class Service:
         # The .env values only start the defaults; after a lost DB file the last known ones come back.
         initial = {**system, **self._known_defaults}
         with self._publishing:  # a default change published meanwhile is not overwritten
-            info = self._next_refresh(started, None, None)
             try:
-                view = self._store.replace_snapshot(datastores, initial, system, info)
+                view = self._store.replace_snapshot(datastores, initial, system,
+                                                    lambda: self._next_refresh(started, None, None))
             except StoreError as exc:
                 self._fail(started, "db", f"database write failed: {exc}", self._unsaved_view(datastores))
             except Exception as exc:  # noqa: BLE001 - e.g. the driver refusing a value: a failure, not a crash
@@ -228,4 +228,5 @@ def default_warnings(view: View) -> list[str]:
     return found
 
 
+# The store's errors are named here too: web and cli talk to the service, never to the store.
 __all__ = ["Service", "StoreError", "UnknownDatastore", "default_warnings"]

@@ -139,7 +139,8 @@ def create_app(service: Service, config: Config) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False
     _register_errors(app)
-    _register_api(app, service, config)
+    _register_reads(app, service)
+    _register_writes(app, service, config)
     _register_page(app, service, config)
     return app
 
@@ -169,11 +170,25 @@ def _register_errors(app: Flask) -> None:
         return response
 
 
-def _register_api(app: Flask, service: Service, config: Config) -> None:
+def _register_reads(app: Flask, service: Service) -> None:
     @app.get("/api/datastores")
     def list_datastores():
         return jsonify(datastores_answer(service.datastores(), service.age()))
 
+    @app.get("/api/datastores/default")
+    def get_defaults():
+        return jsonify(defaults_answer(service.defaults()))
+
+    @app.get("/metrics")
+    def metrics_route():  # MetricsFront answers GET first; this route gives other methods their 405
+        return "", 404
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"success": True, "status": "ok"})
+
+
+def _register_writes(app: Flask, service: Service, config: Config) -> None:
     @app.post("/api/datastores/refresh")
     def refresh():
         check_auth(config)
@@ -184,10 +199,6 @@ def _register_api(app: Flask, service: Service, config: Config) -> None:
             status, code = (503, "db_unavailable") if exc.reason == "db" else (502, "proxmox_error")
             raise ApiError(status, code, f"Refresh failed ({exc.reason}): {exc}") from None
         return jsonify({"success": True, "message": f"Refreshed {count} datastores from Proxmox.", "count": count})
-
-    @app.get("/api/datastores/default")
-    def get_defaults():
-        return jsonify(defaults_answer(service.defaults()))
 
     @app.post("/api/datastores/default")
     def set_defaults():
@@ -204,14 +215,6 @@ def _register_api(app: Flask, service: Service, config: Config) -> None:
         return jsonify({"success": True, "message": message, "hdd_datastore": view.default_hdd,
                         "ssd_datastore": view.default_ssd, "changed": changed})
 
-    @app.get("/metrics")
-    def metrics_route():  # MetricsFront answers GET first; this route gives other methods their 405
-        return "", 404
-
-    @app.get("/healthz")
-    def healthz():
-        return jsonify({"success": True, "status": "ok"})
-
 
 PAGE_FILTERS = {"iec": formatting.iec, "percent": formatting.percent, "level": formatting.level, "ago": formatting.ago}
 
@@ -222,8 +225,12 @@ def _register_page(app: Flask, service: Service, config: Config) -> None:
 
     @app.get("/")
     def page():
+        part = request.args.get("part")  # "status": that section alone, which page.js polls
+        if part not in (None, "status"):
+            raise ApiError(404, "not_found", f"The page has no part {part!r}; the one part is 'status'.")
         answer = datastores_answer(service.datastores(), service.age())
-        response = app.make_response(render_template("index.html", answer=answer, token_required=bool(config.api_token)))
+        template = "index.html" if part is None else "_status.html"
+        response = app.make_response(render_template(template, answer=answer, token_required=bool(config.api_token)))
         response.headers["Cache-Control"] = "no-store"  # the page shows live state; never a stale copy
         return response
 

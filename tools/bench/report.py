@@ -207,7 +207,7 @@ def method_notes(plan: dict) -> list[str]:
                             f"(≤ {v['conc_s']:.0f} s)" for k, v in peer.items())
     return [
         "## How it was measured", "",
-        "- The simulated cluster (`pve-datastore-exporter simulate`, seed 1, drifting usage) runs in its own "
+        "- The simulated cluster (`pve-datastore-exporter simulate`, random seed 1, drifting usage) runs in its own "
         "process; 30 ms is added to every Proxmox API request by its `latency_ms` fault.",
         "- Sizes are nodes × datastores; *listed* is the (datastore, node) pairs Proxmox lists in "
         "/cluster/resources (disabled and node-restricted datastores list fewer than the product).",

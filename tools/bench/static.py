@@ -41,7 +41,7 @@ def write(directory: Path, plain: bytes, zipped: bytes) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve until SIGTERM, with the waitress settings cli.serve uses (8 threads)."""
+    """Serve until SIGTERM, with the waitress settings server.serve uses (8 threads)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)

@@ -14,7 +14,7 @@ description:
     (C(GET /api/datastores/default)) and changes them (C(POST /api/datastores/default)) only
     when they differ from the requested ones.
   - The defaults live in the exporter's database. The C(PROXMOX_HDD_DATASTORE) and
-    C(PROXMOX_SSD_DATASTORE) settings of its C(.env) only seed them, so this module and the
+    C(PROXMOX_SSD_DATASTORE) settings of its C(.env) only give their initial values, so this module and the
     role's C(.env) template never undo each other.
   - Uses only Ansible's own HTTP client; nothing needs to be installed on the target.
 author:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import hashlib
 
 from .model import STATFS_RESERVED, STATFS_TYPES
-from .routes import ApiError
+from .routes import PveApiError
 
 
 def _no_such_storage():
     """The 400 pve answers for an unknown storage ID."""
-    return ApiError(400, "Parameter verification failed.", {"storage": "No such storage."})
+    return PveApiError(400, "Parameter verification failed.", {"storage": "No such storage."})
 
 
 def _order(items, rng):
@@ -40,7 +40,7 @@ class PveApi:
         self.cluster = cluster
 
     def answer(self, call, query):
-        """The data for a resolved call and its raw query parameters, or ApiError."""
+        """The data for a resolved call and its raw query parameters, or PveApiError."""
         args = call.arguments(query)
         cluster = self.cluster
         with cluster.lock:
@@ -229,7 +229,7 @@ class PveApi:
                 name_key = "hostname" if kind == "lxc" else "name"
                 return {name_key: guest["name"], "onboot": 1, "cores": guest["maxcpu"],
                         "memory": str(guest["maxmem"] >> 20), "digest": self.cluster.digest()}
-        raise ApiError(500, f"Configuration file 'nodes/{node}/{kind}-server/{vmid}.conf' does not exist")
+        raise PveApiError(500, f"Configuration file 'nodes/{node}/{kind}-server/{vmid}.conf' does not exist")
 
     def replication(self, now, rng, node, guest=None):
         """GET /nodes/{node}/replication: no replication jobs."""

@@ -14,7 +14,7 @@ from .api import PveApi
 from .auth import AUTH_FAILED
 from .faults import Faults
 from .model import SimError
-from .routes import ApiError, resolve
+from .routes import PveApiError, resolve
 from .server import Reply, Stats, Stopped, json_reply
 
 API_PREFIX = "/api2/json"
@@ -138,7 +138,7 @@ class PveProxy:
             faults = self._faults_for(url.path)
         try:
             data = self._answer(method, url, headers, body, faults, start)
-        except ApiError as exc:
+        except PveApiError as exc:
             return _error_reply(exc)
         except _Bare as exc:
             return Reply(exc.status, exc.reason)
@@ -157,10 +157,10 @@ class PveProxy:
     def _answer(self, method, url, headers, body, faults, start):
         """Route, fault, authenticate, proxy-check, answer: in pveproxy's order."""
         if not url.path.startswith(API_PREFIX + "/"):
-            raise ApiError(501, f"Method '{method} {url.path}' not implemented")
+            raise PveApiError(501, f"Method '{method} {url.path}' not implemented")
         call = resolve(method, url.path[len(API_PREFIX):].rstrip("/") or "/")
         if faults.status:
-            raise ApiError(faults.status, faults.reason or http.client.responses.get(faults.status, "Error"))
+            raise PveApiError(faults.status, faults.reason or http.client.responses.get(faults.status, "Error"))
         if call.name is None:
             return self._login(headers, body, faults, start)
         reason = AUTH_FAILED if faults.auth_fail else self._auth.check(headers)
@@ -175,7 +175,7 @@ class PveProxy:
         """pveproxy forwards /nodes/{node}/... to that node: unknown -> 500, down -> 595 (docs/proxmox-api.md#595-and-596)."""
         state = self.cluster.node_state(node)
         if state is None:
-            raise ApiError(500, f"hostname lookup '{node}' failed - failed to get address info for: "
+            raise PveApiError(500, f"hostname lookup '{node}' failed - failed to get address info for: "
                                 f"{node}: Name or service not known")
         if state == "offline":
             self._wait(faults.offline_delay_ms / 1000)
@@ -184,17 +184,17 @@ class PveProxy:
     def _login(self, headers, body, faults, start):
         """POST /access/ticket: a ticket for the password, or 401 after the auth delay."""
         if headers.get("Authorization", "").startswith("PVEAPIToken"):
-            raise ApiError(403, "Permission check failed (URI '/access/ticket' not available with API "
+            raise PveApiError(403, "Permission check failed (URI '/access/ticket' not available with API "
                                 "token, need proper ticket.\n)")
         form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         missing = {key: "property is missing and it is not optional"
                    for key in ("username", "password") if key not in form}
         if missing:
-            raise ApiError(400, "Parameter verification failed.", missing)
+            raise PveApiError(400, "Parameter verification failed.", missing)
         data = None if faults.auth_fail else self._auth.login(form)
         if data is None:
             self._wait(self.auth_delay - (time.monotonic() - start))
-            raise ApiError(401, "authentication failure")
+            raise PveApiError(401, "authentication failure")
         if len(self.cluster.nodes) > 1:
             data["clustername"] = self.cluster.name
         return data

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from .model import CONTENT_TYPES, PLUGIN_TYPES, valid_storage_id
 
 
-class ApiError(Exception):
+class PveApiError(Exception):
     """A Proxmox error: status, message (its first line is the reason phrase), errors (docs/proxmox-api.md#errors)."""
 
     def __init__(self, status, message, errors=None):
@@ -127,7 +127,7 @@ class Call:
             except ValueError as exc:
                 errors[key] = str(exc)
         if errors:
-            raise ApiError(400, "Parameter verification failed.", errors)
+            raise PveApiError(400, "Parameter verification failed.", errors)
         return {**self.path_args, **values}
 
 
@@ -137,4 +137,4 @@ def resolve(method, path):
         match = regex.match(path)
         if match and route_method == method:
             return Call(name, match.groupdict(), params)
-    raise ApiError(501, f"Method '{method} {path}' not implemented")
+    raise PveApiError(501, f"Method '{method} {path}' not implemented")

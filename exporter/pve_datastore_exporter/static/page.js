@@ -6,15 +6,18 @@
 (function () {
   const TOKEN_KEY = "pve-datastore-exporter.api-token"; // sessionStorage only: never a cookie or the URL
   const TIMEOUT_MS = 60000;
-  const UPDATE_MS = 15000; // keeps the figures and the "last refresh" age current
+  const UPDATE_MS = 15000; // polls the status section: the age stays current, a change brings the page
   const PARTS = ["status", "datastore-count", "datastore-rows", "defaults-form", "hdd-select", "ssd-select"];
 
   let tokenRequired = false;
-  let urls = { page: location.pathname, refresh: "/api/datastores/refresh", default: "/api/datastores/default" };
+  let urls = { page: location.pathname, status: `${location.pathname}?part=status`, refresh: "/api/datastores/refresh",
+    default: "/api/datastores/default" };
   let texts = {}; // the page's sentences, from templates/_page_data.html
   let pending = false; // a save or refresh is on its way
   let generation = 0; // the latest page fetch: an older one answering late is dropped
   let polling = false; // a periodic fetch is on its way
+  let stale = null; // the message shown while polls fail, taken away once one succeeds
+  let selectsBehind = false; // the selects were left alone while the user was in them: fetch again
   const shown = {}; // each part's HTML as the server last sent it: an unchanged part is left alone
 
   function $(id) { return document.getElementById(id); }
@@ -47,13 +50,13 @@
 
   // -- the server's rendering, swapped in -----------------------------------------------
 
-  async function fetchPage() {
+  async function fetchParts(url, parts) {
     try {
-      const response = await fetchWithin(urls.page, { headers: { Accept: "text/html" } });
+      const response = await fetchWithin(url, { headers: { Accept: "text/html" } });
       if (!response.ok) return { ok: false, reason: text("page_failed", { status: response.status }) };
       const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
       // A proxy's login or error page, say: nothing of it is swapped in.
-      if (!PARTS.every((id) => fresh.getElementById(id))) return { ok: false, reason: text("page_unknown") };
+      if (!parts.every((id) => fresh.getElementById(id))) return { ok: false, reason: text("page_unknown") };
       return { ok: true, fresh };
     } catch (e) {
       return { ok: false, reason: why(e) };
@@ -114,24 +117,46 @@
 
   async function update(afterAction) {
     const mine = ++generation;
-    const got = await fetchPage();
+    const got = await fetchParts(urls.page, PARTS);
     // A newer fetch, or an action started meanwhile, brings a newer page: this one is stale.
     if (!got.ok || mine !== generation || (!afterAction && pending)) return got;
     const fresh = got.fresh;
     if (changed(fresh, "status")) $("status").replaceWith(fresh.getElementById("status"));
     $("datastore-count").textContent = fresh.getElementById("datastore-count").textContent;
     if (changed(fresh, "datastore-rows")) swapRows(fresh);
-    if (afterAction || !editing()) {
+    selectsBehind = !afterAction && editing();
+    if (!selectsBehind) {
       if (changed(fresh, "defaults-form")) swapDefaults(fresh);
       revertSelects();
     }
     return got;
   }
 
+  function reachable(got) {
+    // A failed poll says so, so that an old age or old figures are never taken for current ones.
+    if (!got.ok && !stale) {
+      stale = text("stale", { reason: got.reason });
+      say(stale, "error");
+    } else if (got.ok && stale) {
+      if ($("messages").textContent === stale) say("", "info");
+      stale = null;
+    }
+  }
+
+  async function poll() {
+    // The status alone; the whole page only when its version says the data changed.
+    const got = await fetchParts(urls.status, ["status"]);
+    if (!got.ok || pending) return got;
+    const next = got.fresh.getElementById("status");
+    if (selectsBehind || next.dataset.version !== $("status").dataset.version) return update(false);
+    if (changed(got.fresh, "status")) $("status").replaceWith(next);
+    return got;
+  }
+
   async function updateNow() {
     if (pending || polling || document.hidden) return;
     polling = true;
-    try { await update(false); } finally { polling = false; }
+    try { reachable(await poll()); } finally { polling = false; }
   }
 
   // -- the API ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import threading
+from collections.abc import Callable
 
 from peewee import DatabaseError, SqliteDatabase
 from peewee import __exception_wrapper__ as driver_errors  # turns DB-API errors into peewee's
@@ -66,15 +67,16 @@ class Store:
             return not DatastoreModel.select().where(DatastoreModel.present == True).exists()  # noqa: E712
 
     def replace_snapshot(self, datastores: list[Datastore], initial_defaults: dict[str, str],
-                         system_defaults: dict[str, str], refresh: RefreshInfo) -> View:
+                         system_defaults: dict[str, str], bookkeeping: Callable[[], RefreshInfo]) -> View:
         """Swap in a new snapshot and its bookkeeping in one transaction; return the view it wrote.
 
         Every default flag is kept; a role no row carries yet takes `initial_defaults[role]`. Of what
         is stored only the small `datastores` table is read: the flags and the datastores that vanished.
+        `bookkeeping()` is called last, so that the refresh's duration includes its write.
         """
         now = utcnow()
         with self._write():
-            before = {row.id: row for row in DatastoreModel.select()}
+            before = {row.id: row for row in self._locked(DatastoreModel.select())}
             self._upsert(datastores, now)
             seen = {d.id for d in datastores}
             vanished = [i for i, row in before.items() if row.present and i not in seen]
@@ -86,7 +88,7 @@ class Store:
             defaults, added = self._apply_initial_defaults(before, seen, initial_defaults, now)
             system = sorted(set(system_defaults.values()))
             DatastoreModel.update(is_system_default=DatastoreModel.id.in_(system)).execute()
-            self._save_refresh(refresh)
+            self._save_refresh(refresh := bookkeeping())
         rows = {i: to_datastore(row, ()) for i, row in {**before, **added}.items()}
         rows.update({i: dataclasses.replace(rows[i], enabled=False, active=False, updated_at=iso(now))
                      for i in vanished})
@@ -94,6 +96,11 @@ class Store:
         return to_view([dataclasses.replace(rows[i], is_system_default=i in system,
                                             **{f"is_default_{r}": defaults[r] == i for r in ROLES})
                         for i in sorted(rows)], refresh)
+
+    def _locked(self, query):
+        # PostgreSQL: a default changed by another process waits for this snapshot, so the view it
+        # returns holds the flags in force. SQLite's BEGIN IMMEDIATE already locks the whole file.
+        return query if isinstance(self.database, SqliteDatabase) else query.for_update()
 
     def _apply_initial_defaults(self, before: dict[str, DatastoreModel], seen: set[str],
                                 initial: dict[str, str], now: dt.datetime) -> tuple[dict, dict]:
@@ -154,13 +161,13 @@ class Store:
         node = DatastoreNodeModel
         with self.database.connection_context():
             nodes: dict[str, list[NodeFigures]] = {}
-            query = (node.select(node.datastore, node.node, node.active, node.size, node.used, node.available)
-                     .order_by(node.datastore, node.node))
+            query = node.select(node.datastore, node.node, node.active, node.size, node.used, node.available)
             for datastore, name, active, size, used, available in self.database.execute(query).fetchall():
                 nodes.setdefault(datastore, []).append(
                     NodeFigures(node=name, size=size, used=used, available=available, active=bool(active)))
-            rows = [to_datastore(row, nodes.get(row.id, ()))
-                    for row in DatastoreModel.select().order_by(DatastoreModel.id)]
+            # Sorted here, not by ORDER BY: PostgreSQL's collation may order IDs unlike the parser.
+            rows = [to_datastore(row, sorted(nodes.get(row.id, ()), key=lambda n: n.node))
+                    for row in sorted(DatastoreModel.select(), key=lambda row: row.id)]
             state = RefreshStateModel.get_or_none(RefreshStateModel.id == 1)
         return to_view(rows, to_refresh_info(state))
 

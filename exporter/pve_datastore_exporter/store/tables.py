@@ -41,16 +41,20 @@ class BaseModel(Model):
         database = db
 
 
+# A records.Datastore field's type and its column; `X | None` makes the column nullable.
+COLUMN_TYPES = {"bool": BooleanField, "int": BigIntegerField, "float": FloatField, "str": TextField}
+
+
 def _column(spec):
-    """A peewee column for a field of records.Datastore, from its type and its default."""
+    """The peewee column of a records.Datastore field, from its type, its default and `max_length`."""
+    kind, optional = spec.type.removesuffix(" | None"), spec.type.endswith(" | None")
     options = spec.metadata["column"]
-    if spec.type == "bool":
-        return BooleanField(default=spec.default)
-    if spec.type == "int":
-        return BigIntegerField(default=spec.default)
+    if kind not in COLUMN_TYPES or set(options) - {"max_length"} or ("max_length" in options and kind != "str"):
+        raise TypeError(f"records.Datastore.{spec.name}: no column for type {spec.type!r} with {options}")
     if "max_length" in options:
-        return CharField(max_length=options["max_length"], default=spec.default)
-    return TextField(null=True)  # the seed's `content TEXT`
+        return CharField(max_length=options["max_length"], default=spec.default, null=optional)
+    # A str without max_length is TEXT, nullable like the seed's `content`: NULL reads as the default.
+    return COLUMN_TYPES[kind](default=spec.default, null=optional or kind == "str")
 
 
 # The seed's `datastores` table, in its order; an upgraded seed-era file keeps it, a new one gets it.
