@@ -26,12 +26,11 @@ def test_tests_hold_tests_and_their_helpers_only():
     assert not (ROOT / "tests" / "bench").exists()
 
 
-def test_no_file_names_a_folder_of_the_build_machine():
-    # Where this was written (and its shared notes) exists on no reader's machine.
-    pattern = re.compile(r"/work/|/root/\.pyenv|/tmp/bash_jobs")
-    found = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in tracked()
-             if p.suffix not in (".png", ".json") and p != Path(__file__).resolve()
-             for m in [pattern.search(p.read_text(errors="replace"))] if m]
+def test_no_file_names_a_folder_of_the_machine_it_sits_on():
+    # A path such as the folder holding this clone exists on no reader's machine: cite the repo.
+    here = {str(ROOT), str(ROOT.parent)} - {"/"}
+    found = [f"{p.relative_to(ROOT)}: {folder}" for p in tracked() if p.suffix not in (".png",)
+             for folder in here if folder in p.read_text(errors="replace")]
     assert found == []
 
 
