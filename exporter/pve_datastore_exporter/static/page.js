@@ -327,7 +327,6 @@
     }
     setInterval(updateNow, UPDATE_MS);
     document.addEventListener("visibilitychange", updateNow);
-    document.documentElement.classList.add("js");
   }
 
   start();
