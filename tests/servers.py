@@ -1,13 +1,13 @@
-"""Real HTTP on loopback: the exporter's WSGI app under waitress in a thread."""
+"""Real HTTP on loopback: the exporter's WSGI app in the server `serve` uses, in a thread."""
 
 from __future__ import annotations
 
 import threading
 
 import requests
-from waitress import create_server
 
 from pve_datastore_exporter.metrics import Exposition
+from pve_datastore_exporter.server import http_server
 from pve_datastore_exporter.service import Service
 from pve_datastore_exporter.store import Store
 from pve_datastore_exporter.web import create_wsgi
@@ -21,9 +21,8 @@ class Exporter:
         self.service = Service(config, reader, Store(config.database_url))
         self.exposition = Exposition(process=False)
         self.service.start()
-        self.server = create_server(create_wsgi(self.service, config, self.exposition),
-                                    host="127.0.0.1", port=0, threads=4,
-                                    asyncore_loop_timeout=0.1)
+        self.server = http_server(create_wsgi(self.service, config, self.exposition), "127.0.0.1", 0,
+                                  threads=4, asyncore_loop_timeout=0.1)
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

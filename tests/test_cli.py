@@ -1,5 +1,7 @@
 """The command line as an operator runs it: real processes, a real SQLite file, the simulator."""
 
+import contextlib
+import json
 import sqlite3
 import subprocess
 import time
@@ -7,8 +9,9 @@ import time
 import pytest
 import requests
 
+from pve_datastore_exporter.cli import parser
 from pve_datastore_exporter.simulator import Simulator
-from tools.processes import BIN, free_port
+from tools.processes import BIN, free_port, terminate
 
 from .factories import SEED_SCHEMA
 
@@ -195,3 +198,139 @@ def test_simulate_serves_until_terminated_and_prints_the_settings(tmp_path):
         proc.terminate()
         proc.communicate(timeout=15)
     assert proc.returncode == 0
+
+
+# Global options where people type them: before or after the sub-command, each order alike.
+
+COMMANDS = ("serve", "demo", "refresh", "list", "set-default", "init-db", "check-config", "simulate")
+
+
+def write_env(path, settings: dict) -> str:
+    path.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    return str(path)
+
+
+def bare(tmp_path, *argv: str) -> subprocess.CompletedProcess:
+    """The command with an empty environment, in a folder without .env unless the test writes one."""
+    return subprocess.run([str(BIN), *argv], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+
+
+def either_order(env_file: str, command: str, *rest: str) -> list[list[str]]:
+    """The same command line with --env-file before and after the sub-command."""
+    return [["--env-file", env_file, command, *rest], [command, "--env-file", env_file, *rest]]
+
+
+@contextlib.contextmanager
+def serving(tmp_path, port: int, *argv: str):
+    """`pve-datastore-exporter *argv` as a real process, once it answers /healthz; stopped after, exit 0."""
+    log = tmp_path / f"serve-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(BIN), *argv], env={"PATH": "/usr/bin:/bin"}, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=tmp_path)
+        try:
+            deadline, url = time.monotonic() + 30, f"http://127.0.0.1:{port}"
+            while not _answers(url + "/healthz"):
+                assert proc.poll() is None, f"serve exited {proc.returncode}: {log.read_text()}"
+                assert time.monotonic() < deadline, f"serve did not answer /healthz: {log.read_text()}"
+                time.sleep(0.1)
+            yield url
+        finally:
+            code = terminate(proc)
+    assert code == 0, log.read_text()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_global_options_parse_before_or_after_every_command_and_keep_their_defaults(command):
+    # A sub-parser writes its defaults over what the main parser parsed: the value given first must survive.
+    for argv in either_order("x.env", command):
+        assert parser().parse_args(argv).env_file == "x.env", argv
+    assert parser().parse_args([command]).env_file is None
+    assert parser().parse_args([]).env_file is None and parser().parse_args(["--env-file", "y.env"]).env_file == "y.env"
+    assert parser().parse_args(["--env-file", "a.env", command, "--env-file", "b.env"]).env_file == "b.env"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_commands_help_lists_the_global_options_once(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        parser().parse_args([command, "--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and "==SUPPRESS==" not in out
+    options = [line.split()[0] for line in out.split("options:", 1)[1].splitlines() if line.startswith("  -")]
+    assert options.count("--env-file") == 1 and options.count("--version") == 1, out
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_serve_reads_the_env_file_given_before_or_after_it(tmp_path, sim, where):
+    port = free_port()
+    env_file = write_env(tmp_path / "x.env", {**sim.env(), "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
+                                              "EXPORTER_LISTEN_ADDRESS": f"127.0.0.1:{port}"})
+    argv = either_order(env_file, "serve")[where == "after"]
+    with serving(tmp_path, port, *argv) as url:  # no ./.env and an empty environment: only x.env can say where
+        assert requests.get(url + "/healthz", timeout=5).json()["success"] is True
+
+
+def test_list_and_check_config_read_the_env_file_given_before_or_after_them(tmp_path, sim):
+    env_file = write_env(tmp_path / "x.env", {**sim.env(), "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite"})
+    shown = {}
+    for command in ("check-config", "list"):
+        for argv in either_order(env_file, command):
+            done = bare(tmp_path, *argv)
+            assert done.returncode == 0, (argv, done.stderr)
+            shown.setdefault(command, done.stdout)
+            assert done.stdout == shown[command], argv
+    assert sim.env()["PROXMOX_HOST"] in shown["check-config"] and f"{tmp_path}/db.sqlite" in shown["check-config"]
+    assert shown["list"].splitlines()[0].startswith("Name") and "ceph-vm" in shown["list"]
+
+
+def test_an_omitted_env_file_is_the_dot_env_of_the_working_directory(tmp_path, sim):
+    write_env(tmp_path / ".env", {**sim.env(), "EXPORTER_LOG_LEVEL": "WARNING"})
+    done = bare(tmp_path, "check-config")
+    assert done.returncode == 0, done.stderr
+    settings = {line.split()[0]: line.split()[1] for line in done.stdout.splitlines()}
+    assert settings["PROXMOX_HOST"] == sim.env()["PROXMOX_HOST"] and settings["EXPORTER_LOG_LEVEL"] == "WARNING"
+
+
+def test_version_after_a_command_is_the_same_line(tmp_path):
+    before = bare(tmp_path, "--version")
+    assert before.returncode == 0 and before.stdout.startswith("pve-datastore-exporter ")
+    for command in ("serve", "list", "simulate"):
+        after = bare(tmp_path, command, "--version")
+        assert (after.returncode, after.stdout) == (0, before.stdout), command
+
+
+def test_list_json_is_the_apis_answer_for_the_same_database(tmp_path, sim):
+    port = free_port()
+    env_file = write_env(tmp_path / "x.env", {**sim.env(), "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
+                                              "EXPORTER_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+                                              "EXPORTER_REFRESH_INTERVAL": "0"})
+    assert bare(tmp_path, "refresh", "--env-file", env_file).returncode == 0
+    assert bare(tmp_path, "set-default", "--env-file", env_file, "--hdd", "ceph-vm").returncode == 0
+    done = bare(tmp_path, "list", "--env-file", env_file, "--json")
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout  # no colours: the bytes are JSON and nothing else
+    listed = json.loads(done.stdout)
+    with serving(tmp_path, port, "serve", "--env-file", env_file) as url:
+        answer = requests.get(url + "/api/datastores", timeout=10).json()
+    for body in (listed, answer):  # the data's age grows between the two reads
+        assert body["last_refresh"].pop("age_seconds") >= 0
+    assert listed == answer
+    assert len(listed["datastores"]) == 5 and listed["default_hdd"] == "ceph-vm" and listed["success"] is True
+
+
+@pytest.mark.parametrize("url,password", [("postgresql://exporter:Db@Secret99@127.0.0.1:1/pve", "Secret99"),
+                                          ("postgresql://exporter@127.0.0.1:1/pve?password=QueryS3cretPw",
+                                           "QueryS3cretPw"),
+                                          ("postgresql://exporter:Sl/ashPw9@127.0.0.1:1/pve", "ashPw9")])
+def test_check_config_never_prints_a_database_password(tmp_path, url, password):
+    done = run(tmp_path, {"DATABASE_URL": url, "PROXMOX_HOST": "pve1", "PROXMOX_USER": "m@pve",
+                          "PROXMOX_PASSWORD": "x-pass"}, "check-config")
+    assert "DATABASE_URL" in done.stdout + done.stderr  # it said something about the URL
+    assert password not in done.stdout + done.stderr

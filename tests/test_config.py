@@ -177,3 +177,41 @@ def test_scrub_masks_whole_secrets_and_cut_off_echoes():
     text = f"401 invalid token PVEAPIToken=monitor@pve!exporter={secret[:27]} and again {secret}"
     assert cfg.scrub(text, (secret,)) == "401 invalid token PVEAPIToken=monitor@pve!exporter=*** and again ***"
     assert cfg.scrub("aaaa only", (secret,)) == "aaaa only"  # under 8 characters: not a recognisable piece
+
+
+# Issue 14, finding 4: the review's three URLs printed the password's tail, a query password, or
+# the whole URL. The userinfo runs to the last "@", and libpq takes password= as a parameter.
+LEAKY_URLS = {
+    "postgresql://exporter:Db@Secret99@host/pve": ("Db@Secret99", "postgresql://exporter:***@host/pve"),
+    "postgresql://exporter@host/pve?password=QueryS3cretPw": (
+        "QueryS3cretPw", "postgresql://exporter@host/pve?password=***"),
+    "postgresql://exporter:Sl/ashPw9@host/pve": ("Sl/ashPw9", "postgresql://exporter:***@host/pve"),
+    "postgresql://exporter:p%40ss%2Fw0rd@host/pve?sslmode=require&PASSWORD=Other-Pw1": (
+        "p@ss/w0rd", "postgresql://exporter:***@host/pve?sslmode=require&PASSWORD=***"),
+}
+
+
+@pytest.mark.parametrize("url", LEAKY_URLS)
+def test_every_password_in_a_database_url_is_masked_and_a_secret(url):
+    password, masked = LEAKY_URLS[url]
+    assert cfg.mask_url(url) == masked
+    secrets = cfg.Config(database_url=url).secrets() if "Sl/" not in url else tuple(cfg.database_passwords(url))
+    assert password in secrets
+    assert password not in cfg.scrub(f"could not connect to {url}: refused", secrets)
+
+
+def test_a_url_with_no_scheme_is_masked_whole():
+    assert cfg.mask_url("exporter:Pw-s3cret@host/pve") == "***"
+
+
+def test_an_unparsable_database_url_stops_start_up_without_its_password():
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.load(env_file=None, environ={"DATABASE_URL": "postgresql://exporter:Sl/ashPw9@host/pve"})
+    assert "ashPw9" not in str(info.value) and "Sl/" not in str(info.value)
+    assert "postgresql://exporter:***@host/pve" in str(info.value)
+
+
+def test_scrub_masks_a_secret_echoed_in_another_letter_case():
+    secret = "Tok-S3cret-Abcdef-0123"
+    text = f"401: header was authorization: pveapitoken=m@pve!x={secret.lower()} / {secret.upper()[:12]}"
+    assert cfg.scrub(text, (secret,)) == "401: header was authorization: pveapitoken=m@pve!x=*** / ***"

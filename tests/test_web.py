@@ -210,7 +210,8 @@ def test_cross_site_post_from_a_browser_is_refused(exporter):
 
 @pytest.mark.parametrize("host,allowed", [("localhost:9863", True), ("localhost.:9863", True),
                                           ("127.0.0.1:9863", True), ("[::1]:9863", True),
-                                          ("rebind.attacker.example:9863", False), ("10.0.0.5:9863", False)])
+                                          ("rebind.attacker.example:9863", False), ("10.0.0.5:9863", False),
+                                          ("evil.localhost:9863", False), ("localhost.evil.example", False)])
 def test_without_token_the_host_header_must_name_this_machine(exporter, host, allowed):
     exporter.get("/api/datastores")
     before = db_rows(exporter)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -86,8 +87,16 @@ def cmd_refresh(config: Config, args) -> int:
 
 
 def cmd_list(config: Config, args) -> int:
-    """Print the datastores from the DB (fetching first if it is empty)."""
-    print(format_table(build(config).datastores()))
+    """Print the datastores from the DB (fetching first if it is empty), as a table or as the API's JSON."""
+    service = build(config)
+    view = service.datastores()
+    if args.json:
+        # The API's own builder, so the two cannot drift; it brings Flask, so only for --json.
+        from .web import datastores_answer
+
+        print(json.dumps(datastores_answer(view, service.age()), indent=2))
+        return 0
+    print(format_table(view))
     return 0
 
 
@@ -127,16 +136,37 @@ def cmd_check_config(config: Config, args) -> int:
     return 0
 
 
+PROG = "pve-datastore-exporter"
+
+
+def global_options(with_defaults: bool) -> argparse.ArgumentParser:
+    """The options taken before or after the sub-command: declared here once, added to every parser.
+
+    A sub-parser writes all its defaults over what the main parser parsed, so its copy defaults to
+    SUPPRESS: `--env-file x serve` keeps x, `serve --env-file x` sets it, and the main parser's copy
+    gives the default when it is given nowhere. (So no %(default)s in these help texts.)
+    """
+    options = argparse.ArgumentParser(add_help=False)
+
+    def add(*flags, **kwargs):
+        if not with_defaults:
+            kwargs["default"] = argparse.SUPPRESS
+        options.add_argument(*flags, **kwargs)
+
+    add("--version", action="version", version=f"{PROG} {__version__}")  # not %(prog)s: "… list 0.1.0"
+    add("--env-file", help="the .env file to read (default ./.env when it exists)")
+    return options
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line: every sub-command sets `func(config, args) -> int`, and `needs_config`."""
-    p = argparse.ArgumentParser(prog="pve-datastore-exporter", description=__doc__)
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("--env-file", help="the .env file to read (default ./.env when it exists)")
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, parents=[global_options(with_defaults=True)])
     p.set_defaults(func=cmd_serve, needs_config=True)  # no sub-command: serve
     sub = p.add_subparsers(dest="command")
 
     def command(name: str, func, help_text: str, needs_config: bool = True) -> argparse.ArgumentParser:
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        command_parser = sub.add_parser(name, help=help_text, description=help_text,
+                                        parents=[global_options(with_defaults=False)])
         command_parser.set_defaults(func=func, needs_config=needs_config)
         return command_parser
 
@@ -148,7 +178,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--interval", type=int, default=15)
     d.add_argument("--state-dir", default=os.path.join(tempfile.gettempdir(), "pve-datastore-exporter-demo"))
     command("refresh", cmd_refresh, "refresh from Proxmox once")
-    command("list", cmd_list, "print the datastores like `pvesm status`")
+    command("list", cmd_list, "print the datastores like `pvesm status`").add_argument(
+        "--json", action="store_true", help="print GET /api/datastores's JSON answer instead of the table")
     s = command("set-default", cmd_set_default, "set the default HDD and/or SSD datastore")
     s.add_argument("--hdd")
     s.add_argument("--ssd")

@@ -9,7 +9,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from dotenv import dotenv_values
 
@@ -115,36 +115,38 @@ def _database_url(value: str) -> str:
     return value
 
 
-# user:password@ in a URL, read without urlsplit so that a URL too broken to parse is masked too.
-_URL_PASSWORD = re.compile(r"^[a-z0-9+.\-]+://[^:/@\[\]]*:([^@/]*)@", re.IGNORECASE)
+# A database URL's secrets, found without urlsplit so that a URL too broken to parse is masked too:
+# the userinfo's password runs to the LAST "@" (a password may hold "@" or "/"), and libpq also
+# takes `password=` as a query parameter.
+_URL_USERINFO = re.compile(r"^([a-z0-9+.\-]+://[^:/@?#]*:)(.*)(@[^@]*)$", re.IGNORECASE | re.DOTALL)
+_URL_PASSWORD_PARAM = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
+_URL_SCHEME = re.compile(r"^[a-z0-9+.\-]+://", re.IGNORECASE)
 
 
-def database_password(url: str) -> str:
-    """The password inside a database URL, if any (a secret like the others)."""
-    found = _URL_PASSWORD.match(url)
-    return found.group(1) if found else ""
+def database_passwords(url: str) -> list[str]:
+    """Every password inside a database URL, as written and as decoded (secrets like the others)."""
+    found = _URL_PASSWORD_PARAM.findall(url)
+    userinfo = _URL_USERINFO.match(url)
+    written = [p for p in [userinfo.group(2) if userinfo else "", *(value for _, value in found)] if p]
+    return list(dict.fromkeys(written + [unquote(p) for p in written]))
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***."""
-    password = database_password(url)
-    return url.replace(f":{password}@", ":***@", 1) if password else url
+    """The URL with every password replaced by ***; one with no scheme:// but an "@" is masked whole."""
+    if not _URL_SCHEME.match(url) and "@" in url:
+        return "***"
+    url = _URL_USERINFO.sub(lambda m: f"{m.group(1)}***{m.group(3)}" if m.group(2) else m.group(0), url)
+    return _URL_PASSWORD_PARAM.sub(lambda m: f"{m.group(1)}***", url)
 
 
 def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """Mask every secret in `text`, and any 8-character-or-longer start of one (a cut-off echo)."""
-    for secret in secrets:
-        text = text.replace(secret, "***")
-        head = secret[:8]
-        if len(secret) < 8 or head not in text:
-            continue
-        start = text.find(head)
-        while start >= 0:
-            end = start
-            while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
-                end += 1
-            text = text[:start] + "***" + text[end:]
-            start = text.find(head, start + 3)
+    """Mask every secret in `text` in any letter case, and any 8-character-or-longer start of one."""
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = re.sub(re.escape(secret), "***", text, flags=re.IGNORECASE)
+        if len(secret) >= 8:  # a cut-off echo: the first 8 characters and as many more as match
+            head, rest = re.escape(secret[:8]), [re.escape(c) for c in secret[8:]]
+            tail = "".join(f"(?:{c}" for c in rest) + ")?" * len(rest)
+            text = re.sub(head + tail, "***", text, flags=re.IGNORECASE)
     return text
 
 
@@ -197,7 +199,7 @@ class _ConfigMethods:
 
     def secrets(self) -> tuple[str, ...]:
         """The secret values in force, for scrubbing them out of messages."""
-        found = [getattr(self, s.field) for s in SETTINGS if s.secret] + [database_password(self.database_url)]
+        found = [getattr(self, s.field) for s in SETTINGS if s.secret] + database_passwords(self.database_url)
         return tuple(value for value in found if value)
 
     def check_proxmox(self) -> None:

@@ -7,6 +7,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import threading
 
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -21,11 +22,12 @@ from .service import Service, StoreError, UnknownDatastore, default_warnings
 log = logging.getLogger(__name__)
 
 MAX_BODY = 16 * 1024
+REFRESH_WAITERS = 4  # of the server's 8 HTTP threads, at most 4 wait for a refresh at once
 SECURITY_HEADERS = (("X-Frame-Options", "DENY"), ("Content-Security-Policy", "frame-ancestors 'none'"),
                     ("X-Content-Type-Options", "nosniff"))
 DEFAULT_FIELDS = {"hdd_datastore_id": "hdd", "ssd_datastore_id": "ssd"}
 ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 413: "payload_too_large"}
+               405: "method_not_allowed", 413: "payload_too_large", 429: "too_many_requests"}
 
 
 class ApiError(Exception):
@@ -110,7 +112,8 @@ def _local_host_header(host: str) -> bool:
     """True when the Host header names this machine by a loopback name or address."""
     name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
     name = name.strip("[]").lower().rstrip(".")
-    return name == "localhost" or name.endswith(".localhost") or _is_loopback(name)
+    # Not *.localhost: a name only a resolver decides about is not a loopback name.
+    return name == "localhost" or _is_loopback(name)
 
 
 def check_auth(config: Config) -> None:
@@ -131,14 +134,14 @@ def check_auth(config: Config) -> None:
         raise ApiError(401, "unauthorized", "A valid 'Authorization: Bearer <token>' header is required.")
 
 
-def create_app(service: Service, config: Config) -> Flask:
+def create_app(service: Service, config: Config, refresh_waiters: int = REFRESH_WAITERS) -> Flask:
     """The Flask app with every route and error handler."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False
     _register_errors(app)
     _register_reads(app, service)
-    _register_writes(app, service, config)
+    _register_writes(app, service, config, refresh_waiters)
     _register_page(app, service, config)
     return app
 
@@ -146,7 +149,10 @@ def create_app(service: Service, config: Config) -> Flask:
 def _register_errors(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
-        return jsonify(error_body(exc.code, exc.message)), exc.status
+        response = jsonify(error_body(exc.code, exc.message))
+        if exc.status in (429, 503):
+            response.headers["Retry-After"] = "5"
+        return response, exc.status
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -186,16 +192,25 @@ def _register_reads(app: Flask, service: Service) -> None:
         return jsonify({"success": True, "status": "ok"})
 
 
-def _register_writes(app: Flask, service: Service, config: Config) -> None:
+def _register_writes(app: Flask, service: Service, config: Config, refresh_waiters: int) -> None:
+    # Requests for a refresh share the one in progress, each holding an HTTP thread while it waits:
+    # a few may wait, the others are told to come back, so a scrape always finds a free thread.
+    waiting = threading.BoundedSemaphore(refresh_waiters)
+
     @app.post("/api/datastores/refresh")
     def refresh():
         check_auth(config)
         request.get_data(cache=False)  # takes no body, but a huge one still gets its 413
+        if not waiting.acquire(blocking=False):
+            raise ApiError(429, "refresh_busy", f"A refresh is running and {refresh_waiters} requests already "
+                           "wait for it; retry in a few seconds.")
         try:
             count = service.refresh()
         except RefreshFailed as exc:
             status, code = (503, "db_unavailable") if exc.reason == "db" else (502, "proxmox_error")
             raise ApiError(status, code, f"Refresh failed ({exc.reason}): {exc}") from None
+        finally:
+            waiting.release()
         return jsonify({"success": True, "message": f"Refreshed {count} datastores from Proxmox.", "count": count})
 
     @app.post("/api/datastores/default")
@@ -255,8 +270,9 @@ class MetricsFront:
         return [] if environ["REQUEST_METHOD"] == "HEAD" else chunks
 
 
-def create_wsgi(service: Service, config: Config, exposition: Exposition | None = None):
+def create_wsgi(service: Service, config: Config, exposition: Exposition | None = None,
+                refresh_waiters: int = REFRESH_WAITERS):
     """The WSGI callable the server runs; the exposition follows the service's changes."""
     exposition = exposition or Exposition()
     service.subscribe(exposition)
-    return MetricsFront(create_app(service, config), exposition)
+    return MetricsFront(create_app(service, config, refresh_waiters), exposition)

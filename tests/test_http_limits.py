@@ -1,0 +1,129 @@
+"""What one client can do to the listener: slow requests, a crowd of refreshes, a rebinding Host.
+
+Issue 14, findings 2 and 3: before, ~100 connections dripping header lines filled waitress's
+connection limit and every scrape hung; 24 refresh requests waiting on a slow cluster held every
+HTTP thread and a scrape took 8.6 s.
+"""
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from pve_datastore_exporter.server import http_server
+from pve_datastore_exporter.simulator import Simulator
+from tools.processes import ExporterProcess
+
+TOKEN = "limits-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    s = Simulator(nodes=2, datastores=3, random_seed=5, state_dir=str(tmp_path_factory.mktemp("sim")),
+                  auth_delay=0.0, drift=False)
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def exporter(tmp_path, sim):
+    with ExporterProcess(tmp_path, {**sim.env(), "PROXMOX_TIMEOUT": "5", "EXPORTER_API_TOKEN": TOKEN}) as e:
+        e.get("/api/datastores")  # the first fetch, so that /metrics holds figures
+        yield e
+
+
+def drip(url: str, count: int, stop: threading.Event) -> list[socket.socket]:
+    """`count` connections that each send a request line, then one header line a second, forever."""
+    host, port = url.removeprefix("http://").split(":")
+    sockets = []
+    for _ in range(count):
+        s = socket.create_connection((host, int(port)), timeout=5)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n")
+        sockets.append(s)
+
+    def keep_dripping():
+        n = 0
+        while not stop.wait(1):
+            n += 1
+            for s in sockets:
+                try:
+                    s.sendall(b"X-Drip-%d: x\r\n" % n)
+                except OSError:
+                    pass  # closed by the server: that is allowed
+    threading.Thread(target=keep_dripping, daemon=True).start()
+    return sockets
+
+
+@pytest.mark.slow
+def test_150_slow_clients_leave_metrics_answering(exporter):
+    stop = threading.Event()
+    sockets = drip(exporter.url, 150, stop)
+    try:
+        time.sleep(2)  # the drip is under way: every connection is open and mid-request
+        for _ in range(5):
+            # A liveness check, not a benchmark: before the fix these requests never got an answer.
+            answer = requests.get(exporter.url + "/metrics", timeout=3)
+            assert answer.status_code == 200 and b"pve_datastore_up 1" in answer.content
+    finally:
+        stop.set()
+        for s in sockets:
+            s.close()
+    assert "no longer accepting new connections" not in exporter.logs()
+
+
+def test_a_request_that_never_ends_is_closed_at_the_deadline():
+    server = http_server(lambda environ, start: [], "127.0.0.1", 0, threads=1, request_deadline=1,
+                         asyncore_loop_timeout=0.1)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        s = socket.create_connection(("127.0.0.1", server.effective_port), timeout=10)
+        s.sendall(b"GET /metrics HTTP/1.1\r\n")
+        started, closed = time.monotonic(), None
+        while time.monotonic() - started < 8:
+            try:
+                s.sendall(b"X-Drip: x\r\n")
+                s.settimeout(0.3)
+                if s.recv(1) == b"":
+                    closed = time.monotonic() - started
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = time.monotonic() - started
+                break
+        s.close()
+        assert closed is not None, "a request dripping header lines for 8 s was never closed"
+        assert closed >= 1  # not before its deadline
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+def test_a_crowd_of_refresh_requests_never_makes_a_scrape_wait(exporter, sim):
+    sim.set_faults(latency_ms=1500)
+    sim.reset_stats()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        with ThreadPoolExecutor(24) as pool:
+            posts = [pool.submit(requests.post, exporter.url + "/api/datastores/refresh", headers=auth, timeout=30)
+                     for _ in range(24)]
+            time.sleep(0.5)  # every POST has arrived; the ones let in wait on the slow cluster
+            for _ in range(5):
+                # Liveness, not speed: before, every HTTP thread waited and a scrape took 8.6 s.
+                scrape = requests.get(exporter.url + "/metrics", timeout=1)
+                assert scrape.status_code == 200
+                time.sleep(0.2)
+            answers = [p.result() for p in posts]
+    finally:
+        sim.clear_faults()
+    statuses = sorted(a.status_code for a in answers)
+    assert set(statuses) <= {200, 429} and 200 in statuses and 429 in statuses
+    busy = next(a for a in answers if a.status_code == 429)
+    assert busy.json()["error"] == "refresh_busy" and busy.headers["Retry-After"].isdigit()
+    # The ones let in shared one read of the cluster (a straggler may start a second).
+    assert 1 <= sim.requests_by_path.get("/api2/json/cluster/resources", 0) <= 2
