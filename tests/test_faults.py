@@ -3,6 +3,7 @@
 import os
 import random
 import sqlite3
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pve_datastore_exporter.simulator import Simulator
-from tools.processes import ExporterProcess, free_port
+from tools.processes import BIN, ExporterProcess, free_port
 
 from .needs import in_ci, require_tool
 
@@ -334,3 +335,77 @@ def test_password_login_recovers_after_the_cluster_refused_it(tmp_path, sim):
         assert e.post("/api/datastores/refresh").status_code == 200
     finally:
         e.stop()
+
+
+# -- odd text from Proxmox: the simulator's `rename` fault (docs/proxmox-api.md#text-from-proxmox) --
+
+
+@pytest.mark.parametrize("rename,path", [({"pve2": "pve\ud800x"}, "resources"),  # JSON "\ud800": a lone surrogate
+                                         ({"dir": "dir\udfff"}, "/storage$"),
+                                         ({"images": "images\x00"}, "resources")])
+def test_text_no_output_can_encode_is_a_parse_failure_and_the_cache_keeps_its_age(exporter, sim, rename, path):
+    first = exporter.get("/api/datastores").json()
+    sim.set_faults(rename=rename, path=path)
+    response = exporter.post("/api/datastores/refresh", headers=exporter.auth)
+    assert response.status_code == 502 and "(parse)" in response.json()["message"], response.text
+    body = exporter.get("/api/datastores").json()
+    assert enabled_ids(body) == enabled_ids(first) and body["last_refresh"]["reason"] == "parse"
+    assert body["last_refresh"]["last_success"] == first["last_refresh"]["last_success"]
+    metrics = exporter.get("/metrics").text
+    assert "pve_datastore_up 0.0" in metrics and 'pve_datastore_refresh_failures_total{reason="parse"} 1.0' in metrics
+    assert 'pve_datastore_size_bytes{datastore="ceph-vm",node="pve2"}' in metrics
+    assert exporter.get("/").status_code == 200
+    sim.clear_faults()
+    assert exporter.post("/api/datastores/refresh", headers=exporter.auth).status_code == 200
+    assert "pve_datastore_up 1.0" in exporter.get("/metrics").text
+
+
+def command(tmp_path, sim, *args, **env):
+    """Run a one-shot command of the exporter against the simulator; (exit code, stdout, stderr)."""
+    env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": f"sqlite:///{tmp_path}/cli.sqlite", **sim.env(), **env}
+    done = subprocess.run([str(BIN), "--env-file", os.devnull, *args], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_list_shows_terminal_escapes_from_proxmox_escaped_and_no_forged_row(tmp_path, sim):
+    sim.set_faults(rename={"dir": "dir\x1b[2J\x1b]0;pwned\x07", "tank": "tank\nforged       dir   active"})
+    code, out, err = command(tmp_path, sim, "list")
+    assert code == 0, err
+    assert not any(c in out + err for c in "\x1b\x07"), out
+    lines = out.splitlines()
+    assert len(lines) == 1 + 5 + 1  # header, the five enabled datastores, the defaults
+    assert "dir\\x1b[2J\\x1b]0;pwned\\x07" in out and "tank\\nforged" in out
+
+
+def test_an_error_line_from_proxmox_reaches_the_terminal_escaped(tmp_path, sim):
+    sim.set_faults(status=500, reason="boom\x1b]0;pwned\x07\x1b[2J")
+    code, out, err = command(tmp_path, sim, "refresh")
+    assert code == 1 and "refresh failed (http_5xx)" in err
+    assert "\x1b" not in err and "\x07" not in err and "boom\\x1b]0;pwned" in err
+
+
+def test_check_config_and_its_error_line_show_a_setting_escaped(tmp_path, sim):
+    code, out, err = command(tmp_path, sim, "check-config", PROXMOX_CA_BUNDLE="/nowhere\x1b]0;pwned\x07.pem")
+    assert code == 2 and "\x1b" not in out + err and "\x07" not in out + err
+    assert "/nowhere\\x1b]0;pwned\\x07.pem" in out and "cannot read /nowhere\\x1b]0;pwned" in err
+
+
+def test_an_id_forging_a_log_line_is_logged_escaped(exporter, sim):
+    forged = "a" * 101 + "\n2030-01-01 00:00:00,000 ERROR pve_datastore_exporter.web: FORGED"
+    sim.set_faults(rename={"local": forged})
+    assert exporter.post("/api/datastores/refresh", headers=exporter.auth).status_code == 200
+    logs = exporter.logs()
+    assert "left out" in logs and "\\n2030-01-01" in logs
+    assert not [line for line in logs.splitlines() if line.startswith("2030-01-01")], logs[-2000:]
+
+
+@pytest.mark.parametrize("old", ["pve2", "dir", "images"])
+def test_absurdly_long_text_from_proxmox_is_left_out_and_metrics_stay_small(exporter, sim, old):
+    sim.set_faults(rename={old: old[0] * 200_000})
+    assert exporter.post("/api/datastores/refresh", headers=exporter.auth).status_code == 200
+    metrics = exporter.get("/metrics")
+    assert len(metrics.content) < 200_000 and "pve_datastore_up 1.0" in metrics.text
+    assert 'pve_datastore_size_bytes{datastore="local-lvm",node="pve1"}' in metrics.text or old == "images"
+    assert len(exporter.get("/").content) < 200_000 and len(exporter.get("/api/datastores").content) < 200_000
+    assert "left out" in exporter.logs() and len(exporter.logs()) < 100_000

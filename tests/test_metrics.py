@@ -140,3 +140,45 @@ def test_self_metrics_are_reused_for_a_second_but_every_change_shows_at_once(tmp
     assert value(samples(exposition), "pve_datastore_refresh_failures_total", reason="parse") == 0
     now[0] += 0.6
     assert value(samples(exposition), "pve_datastore_refresh_failures_total", reason="parse") == 1
+
+
+def test_a_refresh_the_store_and_the_renderer_cannot_take_is_counted_honestly_not_a_500(tmp_path):
+    reader = FakeReader()
+    e = Exporter(config(tmp_path), reader)
+    try:
+        assert e.post("/api/datastores/refresh").status_code == 200
+        before = e.get("/api/datastores").json()["last_refresh"]["last_success"]
+        # Past the parser (a fake reader): text neither SQLite nor the exposition can encode.
+        reader.records = [*cluster(), Datastore("odd", "dir\udfff", nodes=(NodeFigures("pve\ud800x"),))]
+        response = e.post("/api/datastores/refresh")
+        assert response.status_code == 502 and response.json()["error"] == "proxmox_error"
+        assert "(internal)" in response.json()["message"]
+        found = samples(e.exposition)
+        assert value(found, "pve_datastore_up") == 0
+        assert value(found, "pve_datastore_refresh_failures_total", reason="internal") == 1
+        assert value(found, "pve_datastore_refresh_duration_seconds_count") == 2
+        assert value(found, "pve_datastore_size_bytes", datastore="ceph-vm", node="pve1") == 5000  # the cached data
+        body = e.get("/api/datastores").json()["last_refresh"]
+        assert (body["ok"], body["reason"], body["last_success"]) == (False, "internal", before)
+        assert e.get("/").status_code == 200
+    finally:
+        e.close()
+
+
+def test_a_refresh_published_again_after_a_listener_failed_is_counted_once(tmp_path):
+    service, exposition = running(tmp_path, FakeReader())
+    service.refresh()
+
+    def broken(view, event):
+        if event == "refresh":
+            raise RuntimeError("a listener's bug")
+
+    service.subscribe(broken)
+    try:
+        service.refresh()
+    except RefreshFailed:
+        pass
+    found = samples(exposition)
+    assert value(found, "pve_datastore_up") == 0
+    assert value(found, "pve_datastore_refresh_failures_total", reason="internal") == 1
+    assert value(found, "pve_datastore_refresh_duration_seconds_count") == 2  # two refreshes, not three

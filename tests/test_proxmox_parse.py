@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pve_datastore_exporter.proxmox import parse
+from pve_datastore_exporter.proxmox import MAX_TEXT, parse
 from pve_datastore_exporter.records import NodeFigures, RefreshFailed
 
 DATA = Path(__file__).parent / "data"
@@ -184,3 +184,62 @@ def test_stuck_calls_to_proxmox_are_bounded(tmp_path):
         assert info.value.reason == "timeout" and len(made) == MAX_STUCK  # no new client, no new thread
     finally:
         release.set()
+
+
+# -- text from Proxmox: invalid, absurdly long, or forging log lines (docs/proxmox-api.md#text-from-proxmox) --
+
+ENTRY = {"type": "storage", "storage": "tank", "node": "pve1", "status": "available", "plugintype": "zfspool",
+         "content": "images,rootdir", "disk": 1, "maxdisk": 10}
+
+
+@pytest.mark.parametrize("resources,storage", [
+    ([{**ENTRY, "node": "pve\ud800x"}], []),  # JSON "\ud800" decodes to a lone surrogate
+    ([ENTRY], [{"storage": "tank", "type": "dir\udfff"}]),
+    ([{**ENTRY, "content": "images,\udc00"}], []),
+    ([{**ENTRY, "storage": "ta\ud83dnk"}], []),
+    ([ENTRY], [{"storage": "tank", "type": "dir", "path": "/mnt/\udfff"}]),  # any string of an entry
+    ([{**ENTRY, "node": "pve\x001"}], []),  # NUL: no PostgreSQL text takes it
+])
+def test_text_no_output_can_encode_is_a_parse_error(resources, storage):
+    with pytest.raises(RefreshFailed) as info:
+        parse(resources, storage)
+    assert info.value.reason == "parse" and "not valid text" in str(info.value)
+    str(info.value).encode()  # the message itself is fit for the log, the DB and the answers
+
+
+def too_long(field, length):
+    return "x" * length if field != "content" else "images," + "i" * length
+
+
+@pytest.mark.parametrize("field,limit", list(MAX_TEXT.items()))
+def test_every_text_field_has_one_limit_and_an_entry_past_it_is_left_out(field, limit, caplog):
+    resources = [{**ENTRY, "node": "pve2"}, {**ENTRY, field: too_long(field, limit + 1)}]
+    storage = [{"storage": "tank", "type": "zfspool"}, {"storage": "other", "type": "dir", field: too_long(field, limit + 1)}]
+    found = {r.id: r for r in parse(resources, storage)}
+    assert "other" not in found and [n.node for n in found["tank"].nodes] == ["pve2"]
+    assert "left out" in caplog.text and f"over {limit} characters" in caplog.text
+    at_limit = too_long(field, limit)[:limit]
+    kept = ([{**ENTRY, field: at_limit}], []) if field != "type" else ([ENTRY], [{"storage": "tank", "type": at_limit}])
+    (record,) = parse(*kept)
+    assert record.active
+
+
+def test_a_node_name_of_200000_characters_is_left_out_and_logged_briefly(caplog):
+    resources = [ENTRY, {**ENTRY, "node": "n" * 200_000}]
+    (record,) = parse(resources, [])
+    assert [n.node for n in record.nodes] == ["pve1"]
+    assert len(caplog.text) < 1000 and "200000 characters" in caplog.text
+
+
+def test_text_that_is_left_out_is_logged_escaped_never_forging_a_line(caplog):
+    forged = "a" * 101 + "\n2030-01-01 00:00:00,000 ERROR pve_datastore_exporter.web: forged line"
+    (record,) = parse([ENTRY, {**ENTRY, "storage": forged}], [{"storage": forged, "type": "dir\x1b[2J"}])
+    assert record.id == "tank"
+    assert len(caplog.records) == 2 and all("\n" not in r.getMessage() and "\x1b" not in r.getMessage()
+                                            for r in caplog.records)
+    assert "\\n2030-01-01" in caplog.text
+
+
+def test_a_type_that_is_not_text_is_no_type():
+    (record,) = parse([{**ENTRY, "plugintype": ["z"] * 1000}], [{"storage": "tank", "type": {"a": 1}}])
+    assert record.type == "unknown"

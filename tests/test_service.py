@@ -195,3 +195,67 @@ def test_a_burst_of_first_gets_fetches_once_and_the_others_answer_at_once(tmp_pa
     for t in threads:
         t.join(5)
     assert len(done) == 6 and reader.calls == 1
+
+
+def test_a_listener_failing_on_a_refresh_makes_it_a_failed_refresh_and_the_others_still_hear_of_it(tmp_path):
+    service, clock = make(tmp_path)
+    service.refresh()
+    first = service.view.refresh.last_success
+    heard = []
+
+    def broken(view, event):
+        if event == "refresh":
+            raise RuntimeError("a listener's bug")
+
+    service.subscribe(broken)
+    service.subscribe(lambda view, event: heard.append((event, view.refresh.ok, view.refresh.reason)))
+    clock.now += 60
+    with pytest.raises(RefreshFailed) as info:
+        service.refresh()
+    assert info.value.reason == "internal" and "a listener's bug" in str(info.value)
+    assert (service.view.refresh.ok, service.view.refresh.reason) == (False, "internal")
+    assert service.view.refresh.last_success == first and service.age() == 60  # the data's true age
+    assert heard[-2:] == [("refresh", True, None), ("refresh", False, "internal")]
+    assert service.datastores().refresh.reason == "internal"
+    restarted, _ = make(tmp_path)
+    assert restarted.view.refresh.reason == "internal"  # the DB's bookkeeping says so too
+
+
+class Bug(Exception):
+    """An error nobody foresaw."""
+
+
+class BrokenStore(Store):
+    """A store whose snapshot write (and, if asked, its read-back) fails with a Bug once `broken` is set."""
+
+    broken: tuple = ()
+
+    def replace_snapshot(self, *args):
+        if "write" in self.broken:
+            raise Bug("\ud800 a driver refusing a value")  # not even its message is encodable
+        return super().replace_snapshot(*args)
+
+    def view(self):
+        if "read" in self.broken:
+            raise Bug("unreadable")
+        return super().view()
+
+
+@pytest.mark.parametrize("broken", [("write",), ("write", "read")])
+def test_a_bug_past_the_read_is_a_counted_failure_and_concurrent_callers_hear_of_it(tmp_path, broken):
+    gate, c = threading.Event(), config(tmp_path)
+    store = BrokenStore(c.database_url)
+    service = Service(c, FakeReader(gate=gate), store)
+    service.start()
+    store.broken = broken
+    results = []
+    callers = [threading.Thread(target=lambda: results.append(pytest.raises(RefreshFailed, service.refresh)))
+               for _ in range(2)]
+    for t in callers:
+        t.start()
+    wait_until(lambda: len(service._cond._waiters) >= 1)  # the second waits on the first
+    gate.set()
+    for t in callers:
+        t.join(5)
+    assert [r.value.reason for r in results] == ["internal", "internal"]
+    assert service.view.refresh.reason == "internal" and service.view.refresh.error.encode()

@@ -591,6 +591,23 @@ def test_faults_over_http(sim):
     assert control(sim, "GET", "nope").status_code == 404
 
 
+def test_rename_fault_sends_odd_text_over_http(sim):
+    # JSON has no lone surrogate but its escape: "\ud800" decodes to one on either side.
+    body = '{"rename": {"pve2": "pve\\ud800x", "images": "img\\u001b[2J", "dir": "' + "d" * 5000 + '"}, "path": "resources|/storage$"}'
+    answer = requests.post(f"{sim.url}/_sim/faults", data=body, verify=sim.ca_file, timeout=5)
+    assert answer.status_code == 200 and answer.json()["rename"]["pve2"] == "pve\ud800x"
+    raw = get(sim, "/cluster/resources?type=storage")
+    assert b'"node":"pve\\ud800x"' in raw.content and b'"node":"pve2"' not in raw.content
+    rows = raw.json()["data"]
+    assert {r["node"] for r in rows} == {"pve1", "pve\ud800x", "pve3"}
+    assert all(r["id"].startswith("storage/pve") for r in rows)  # a string's part is not renamed, only comma items
+    assert any("img\x1b[2J" in r["content"].split(",") for r in rows)  # an item of a comma list
+    assert {r["type"] for r in get(sim, "/storage").json()["data"] if r["storage"] == "local"} == {"d" * 5000}
+    assert get(sim, "/nodes").json()["data"][0]["node"] in ("pve1", "pve2", "pve3")  # path-limited
+    assert control(sim, "POST", "faults", {"rename": {"a": 1}}).status_code == 400
+    assert control(sim, "POST", "faults", {"rename": None}).json()["rename"] == {}
+
+
 def test_cluster_ops_over_http(make_sim):
     sim = make_sim()
     ops = [{"op": "set_node_online", "node": "pve3", "online": False},

@@ -57,13 +57,22 @@ def ago(seconds: float | None) -> str:
     return f"{n} {unit}{'' if n == 1 else 's'} ago"
 
 
+def printable(text: object) -> str:
+    """`text` safe for a terminal: what repr would escape (ESC as \\x1b, a newline as \\n) escaped, the rest kept."""
+    text = str(text)
+    # A terminal obeys ESC, OSC and CSI sequences, BEL and bidi overrides, and a newline forges a row:
+    # control, format and separator characters and lone surrogates, all of which isprintable() refuses.
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def format_table(view: View) -> str:
     """The `list` command's table, laid out like `pvesm status`, with the defaults marked."""
     lines = [f"{'Name':<20} {'Type':<10} {'Status':<9} {'Total':>12} {'Used':>12} {'Available':>12} {'%':>7}  Default"]
     for d in view.enabled:
         marks = ",".join(m for m, on in (("hdd", d.is_default_hdd), ("ssd", d.is_default_ssd)) if on)
         status = "active" if d.active else "inactive"
-        lines.append(f"{d.id:<20} {d.type:<10} {status:<9} {iec(d.size):>12} {iec(d.used):>12} "
+        lines.append(f"{printable(d.id):<20} {printable(d.type):<10} {status:<9} {iec(d.size):>12} {iec(d.used):>12} "
                      f"{iec(d.available):>12} {percent(d.used, d.size):>7}  {marks}")
-    lines.append(f"default HDD: {view.default_hdd}  default SSD: {view.default_ssd}  (source: {view.source})")
+    lines.append(f"default HDD: {printable(view.default_hdd)}  default SSD: {printable(view.default_ssd)}  "
+                 f"(source: {view.source})")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from .records import FAILURE_REASONS, View
+from .records import FAILURE_REASONS, RefreshInfo, View
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -95,6 +95,7 @@ class Exposition:
         for reason in FAILURE_REASONS:
             self.failures.labels(reason)
         self._clock = clock
+        self._counted: tuple = (None, None)  # (refresh, reason) last counted
         self._parts = (b"", _deflate(b"", 6, final=False), 0)  # (plain, deflate, crc32), swapped as one
         self._own = (float("-inf"), b"", b"")  # (rendered at, plain, gzip) of the self-metrics
         self._own_lock = threading.Lock()
@@ -106,14 +107,21 @@ class Exposition:
         info = view.refresh
         # Counted after the new bytes are in place, so no scrape sees the count without the data.
         if event == "refresh":
-            if info.duration is not None:
-                self.duration.observe(info.duration)
-            if info.reason:
-                self.failures.labels(info.reason).inc()
+            self._count(info)
         self.up.set(1 if info.ok else 0)
         self.last_success.set(info.last_success or 0)
         with self._own_lock:
             self._own = (float("-inf"), b"", b"")  # the next scrape shows this change
+
+    def _count(self, info: RefreshInfo) -> None:
+        """Observe a refresh once, and its failure once, however often its view is published."""
+        # The service publishes a refresh again, as failed, when a listener could not take its view.
+        refresh = (info.last_attempt, info.count)
+        if refresh != self._counted[0] and info.duration is not None:
+            self.duration.observe(info.duration)
+        if info.reason and (refresh, info.reason) != self._counted:
+            self.failures.labels(info.reason).inc()
+        self._counted = (refresh, info.reason)
 
     def _own_parts(self) -> tuple[bytes, bytes]:
         """The self-metrics (plain, final deflate block), rendered at most once per SELF_METRICS_TTL."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable
 
@@ -19,10 +20,14 @@ from .records import Datastore, NodeFigures, RefreshFailed
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE = 500  # characters of a Proxmox error kept in answers and logs
 MAX_BYTES = 2**63 - 1  # a size past this is no disk, and no database column takes it
 MAX_STUCK = 2  # fetches left hanging on a dripping answer before refreshes fail at once
-MAX_ID = 100  # the seed's VARCHAR(100); Proxmox sets no limit, but no real ID comes near it
+TYPE_WIDTH = next(f.metadata["column"]["max_length"] for f in dataclasses.fields(Datastore) if f.name == "type")
+# The longest text kept from a field, declared once: its column's width (the seed's VARCHAR(100) for IDs
+# and node names, Datastore.type's for types), 100 for a content list (all types together are ~50). No
+# real value comes near one: an entry past one is left out, and logged (docs/proxmox-api.md#text-from-proxmox).
+MAX_TEXT = {"storage": 100, "node": 100, "type": TYPE_WIDTH, "plugintype": TYPE_WIDTH, "content": 100}
+INVALID_TEXT = re.compile("[\x00\ud800-\udfff]")  # a lone surrogate fits no UTF-8 output, NUL no PostgreSQL text
 
 
 def connect(config: Config) -> ProxmoxAPI:
@@ -71,15 +76,37 @@ def _content(value) -> str:
     return ",".join(sorted(p for p in (s.strip() for s in value.split(",")) if p and p != "none"))
 
 
+def _text(value) -> str:
+    # Text fields are strings; anything else (a list, a number) is no text at all.
+    return value if isinstance(value, str) else ""
+
+
+def _quoted(value: str, limit: int = 120) -> str:
+    """A value from Proxmox for a message or a log line: repr'd (escaped, one line) and cut short."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
+
+
 def _items(payload, what: str) -> list[dict]:
     # proxmoxer turns an unparsable body into {"errors": b"..."}, so the shape is checked here.
     if not isinstance(payload, list):
         raise RefreshFailed("parse", f"{what}: expected a list from Proxmox, got {type(payload).__name__}")
     items = [item for item in payload if isinstance(item, dict) and isinstance(item.get("storage"), str)]
-    too_long = sorted({item["storage"] for item in items if len(item["storage"]) > MAX_ID})
+    # Any string of an entry, read today or not: a JSON "\ud800" escape decodes to a lone surrogate.
+    invalid = next(((k, v) for i in items for k, v in i.items() if isinstance(v, str) and INVALID_TEXT.search(v)), None)
+    if invalid:
+        raise RefreshFailed("parse", f"{what}: the {_quoted(str(invalid[0]))} of an entry is not valid text "
+                            f"(a lone surrogate or NUL): {_quoted(invalid[1])}")
+    too_long = [(item, field) for item in items if (field := _too_long(item))]
     if too_long:
-        log.warning("%s: skipping datastores with IDs over %d characters: %s", what, MAX_ID, ", ".join(too_long))
-    return [item for item in items if len(item["storage"]) <= MAX_ID]
+        shown = "; ".join(f"{field} over {MAX_TEXT[field]} characters: {_quoted(item[field])}"
+                          for item, field in too_long[:5]) + ("; ..." if len(too_long) > 5 else "")
+        log.warning("%s: left out %d entries with text no real cluster sends: %s", what, len(too_long), shown)
+    return [item for item in items if not _too_long(item)]
+
+
+def _too_long(item: dict) -> str | None:
+    """The first field of `item` longer than MAX_TEXT allows, or None."""
+    return next((k for k, limit in MAX_TEXT.items() if len(_text(item.get(k))) > limit), None)
 
 
 def parse_resources(payload) -> dict[str, Datastore]:
@@ -96,7 +123,7 @@ def _seen_by_nodes(datastore_id: str, seen: list[tuple[dict, NodeFigures]]) -> D
     # Every node repeats plugintype, content and shared; the first node that has a value counts.
     items, nodes = [item for item, _ in seen], {figures.node: figures for _, figures in seen}
     return Datastore(
-        id=datastore_id, type=next((str(i["plugintype"]) for i in items if i.get("plugintype")), "unknown"),
+        id=datastore_id, type=next((t for t in (_text(i.get("plugintype")) for i in items) if t), "unknown"),
         content=next((c for c in (_content(i.get("content")) for i in items) if c), ""),
         shared=any(_flag(i.get("shared", 0)) for i in items), nodes=tuple(nodes[n] for n in sorted(nodes)))
 
@@ -121,7 +148,7 @@ def parse_storage_config(payload) -> dict[str, Datastore]:
     return {
         item["storage"]: Datastore(
             # type "" when absent: build_datastores then takes the nodes' plugintype.
-            id=item["storage"], type=str(item.get("type") or ""), content=_content(item.get("content")),
+            id=item["storage"], type=_text(item.get("type")), content=_content(item.get("content")),
             shared=_flag(item.get("shared", 0)), enabled=not _flag(item.get("disable", 0)))
         for item in _items(payload, "/storage")
     }
@@ -225,6 +252,5 @@ class Reader:
             outcome["error"] = RefreshFailed("parse", self._clean(f"unexpected answer from Proxmox: {exc!r}"))
 
     def _clean(self, message: str) -> str:
-        """Secrets masked, and short: an error page's body must not fill the answers and the log."""
-        message = scrub(message, self._config.secrets())
-        return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + " [...]"
+        """Secrets masked (before RefreshFailed cuts the message short)."""
+        return scrub(message, self._config.secrets())

@@ -7,13 +7,17 @@ from dataclasses import dataclass, field
 
 # Why a refresh failed: Proxmox's side (proxmox.py), the database's ("db"), or a bug ("internal").
 FAILURE_REASONS = ("auth", "timeout", "connection", "http_4xx", "http_5xx", "parse", "db", "internal")
+MAX_MESSAGE = 500  # characters of a failure's message kept in the answers, the DB and the log
 
 
 class RefreshFailed(Exception):
-    """A refresh failed; `reason` is one of FAILURE_REASONS, the message is free of secrets."""
+    """A refresh failed; `reason` is one of FAILURE_REASONS, the message is free of secrets, encodable and short."""
 
     def __init__(self, reason: str, message: str):
-        super().__init__(message)
+        # Whatever an exception or an error page carried: a lone surrogate fits no UTF-8 output, and
+        # a whole page does not belong in an answer or a log line.
+        message = message.encode("utf-8", "backslashreplace").decode()
+        super().__init__(message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE - 6] + " [...]")
         self.reason = reason
 
 

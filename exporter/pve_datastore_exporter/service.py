@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import NoReturn
 
 from .config import Config
 from .proxmox import Reader
@@ -29,6 +29,7 @@ class Service:
         self._clock = clock
         self._listeners: list[Listener] = []
         self._view = View(default_hdd=config.hdd_datastore, default_ssd=config.ssd_datastore, source="env")
+        self._shown = self._view  # the last view every listener took
         self._known_defaults: dict[str, str] = {}
         self._cond = threading.Condition()
         self._running = False
@@ -55,7 +56,7 @@ class Service:
             self._remember(view)
             self._publish(view, "load")
         except StoreError as exc:
-            log.error("database unusable at start, answering with .env defaults: %s", exc)
+            log.error("database unusable at start, answering with .env defaults: %r", exc)
 
     def init_db(self) -> None:
         """Create or upgrade the schema; errors are raised, not logged (the `init-db` command)."""
@@ -69,13 +70,11 @@ class Service:
             with self._cond:
                 first, self._first_fetch = self._first_fetch and not self._running, False
             if first and self._view.refresh.last_attempt is None and self._store.is_empty():
-                try:
+                with contextlib.suppress(RefreshFailed):  # logged and counted by the refresh itself
                     self.refresh()
-                except RefreshFailed as exc:
-                    log.warning("first fetch failed: %s", exc)
             return self._load()
         except StoreError as exc:
-            log.warning("database unreadable, answering with .env defaults: %s", exc)
+            log.warning("database unreadable, answering with .env defaults: %r", exc)
             return self._env_view(self._view)
 
     def defaults(self) -> View:
@@ -91,12 +90,16 @@ class Service:
             if self._running:
                 return self._wait_for_running()
             self._running = True
-        error = None
+        error, started = None, self._clock()
         try:
-            return self._refresh()
+            return self._refresh(started)
         except RefreshFailed as exc:
             error = exc
             raise
+        except Exception as exc:  # noqa: BLE001 - a bug anywhere in a refresh is a counted failure, never a 500
+            log.exception("refresh crashed")
+            error = self._fail(started, "internal", f"unexpected error during the refresh: {exc}")
+            raise error from None
         finally:
             with self._cond:
                 self._running = False
@@ -113,15 +116,11 @@ class Service:
             raise self._last_error
         return len(self._view.enabled)
 
-    def _refresh(self) -> int:
-        started = self._clock()
+    def _refresh(self, started: float) -> int:
         try:
             datastores = self._reader.read()
         except RefreshFailed as exc:
-            self._fail(started, exc.reason, str(exc))
-        except Exception as exc:  # noqa: BLE001 - a payload no parser foresaw must not kill the answers
-            log.exception("refresh crashed")
-            self._fail(started, "internal", f"unexpected error while reading Proxmox: {exc}")
+            raise self._fail(started, exc.reason, str(exc)) from None
         system = {"hdd": self.config.hdd_datastore, "ssd": self.config.ssd_datastore}
         # The .env values only start the defaults; after a lost DB file the last known ones come back.
         initial = {**system, **self._known_defaults}
@@ -130,12 +129,14 @@ class Service:
                 view = self._store.replace_snapshot(datastores, initial, system,
                                                     lambda: self._next_refresh(started, None, None))
             except StoreError as exc:
-                self._fail(started, "db", f"database write failed: {exc}", self._unsaved_view(datastores))
+                raise self._fail(started, "db", f"database write failed: {exc}", self._unsaved_view(datastores)) from None
             except Exception as exc:  # noqa: BLE001 - e.g. the driver refusing a value: a failure, not a crash
                 log.exception("storing the refresh crashed")
-                self._fail(started, "internal", f"unexpected error while storing: {exc}",
-                           self._unsaved_view(datastores))
-            self._publish(self._with_fallback(view), "refresh")
+                raise self._fail(started, "internal", f"unexpected error while storing: {exc}",
+                                 self._unsaved_view(datastores)) from None
+            failed = self._settle(self._with_fallback(view))
+        if failed:
+            raise failed
         return len(view.enabled)
 
     def _next_refresh(self, started: float, reason: str | None, error: str | None,
@@ -157,17 +158,34 @@ class Service:
             dataclasses.replace(d, is_default_hdd=d.id == stored.default_hdd,
                                 is_default_ssd=d.id == stored.default_ssd) for d in rows))
 
-    def _fail(self, started: float, reason: str, message: str, unsaved: View | None = None) -> NoReturn:
-        """Record a failed refresh (publishing the fresh data when only the DB failed) and raise."""
+    def _fail(self, started: float, reason: str, message: str, unsaved: View | None = None) -> RefreshFailed:
+        """Record and publish a failed refresh (with the fresh data when only the DB failed); the error to raise."""
+        failed = RefreshFailed(reason, message)  # its message encodable and short
         with self._publishing:
-            info = self._next_refresh(started, reason, message, fetched=unsaved is not None)
-            log.warning("refresh failed (%s): %s", reason, message)
-            try:
-                self._store.record_refresh(info)
-            except StoreError as exc:
-                log.debug("could not record the refresh: %s", exc)
-            self._publish(dataclasses.replace(unsaved or self._view, refresh=info), "refresh")
-        raise RefreshFailed(reason, message) from None
+            info = self._next_refresh(started, reason, str(failed), fetched=unsaved is not None)
+            log.warning("refresh failed (%s): %r", reason, str(failed))
+            self._record(info)
+            return self._settle(dataclasses.replace(unsaved or self._view, refresh=info)) or failed
+
+    def _settle(self, view: View) -> RefreshFailed | None:
+        """Publish a refresh's outcome; if a listener fails on it, the view all of them took, as a failed refresh."""
+        error = self._publish(view, "refresh")
+        if error is None:
+            return None
+        # The store may have committed, but /metrics still shows the last view: its age and up=0 say so.
+        failed = RefreshFailed("internal", f"publishing the refresh failed: {error!r}")
+        info = dataclasses.replace(view.refresh, ok=False, reason="internal", error=str(failed),
+                                   last_success=self._shown.refresh.last_success)
+        log.warning("refresh failed (internal): %r", str(failed))
+        self._record(info)
+        self._publish(dataclasses.replace(self._shown, refresh=info), "refresh")
+        return failed
+
+    def _record(self, info: RefreshInfo) -> None:
+        try:
+            self._store.record_refresh(info)
+        except Exception as exc:  # noqa: BLE001 - the bookkeeping is kept in memory anyway; the next refresh retries
+            log.debug("could not record the refresh: %r", exc)
 
     def set_defaults(self, hdd: str | None = None, ssd: str | None = None) -> tuple[View, bool]:
         """Change the default HDD and/or SSD datastore; raise UnknownDatastore or StoreError."""
@@ -175,7 +193,7 @@ class Service:
             changed = self._store.set_defaults(hdd=hdd, ssd=ssd)
             view = self._load()
             self._publish(view, "defaults")
-        log.info("defaults set: hdd=%s ssd=%s (changed=%s)", view.default_hdd, view.default_ssd, changed)
+        log.info("defaults set: hdd=%r ssd=%r (changed=%s)", view.default_hdd, view.default_ssd, changed)
         return view, changed
 
     def _load(self) -> View:
@@ -200,10 +218,18 @@ class Service:
         return dataclasses.replace(view, rows=rows, default_hdd=hdd, default_ssd=ssd, source="env",
                                    refresh=self._view.refresh)
 
-    def _publish(self, view: View, event: str) -> None:
-        self._view = view
+    def _publish(self, view: View, event: str) -> Exception | None:
+        """Hand `view` to every listener; the first one's error (logged), or None when all of them took it."""
+        self._view, error = view, None
         for listener in self._listeners:
-            listener(view, event)
+            try:
+                listener(view, event)
+            except Exception as exc:  # noqa: BLE001 - one listener's bug must not keep the view from the others
+                log.exception("a listener failed on the %s view", event)
+                error = error or exc
+        if error is None:
+            self._shown = view
+        return error
 
     def age(self) -> float | None:
         """Seconds since the last successful refresh, or None if there never was one."""

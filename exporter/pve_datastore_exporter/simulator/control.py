@@ -7,7 +7,7 @@ No auth, not counted, JSON in and out, 400 {"error": ...} on bad input, 404 for 
   POST /_sim/faults   {"latency_ms": 200, "status": 503, "reason": "...", "path": "regex",
                        "auth_fail": true, "offline_nodes": ["pve2"], "offline_delay_ms": 0,
                        "hang": true, "hang_seconds": null, "malformed": true, "drip": true,
-                       "clear": true}
+                       "rename": {"pve2": "pve\\ud800x"}, "clear": true}
                       merged into the faults in force ("clear" first switches all off)
   POST /_sim/cluster  {"op": "set_usage", "datastore": "local", "node": "pve1", "used": 123}
                       or a list of ops (or {"ops": [...]}); op is a Cluster method: set_usage,

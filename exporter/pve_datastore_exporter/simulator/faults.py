@@ -1,4 +1,4 @@
-"""The faults the simulator can switch on while it runs: latency, errors, 401s, offline nodes, hangs.
+"""The faults the simulator can switch on while it runs: latency, errors, 401s, offline nodes, hangs, odd text.
 
 Facts about the real API are in docs/proxmox-api.md; the comments name the ones they rely on.
 """
@@ -29,6 +29,10 @@ class Faults:
     hang_seconds: float | None = None
     malformed: bool = False  # 200 with a truncated, invalid JSON body
     drip: bool = False  # 200 whose body trickles out a byte every 0.2 s (a stuck NFS-bound proxy)
+    # (old, new) pairs: every string in an answer, and every item of a comma list, equal to `old`
+    # becomes `new` (object keys are kept). Odd text from Proxmox: a node "pve\ud800x" (a lone
+    # surrogate, sent as a JSON escape), a type with terminal escapes, an ID of 200,000 characters.
+    rename: tuple = ()
 
     def applies(self, path):
         """Whether these faults apply to a request for `path`."""
@@ -42,7 +46,31 @@ class Faults:
         """The faults as a JSON-ready dict."""
         faults = dataclasses.asdict(self)
         faults["offline_nodes"] = list(faults["offline_nodes"])
+        faults["rename"] = dict(faults["rename"])
         return faults
+
+    def rewrite(self, data):
+        """An answer's data with the `rename` fault applied (the data itself when there is none)."""
+        return _renamed(data, dict(self.rename)) if self.rename else data
+
+
+def _renamed(data, names):
+    """`data` with every string, and every item of a comma list, found in `names` replaced."""
+    if isinstance(data, str):
+        return ",".join(names.get(part, part) for part in data.split(",")) if "," in data else names.get(data, data)
+    if isinstance(data, list):
+        return [_renamed(item, names) for item in data]
+    if isinstance(data, dict):
+        return {key: _renamed(value, names) for key, value in data.items()}
+    return data
+
+
+def _names(value):
+    """The `rename` fault: {"old": "new", ...} (or pairs) as a tuple of string pairs; None clears it."""
+    pairs = tuple(dict(value or {}).items())
+    if not all(isinstance(old, str) and isinstance(new, str) for old, new in pairs):
+        raise TypeError("rename maps strings to strings")
+    return pairs
 
 
 def _fault_value(key, value):
@@ -55,6 +83,8 @@ def _fault_value(key, value):
     try:
         if key == "offline_nodes":
             return tuple(str(n) for n in ([value] if isinstance(value, str) else value))
+        if key == "rename":
+            return _names(value)
         if key in _FLAGS:
             return bool(value)
         if key == "status" and not 400 <= int(value) <= 599:

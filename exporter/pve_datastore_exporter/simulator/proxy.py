@@ -142,7 +142,7 @@ class PveProxy:
             return _error_reply(exc)
         except _Bare as exc:
             return Reply(exc.status, exc.reason)
-        reply = json_reply({"data": data})
+        reply = json_reply({"data": faults.rewrite(data)})
         if faults.malformed:  # any strict prefix of a JSON object is invalid JSON
             return reply._replace(body=reply.body[: len(reply.body) // 2], gzip_ok=False)
         if faults.drip:
