@@ -9,7 +9,7 @@ ANSIBLE_PYTHON ?= $(shell for p in python3.13 python3.12 $(wildcard $(HOME)/.pye
 ANSIBLE_VENV   := .venv-ansible
 ANSIBLE_STAMP  := $(ANSIBLE_VENV)/.installed
 
-.PHONY: help venv demo test lint bench golden docs screenshot dashboard-picture clean
+.PHONY: help venv demo test lint bench golden docs messages screenshot dashboard-picture clean
 
 help:
 	@echo "make demo   - run the exporter against the simulated Proxmox cluster"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench  - benchmark against prometheus-pve-exporter (writes tools/bench/results.md)"
 	@echo "make golden - regenerate golden files (exposition, seed JSON)"
 	@echo "make docs   - regenerate .env.example and the README settings table from config.SETTINGS"
+	@echo "make messages - extract the page's and the API's texts into the catalogues (locales/*/messages.po)"
 	@echo "make screenshot - docs/screenshot*.png of the page from a real browser run"
 	@echo "make dashboard-picture - docs/dashboard.png: the dashboard's layout and data from a real Prometheus run"
 
@@ -50,6 +51,14 @@ golden: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python -m tools.settings_docs
+
+# The texts to translate, from the code and the templates (babel.cfg), merged into each catalogue;
+# then translate the new entries (docs/architecture.md#languages). tests/test_i18n.py checks them.
+LOCALES := exporter/pve_datastore_exporter/locales
+messages: $(STAMP)
+	mkdir -p build
+	$(BIN)/pybabel extract -F babel.cfg -w 110 --add-location=file --sort-by-file -o build/messages.pot exporter/pve_datastore_exporter
+	$(BIN)/pybabel update -i build/messages.pot -d $(LOCALES) -w 110 --ignore-obsolete
 
 bench: $(STAMP)
 	$(BIN)/python -m tools.bench.run

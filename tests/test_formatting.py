@@ -9,7 +9,7 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from pve_datastore_exporter.formatting import ago, format_table, iec, level, percent
+from pve_datastore_exporter.formatting import ago, format_table, iec, level, percent, printable
 from pve_datastore_exporter.records import Datastore, View
 
 KIB, MIB, GIB, TIB, PIB, EIB = (1 << (10 * n) for n in range(1, 7))
@@ -109,6 +109,31 @@ def test_list_writes_the_figures_as_the_page_does():
     assert lines[2:] == ["default HDD: tank  default SSD: None  (source: db)"]
 
 
+@pytest.mark.parametrize(("text", "shown"), [
+    ("local-lvm", "local-lvm"),
+    ("데이터 저장소 – ü", "데이터 저장소 – ü"),  # printable non-ASCII stays as it is
+    ("dir\x1b[2J\x1b]0;T\x07", "dir\\x1b[2J\\x1b]0;T\\x07"),  # ESC, OSC, BEL
+    ("a\nb\rc\td", "a\\nb\\rc\\td"),  # a forged line, a carriage return over the row
+    ("csi\x9b2J del\x7f", "csi\\x9b2J del\\x7f"),  # C1's one-byte CSI, DEL
+    ("evil\u202egnp.exe", "evil\\u202egnp.exe"),  # a bidi override reorders what follows
+    ("pve\ud800x", "pve\\ud800x"),  # a lone surrogate: print() itself would fail on it
+])
+def test_printable_escapes_what_a_terminal_would_obey(text, shown):
+    assert printable(text) == shown
+    printable(text).encode("ascii" if text.isascii() else "utf-8")
+
+
+def test_list_shows_control_characters_escaped_and_never_an_extra_line():
+    rows = (Datastore("loc\nforged   dir   active   1.00 TiB", "dir\x1b[2J\x1b]0;T\x07", enabled=True,
+                      is_default_hdd=True),
+            Datastore("tank", "zfspool", enabled=True))
+    table = format_table(View(rows=rows, default_hdd="loc\nforged", default_ssd="tank\x1b[8m", source="db"))
+    lines = table.splitlines()
+    assert len(lines) == 4 and not any(c in table for c in "\x1b\x07\r")
+    assert lines[1].startswith("loc\\nforged") and "dir\\x1b[2J\\x1b]0;T\\x07" in lines[1]
+    assert lines[3] == "default HDD: loc\\nforged  default SSD: tank\\x1b[8m  (source: db)"
+
+
 # -- one renderer: the server's. static/page.js swaps the server's page in and formats nothing. --
 
 PACKAGE = Path(__file__).resolve().parent.parent / "exporter" / "pve_datastore_exporter"
@@ -131,7 +156,9 @@ def code_and_strings(js: str) -> tuple[str, list[str]]:
 
 def page_texts() -> dict[str, str]:
     """The sentences the template hands to page.js."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(PACKAGE / "templates"), autoescape=True)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(PACKAGE / "templates"), autoescape=True,
+                             extensions=["jinja2.ext.i18n"])
+    env.install_null_translations(newstyle=True)  # the English texts; tests/test_i18n.py checks the others
     env.globals["url_for"] = lambda endpoint, **values: f"/{endpoint}"
     html = env.get_template("_page_data.html").render(token_required=True)
     return json.loads(re.search(r'<script type="application/json" id="page-data">(.*)</script>', html, re.S)[1])["texts"]

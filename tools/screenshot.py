@@ -1,12 +1,15 @@
 """Screenshots of the page for the README: `python -m tools.screenshot` (make screenshot).
 
 Starts the simulated cluster and the exporter like the demo, puts two datastores over the 80 %
-and 90 % marks, presses Refresh on the page, and saves a wide and a narrow full-page PNG.
+and 90 % marks, presses Refresh on the page, and saves a wide and a narrow full-page PNG in English
+and a wide one in Korean (a browser asking for ko-KR; a Korean font such as fonts-nanum is needed).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -16,7 +19,9 @@ from pve_datastore_exporter.simulator import Simulator
 from .browser import CHROMIUM, ExporterProcess, launch_chromium
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-SIZES = {"screenshot.png": (1280, 860), "screenshot-narrow.png": (375, 812)}
+# name: (width, height, the browser's locale, what the page says once the refresh is done)
+SHOTS = {"screenshot.png": (1280, 860, "en-US", "Refreshed"), "screenshot-narrow.png": (375, 812, "en-US", "Refreshed"),
+         "screenshot-ko.png": (1280, 860, "ko-KR", "새로고침했습니다")}
 
 
 def take(url: str, out: Path) -> list[Path]:
@@ -26,11 +31,11 @@ def take(url: str, out: Path) -> list[Path]:
     saved = []
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
-        for name, (width, height) in SIZES.items():
-            page = browser.new_page(viewport={"width": width, "height": height}, device_scale_factor=1)
+        for name, (width, height, locale, done) in SHOTS.items():
+            page = browser.new_page(viewport={"width": width, "height": height}, device_scale_factor=1, locale=locale)
             page.goto(url)
             page.click("#refresh")
-            expect(page.locator("#messages")).to_contain_text("Refreshed", timeout=20_000)
+            expect(page.locator("#messages")).to_contain_text(done, timeout=20_000)
             if width > 800:
                 page.click('tr.ds[data-id="local-lvm"] button.toggle')
             page.evaluate("document.activeElement && document.activeElement.blur()")
@@ -49,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(CHROMIUM).exists():
         print(f"screenshot: {CHROMIUM} is missing (apt-get install chromium)", file=sys.stderr)
         return 1
+    fonts = shutil.which("fc-list") and subprocess.run(["fc-list", ":lang=ko"], capture_output=True, text=True).stdout
+    if not fonts:
+        print("screenshot: no Korean font found (apt-get install fonts-nanum): screenshot-ko.png shows boxes",
+              file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pve-screenshot-") as tmp:
         with Simulator(nodes=3, datastores=6, random_seed=1, drift=False, state_dir=Path(tmp, "sim"), auth_delay=0.2) as sim:

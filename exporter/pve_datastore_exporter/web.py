@@ -13,7 +13,7 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import parse_accept_header
 
-from . import formatting
+from . import i18n
 from .config import DATASTORE_ID, Config
 from .metrics import CONTENT_TYPE, Exposition
 from .records import RefreshFailed, View
@@ -78,25 +78,25 @@ def parse_defaults_body(raw: bytes) -> dict[str, str]:
     try:
         body = json.loads(raw.decode("utf-8")) if raw.strip() else None
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+        raise ApiError(400, "invalid_json", i18n.gettext("The request body is not valid JSON.")) from None
     if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json",
-                       "The request body must be a JSON object with hdd_datastore_id and/or ssd_datastore_id.")
+        raise ApiError(400, "invalid_json", i18n.gettext(
+            "The request body must be a JSON object with hdd_datastore_id and/or ssd_datastore_id."))
     unknown = sorted(set(body) - set(DEFAULT_FIELDS))
     if unknown:
-        raise ApiError(400, "invalid_field", f"Unknown field(s): {', '.join(unknown)}; "
-                       "expected hdd_datastore_id and/or ssd_datastore_id.")
+        raise ApiError(400, "invalid_field", i18n.gettext(
+            "Unknown field(s): %(fields)s; expected hdd_datastore_id and/or ssd_datastore_id.", fields=", ".join(unknown)))
     chosen = {}
     for field, role in DEFAULT_FIELDS.items():
         value = body.get(field)
         if value is None:
             continue
         if not isinstance(value, str) or not DATASTORE_ID.fullmatch(value):
-            raise ApiError(400, "invalid_field", f"{field} must be a Proxmox datastore ID "
-                           "(letters, digits, '-', '_', '.', at least 2 characters).")
+            raise ApiError(400, "invalid_field", i18n.gettext("%(field)s must be a Proxmox datastore ID "
+                           "(letters, digits, '-', '_', '.', at least 2 characters).", field=field))
         chosen[role] = value
     if not chosen:
-        raise ApiError(400, "invalid_field", "Give hdd_datastore_id and/or ssd_datastore_id.")
+        raise ApiError(400, "invalid_field", i18n.gettext("Give hdd_datastore_id and/or ssd_datastore_id."))
     return chosen
 
 
@@ -117,21 +117,29 @@ def _local_host_header(host: str) -> bool:
 
 
 def check_auth(config: Config) -> None:
-    """POSTs need the bearer token when one is configured, else a loopback client."""
+    """POSTs need a writer user with basic auth, else the bearer token when set, else a loopback client."""
     origin = request.headers.get("Origin")
     if origin and origin.rstrip("/") != request.host_url.rstrip("/"):
         # A browser on the exporter's host must not let another site change the defaults (CSRF).
-        raise ApiError(403, "forbidden", "Cross-site requests are refused; call the API directly or use its page.")
+        raise ApiError(403, "forbidden", i18n.gettext(
+            "Cross-site requests are refused; call the API directly or use its page."))
+    if request.environ.get("pvedx.basic_auth"):
+        # Basic auth (the web config) is on: a user who may scrape may not change defaults by that alone.
+        if request.remote_user not in config.write_users.split(","):
+            raise ApiError(403, "forbidden", i18n.gettext(
+                "User %(user)s may read but not change anything: list it in EXPORTER_WRITE_USERS.",
+                user=repr(request.remote_user)))
+        return
     if not config.api_token:
         # Loopback clients only, and by a loopback name: a rebound DNS name that resolves to
         # 127.0.0.1 carries the attacker's Host header and is refused.
         if not _is_loopback(request.remote_addr) or not _local_host_header(request.host):
-            raise ApiError(403, "forbidden", "Changes are accepted from loopback only (Host localhost or a "
-                           "loopback address) while EXPORTER_API_TOKEN is not set.")
+            raise ApiError(403, "forbidden", i18n.gettext("Changes are accepted from loopback only (Host localhost "
+                           "or a loopback address) while EXPORTER_API_TOKEN is not set."))
         return
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), config.api_token.encode()):
-        raise ApiError(401, "unauthorized", "A valid 'Authorization: Bearer <token>' header is required.")
+        raise ApiError(401, "unauthorized", i18n.gettext("A valid 'Authorization: Bearer <token>' header is required."))
 
 
 def create_app(service: Service, config: Config, refresh_waiters: int = REFRESH_WAITERS) -> Flask:
@@ -140,6 +148,7 @@ def create_app(service: Service, config: Config, refresh_waiters: int = REFRESH_
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False
     _register_errors(app)
+    _register_language(app)
     _register_reads(app, service)
     _register_writes(app, service, config, refresh_waiters)
     _register_page(app, service, config)
@@ -156,7 +165,8 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        response = jsonify(error_body(ERROR_CODES.get(exc.code, "http_error"), exc.description or exc.name))
+        message = i18n.http_message(exc.code, exc.description or exc.name, type(exc).description)
+        response = jsonify(error_body(ERROR_CODES.get(exc.code, "http_error"), message))
         response.status_code = exc.code
         if exc.code == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
@@ -165,7 +175,8 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(Exception)
     def crash(exc: Exception):
         log.exception("unexpected error on %s %s", request.method, request.path)
-        return jsonify(error_body("internal_error", "An unexpected error occurred; see the exporter's log.")), 500
+        message = i18n.gettext("An unexpected error occurred; see the exporter's log.")
+        return jsonify(error_body("internal_error", message)), 500
 
     @app.after_request
     def never_framed(response):
@@ -202,16 +213,18 @@ def _register_writes(app: Flask, service: Service, config: Config, refresh_waite
         check_auth(config)
         request.get_data(cache=False)  # takes no body, but a huge one still gets its 413
         if not waiting.acquire(blocking=False):
-            raise ApiError(429, "refresh_busy", f"A refresh is running and {refresh_waiters} requests already "
-                           "wait for it; retry in a few seconds.")
+            raise ApiError(429, "refresh_busy", i18n.gettext("A refresh is running and %(waiters)d requests already "
+                           "wait for it; retry in a few seconds.", waiters=refresh_waiters))
         try:
             count = service.refresh()
         except RefreshFailed as exc:
             status, code = (503, "db_unavailable") if exc.reason == "db" else (502, "proxmox_error")
-            raise ApiError(status, code, f"Refresh failed ({exc.reason}): {exc}") from None
+            raise ApiError(status, code, i18n.refresh_failed(exc.reason, str(exc))) from None
         finally:
             waiting.release()
-        return jsonify({"success": True, "message": f"Refreshed {count} datastores from Proxmox.", "count": count})
+        message = i18n.ngettext("Refreshed %(num)d datastore from Proxmox.", "Refreshed %(num)d datastores from Proxmox.",
+                                count)
+        return jsonify({"success": True, "message": message, "count": count})
 
     @app.post("/api/datastores/default")
     def set_defaults():
@@ -220,32 +233,50 @@ def _register_writes(app: Flask, service: Service, config: Config, refresh_waite
         try:
             view, changed = service.set_defaults(hdd=chosen.get("hdd"), ssd=chosen.get("ssd"))
         except UnknownDatastore as exc:
-            raise ApiError(404, "unknown_datastore",
-                           f"Datastore '{exc.args[0]}' does not exist in the cluster or is disabled.") from None
+            raise ApiError(404, "unknown_datastore", i18n.gettext(
+                "Datastore '%(id)s' does not exist in the cluster or is disabled.", id=exc.args[0])) from None
         except StoreError as exc:
-            raise ApiError(503, "db_unavailable", f"The database cannot be written: {exc}") from None
-        message = "Default datastores changed." if changed else "Default datastores already set."
+            raise ApiError(503, "db_unavailable", i18n.gettext("The database cannot be written: %(detail)s",
+                                                               detail=exc)) from None
+        message = i18n.gettext("Default datastores changed.") if changed else i18n.gettext("Default datastores already set.")
         return jsonify({"success": True, "message": message, "hdd_datastore": view.default_hdd,
                         "ssd_datastore": view.default_ssd, "changed": changed})
 
 
-PAGE_FILTERS = {"iec": formatting.iec, "percent": formatting.percent, "level": formatting.level, "ago": formatting.ago}
+def _register_language(app: Flask) -> None:
+    @app.before_request
+    def language():  # the API's messages follow Accept-Language alone; the page may say otherwise
+        i18n.use(i18n.negotiate(request.headers.get("Accept-Language")))
+
+    @app.after_request
+    def said_in(response):
+        response.vary.add("Accept-Language")
+        response.content_language.add(i18n.current())
+        return response
 
 
 def _register_page(app: Flask, service: Service, config: Config) -> None:
-    # The one renderer of the page: the template with these filters. page.js only swaps its parts in.
-    app.jinja_env.filters.update(PAGE_FILTERS)
+    # The one renderer of the page: the template with i18n's texts and filters. page.js only swaps its parts in.
+    i18n.install(app.jinja_env)
 
     @app.get("/")
     def page():
+        # The switch's ?lang= wins, and is remembered (a cookie, so it works without JavaScript).
+        asked = i18n.supported(request.args.get("lang"))
+        i18n.use(i18n.page_language(asked, request.cookies.get(i18n.COOKIE), request.headers.get("Accept-Language")))
         part = request.args.get("part")  # "status": that section alone, which page.js polls
         if part not in (None, "status"):
-            raise ApiError(404, "not_found", f"The page has no part {part!r}; the one part is 'status'.")
+            raise ApiError(404, "not_found", i18n.gettext("The page has no part %(part)s; the one part is 'status'.",
+                                                          part=repr(part)))
         # The status part, polled every 15 s by every open page, skips the list and its 10,000 nodes.
         answer = (datastores_answer if part is None else summary_answer)(service.datastores(), service.age())
         template = "index.html" if part is None else "_status.html"
         response = app.make_response(render_template(template, answer=answer, token_required=bool(config.api_token)))
         response.headers["Cache-Control"] = "no-store"  # the page shows live state; never a stale copy
+        response.vary.add("Cookie")
+        if asked:
+            response.set_cookie(i18n.COOKIE, asked, max_age=i18n.COOKIE_MAX_AGE, path=request.script_root or "/",
+                                secure=request.is_secure, httponly=True, samesite="Lax")
         return response
 
 

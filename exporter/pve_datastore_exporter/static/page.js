@@ -37,8 +37,11 @@
   async function fetchWithin(path, options) {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+    // In the page's language, which the switch may have made other than the browser's: the parts
+    // fetched again and the API's messages come back in it (no cookie travels: credentials omitted).
+    const headers = { ...options.headers, "Accept-Language": document.documentElement.lang };
     try {
-      return await fetch(path, { ...options, cache: "no-store", credentials: "omit", signal: controller.signal });
+      return await fetch(path, { ...options, headers, cache: "no-store", credentials: "omit", signal: controller.signal });
     } finally {
       clearTimeout(timer);
     }
