@@ -13,7 +13,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.needs import load_yaml, require_tool
+import pytest
+
+from tests.needs import in_ci, load_yaml, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTION = ROOT / "ansible"
@@ -201,3 +203,17 @@ def variables_table(options: dict) -> str:
             text += " **Secret** (`no_log`)."
         rows.append(f"| `{name}` | {kind} | {_cell(spec.get('default'))} | {text} |")
     return "\n".join(rows)
+
+
+def require_collection(name: str) -> Path:
+    """Where a collection of the Ansible venv lives (community.proxmox comes with the `ansible` package);
+    skip locally / fail in CI when ansible/requirements-test.txt is not installed there."""
+    namespace, collection = name.split(".")
+    pattern = f"lib/python3*/site-packages/ansible_collections/{namespace}/{collection}/MANIFEST.json"
+    found = sorted(ANSIBLE_VENV.glob(pattern))
+    if found:
+        return found[0].parent
+    message = f"{name} is not in {ANSIBLE_VENV} (pip install -r ansible/requirements-test.txt)"
+    if in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)

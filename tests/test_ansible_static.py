@@ -20,12 +20,16 @@ from tests.ansible_helpers import (
     ansible_env,
     env_key_variable,
     load_yaml,
+    require_collection,
     role_options,
     tool,
     variables_table,
 )
 
-PLAYBOOKS = ("deploy", "set_defaults")
+PLAYBOOKS = ("deploy", "set_defaults", "create_vm_on_default")
+# The example playbook creates its VM with community.proxmox (from the `ansible` package in requirements-test.txt).
+PLAYBOOK_COLLECTIONS = {"create_vm_on_default": "community.proxmox"}
+PLUGINS = (("module", "datastore_defaults"), ("module", "datastore_info"), ("lookup", "default_datastore"))
 # ansible-test fetches this script from the internet before it creates a sanity virtualenv and
 # runs it only to put pip into that empty venv; it first looks in its cache, so a local
 # stand-in there lets every sanity test run offline (the test requirements still come from PyPI).
@@ -41,7 +45,9 @@ subprocess.check_call([sys.executable, "-m", "pip", "install", *args])
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS)
 def test_playbook_syntax(tmp_path, playbook):
-    """Both playbooks parse, called by their collection name as users call them."""
+    """Every playbook parses, called by its collection name as users call it."""
+    if playbook in PLAYBOOK_COLLECTIONS:
+        require_collection(PLAYBOOK_COLLECTIONS[playbook])
     proc = subprocess.run([tool("ansible-playbook"), "--syntax-check", "-i", "localhost,",
                            f"pvedx.datastore_exporter.{playbook}"],
                           env=ansible_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -51,6 +57,8 @@ def test_playbook_syntax(tmp_path, playbook):
 @pytest.mark.slow
 def test_ansible_lint_production_profile(tmp_path):
     """ansible-lint --profile production finds nothing, with no rule skipped."""
+    for collection in PLAYBOOK_COLLECTIONS.values():
+        require_collection(collection)
     proc = subprocess.run([tool("ansible-lint"), "--profile", "production", "--strict", "--offline",
                            "--nocolor"],
                           env=ansible_env(tmp_path), cwd=COLLECTION, capture_output=True, text=True, timeout=300)
@@ -169,7 +177,9 @@ def test_collection_metadata():
     assert (galaxy["namespace"], galaxy["name"]) == ("pvedx", "datastore_exporter")
     assert "requires_ansible" in load_yaml(COLLECTION / "meta" / "runtime.yml")
     for name in ("README.md", "CHANGELOG.md", "LICENSE", "inventory.example.yml",
-                 "playbooks/deploy.yml", "playbooks/set_defaults.yml"):
+                 *(f"playbooks/{playbook}.yml" for playbook in PLAYBOOKS),
+                 "plugins/modules/datastore_defaults.py", "plugins/modules/datastore_info.py",
+                 "plugins/lookup/default_datastore.py", "plugins/module_utils/exporter_api.py"):
         assert (COLLECTION / name).is_file(), name
 
 
@@ -186,3 +196,42 @@ def test_example_inventory_parses(tmp_path):
                           env=ansible_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["pve_datastore_exporter"]["hosts"] == ["monitoring1.example.org"]
+
+
+def _plugin_doc(tmp_path, kind: str, name: str) -> dict:
+    """ansible-doc --json of one of the collection's plugins; it must print no warning."""
+    proc = subprocess.run([tool("ansible-doc"), "-t", kind, "--json", f"pvedx.datastore_exporter.{name}"],
+                          env=ansible_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and not proc.stderr.strip(), proc.stdout[-2000:] + proc.stderr
+    return json.loads(proc.stdout)[f"pvedx.datastore_exporter.{name}"]
+
+
+@pytest.mark.parametrize("kind,name", PLUGINS, ids=[name for _, name in PLUGINS])
+def test_ansible_doc_is_clean(tmp_path, kind, name):
+    """ansible-doc renders each plugin without a warning; its docs, examples and return values are there."""
+    doc = _plugin_doc(tmp_path, kind, name)
+    assert doc["doc"]["short_description"] and doc["doc"]["options"]
+    examples = tmp_path / "examples.yml"
+    examples.write_text(doc["examples"])
+    assert load_yaml(examples), "EXAMPLES must be YAML with at least one task"
+    assert doc["return"]
+    proc = subprocess.run([tool("ansible-doc"), "-t", kind, f"pvedx.datastore_exporter.{name}"],
+                          env=ansible_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
+    assert "EXAMPLES:" in proc.stdout and "RETURN VALUES:" in proc.stdout
+
+
+@pytest.mark.parametrize("kind,name", PLUGINS[1:], ids=[name for _, name in PLUGINS[1:]])
+def test_readme_documents_every_option_of_the_reading_plugins(tmp_path, kind, name):
+    """ansible/README.md has a section per reading plugin naming every option ansible-doc lists."""
+    text = (COLLECTION / "README.md").read_text()
+    match = re.search(rf"^### .*`pvedx\.datastore_exporter\.{name}`.*?(?=^##)", text, re.M | re.S)
+    assert match, f"no ### section for {name} in ansible/README.md"
+    options = set(_plugin_doc(tmp_path, kind, name)["doc"]["options"]) - {"_terms"}
+    assert {option for option in options if f"`{option}`" not in match.group(0)} == set()
+
+
+def test_sanity_ignores_only_the_license_header():
+    """The sanity ignore file waives nothing but the GPLv3 header check (the collection is MIT)."""
+    lines = [line for line in (COLLECTION / "tests" / "sanity" / "ignore-2.20.txt").read_text().splitlines() if line.strip()]
+    assert lines and all(line.split()[1] == "validate-modules:missing-gplv3-license" for line in lines), lines
