@@ -56,6 +56,8 @@ def config(tmp_path, **changes) -> Config:
 class FakeReader:
     """Stands in for Proxmox: returns `records`, or raises `error`; counts calls."""
 
+    cluster = "pve-test"  # the cluster's name, as proxmox.Reader.cluster
+
     def __init__(self, records=None, error: RefreshFailed | None = None, gate: threading.Event | None = None):
         self.records = cluster() if records is None else records
         self.error = error

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-
 import requests
 
+from pve_datastore_exporter.listener import HttpServer, listening_socket
 from pve_datastore_exporter.metrics import Exposition
-from pve_datastore_exporter.server import http_server
+from pve_datastore_exporter.server import build_front
 from pve_datastore_exporter.service import Service
 from pve_datastore_exporter.store import Store
-from pve_datastore_exporter.web import create_wsgi
 
 
 class Exporter:
@@ -21,11 +19,10 @@ class Exporter:
         self.service = Service(config, reader, Store(config.database_url))
         self.exposition = Exposition(process=False)
         self.service.start()
-        self.server = http_server(create_wsgi(self.service, config, self.exposition), "127.0.0.1", 0,
-                                  threads=4, asyncore_loop_timeout=0.1)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
+        self.server = HttpServer(build_front(self.service, config, exposition=self.exposition, threads=4),
+                                 listening_socket("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.port}"
+        self.thread = self.server.start_in_thread()
         self.http = requests.Session()
 
     def get(self, path, **kw):
@@ -36,14 +33,6 @@ class Exporter:
 
     def close(self):
         self.http.close()
-        # Close every channel from inside the loop's own thread, so select() never sees a dead fd;
-        # run() returns once its map is empty.
-        def close_all():
-            for channel in list(self.server._map.values()):
-                channel.close()
-
-        try:
-            self.server.trigger.pull_trigger(close_all)
-        except OSError:  # the trigger's descriptor is already gone (seen once in CI): close from here
-            close_all()
-        self.thread.join(5)
+        self.server.stop()
+        self.thread.join(10)
+        self.server.sock.close()

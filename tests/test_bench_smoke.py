@@ -44,6 +44,9 @@ def test_tiny_bench_writes_one_table(tmp_path):
         if with_peer:
             assert entry["peer"]["proxmox_requests_per_scrape"] >= 1
             assert entry["peer"]["sequential"]["errors"] == 0
+        tls = entry["tls"]  # issue 11: the same exporter over TLS with basic auth, kept alive and not
+        assert all(tls[load]["errors"] == 0 and tls[load]["scrapes"] > 0
+                   for load in ("sequential", "concurrent", "new_connection"))
     assert size["latency"]["0"]["static"]["sequential"]["content_encoding"] == "gzip"
     assert size["rss_mb"]["ours"] > 0
 
@@ -53,4 +56,5 @@ def test_tiny_bench_writes_one_table(tmp_path):
     tables = [line for line in markdown.splitlines() if line.startswith("| Size ")]
     assert len(tables) == 1
     assert "Proxmox requests per scrape" in markdown and "**PASS**" in markdown
+    assert "scrape p50 over TLS + basic auth, new connection per scrape" in markdown
     assert all(row["verdict"] in ("", "PASS", "MISS") for row in saved["table"])

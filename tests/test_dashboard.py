@@ -2,11 +2,14 @@
 
 import json
 import re
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
-from tests.needs import in_ci, load_yaml
+from tests.needs import in_ci, load_yaml, require_tool
 from tools import grafana_queries as gq
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,23 +93,42 @@ def test_every_query_goes_to_the_datasource_variable(dashboard):
 
 def test_variables_in_order(dashboard):
     variables = gq.variables(dashboard)
-    assert [v["name"] for v in variables] == ["datasource", "job", "node", "datastore", "type"]
+    assert [v["name"] for v in variables] == ["datasource", "job", "cluster", "node", "datastore", "type"]
     assert variables[0]["type"] == "datasource" and variables[0]["query"] == "prometheus"
     for variable in variables[1:]:
         assert variable["type"] == "query"
         gq.parse_label_values(gq.variable_query(variable))
     by_name = {v["name"]: v for v in variables}
-    for name in ("node", "datastore"):
+    for name in ("cluster", "node", "datastore"):
         assert by_name[name]["multi"] and by_name[name]["includeAll"], name
+        assert by_name[name]["allValue"] == ".*", name
+    assert gq.parse_label_values(gq.variable_query(by_name["cluster"])) == (
+        'pve_datastore_info{job=~"$job"}', "pve_cluster")
+    for name in ("node", "datastore", "type"):  # they list the selected clusters' values only
+        assert 'pve_cluster=~"$cluster"' in gq.variable_query(by_name[name]), name
 
 
 def test_every_variable_is_used_by_every_capacity_query(dashboard):
     for panel, target in gq.iter_targets(dashboard):
         expr = target["expr"]
         assert '$job"' in expr, (panel["title"], target["refId"])
+        assert 'pve_cluster=~"$cluster"' in expr, (panel["title"], target["refId"])
         if "pve_datastore_size_bytes" in expr or "pve_datastore_available_bytes" in expr:
             for var in ("$node", "$datastore", "$type"):
                 assert var in expr, (panel["title"], var)
+    for annotation in dashboard["annotations"]["list"]:
+        if "expr" in annotation:
+            assert 'pve_cluster=~"$cluster"' in annotation["expr"], annotation["name"]
+
+
+def test_legends_name_the_cluster(dashboard):
+    # Several clusters on one panel must be told apart; a stat with one value shows no name at all.
+    for panel, target in gq.iter_targets(dashboard):
+        if panel["type"] != "table":
+            assert "{{pve_cluster}}" in target["legendFormat"], (panel["title"], target["refId"])
+    table = next(p for p in gq.iter_panels(dashboard) if p["title"] == "Datastores")
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")["options"]
+    assert organize["renameByName"]["pve_cluster"] == "Cluster" and organize["indexByName"]["pve_cluster"] == 0
 
 
 def test_units_and_thresholds(dashboard):
@@ -147,7 +169,7 @@ def test_layout_is_a_grid_without_overlaps(dashboard):
 
 def test_expected_panels(dashboard):
     titles = {p["title"] for p in gq.iter_panels(dashboard)}
-    for title in ("Capacity", "Used %", "Default HDD datastore", "Default SSD datastore", "Last refresh",
+    for title in ("Capacity", "Used %", "Default HDD datastore", "Default SSD datastore", "Last refresh", "Role",
                   "Age of last successful refresh", "Used % per datastore and node", "Time until full",
                   "Datastores", "Available over time", "Growth rate"):
         assert title in titles, title
@@ -156,6 +178,7 @@ def test_expected_panels(dashboard):
     assert "empty" in by_title["Time until full"]["description"]
     assert "pve_datastore_last_refresh_success_timestamp_seconds" in by_title[
         "Age of last successful refresh"]["targets"][0]["expr"]
+    assert "pve_datastore_leader" in by_title["Role"]["targets"][0]["expr"]
     table = by_title["Datastores"]
     assert any("pve_datastore_info" in t["expr"] for t in table["targets"])
     gauge_cells = [o for o in table["fieldConfig"]["overrides"]
@@ -169,14 +192,35 @@ def test_shared_datastores_are_counted_once(dashboard):
         expr = target["expr"]
         if re.search(r"pve_datastore_(size|used|available)_bytes", expr):
             assert expr.count('shared="true"') == expr.count('shared="false"') >= 1, panel["title"]
-            assert "max by (job, instance, datastore)" in expr, panel["title"]
+            assert re.search(r"(max|min) by \(job, pve_cluster, datastore\)", expr), panel["title"]
 
 
-def test_every_join_and_aggregation_keeps_job_and_instance(dashboard):
+def clauses(expr):
+    """(keyword, labels) of every `by (...)` and `on (...)` of an expression."""
+    return [(word, {label.strip() for label in labels.split(",")})
+            for word, labels in re.findall(r"\b(by|on)\s*\(([^)]*)\)", expr)]
+
+
+def test_every_join_and_aggregation_keeps_the_clusters_apart(dashboard):
+    # Every by/on keeps job and either instance (one exporter) or pve_cluster (all its replicas).
     for expr in dashboard_exprs(dashboard):
-        for clause in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", expr):
-            labels = {label.strip() for label in clause.split(",")}
-            assert {"job", "instance"} <= labels, (clause, expr)
+        for word, labels in clauses(expr):
+            assert "job" in labels and labels & {"instance", "pve_cluster"}, (word, labels, expr)
+
+
+def test_replicas_are_joined_one_by_one_and_aggregated_by_cluster(dashboard):
+    # A datastore series meets the info/active series of its own replica (on instance) and the
+    # replicas are then merged (by pve_cluster, without instance): two replicas never count twice.
+    # (Merged figures are joined on pve_cluster alone; test_no_panel_counts_a_replica_twice runs them.)
+    joins_within_a_replica = 0
+    for expr in dashboard_exprs(dashboard):
+        for word, labels in clauses(expr):
+            if "datastore" in labels:
+                assert "pve_cluster" in labels, (labels, expr)
+                if word == "by":
+                    assert "instance" not in labels, (labels, expr)
+                joins_within_a_replica += word == "on" and "instance" in labels
+    assert joins_within_a_replica
 
 
 def test_metric_names_exist_in_the_golden_exposition(dashboard):
@@ -225,3 +269,206 @@ def test_provisioning_files():
 def test_dashboard_json_is_formatted_stably():
     text = gq.DASHBOARD.read_text()
     assert text == json.dumps(json.loads(text), indent=2) + "\n"
+
+
+# --- Every panel's query on a real Prometheus holding two replicas of each of two clusters ------
+#
+# One TSDB, backfilled with `promtool tsdb create-blocks-from openmetrics` (no scrape, no exporter,
+# fixed timestamps): job SINGLE has one exporter per cluster, job PAIR two replicas per cluster with
+# the same figures (as replicas over one database have). Every panel must answer the same for both
+# jobs: a query that sums or counts over replicas answers twice as much under PAIR.
+
+SINGLE, PAIR = "pve-datastore-single", "pve-datastore-pair"
+CLUSTERS = {"alpha": 1, "beta": 2}  # cluster -> a scale, so the clusters' figures differ
+NODES = ("pve1", "pve2", "pve3")
+GIB = 1 << 30
+STEP, SAMPLES = 60, 120  # two hours of samples a minute apart, ending at END
+END = 1_700_006_400  # a fixed time (2023-11-15), so the test never depends on the clock
+MACROS = {**gq.TEST_MACROS, "__rate_interval": "4m"}  # deriv/rate need samples a minute apart
+# (name, type, content, shared, enabled, {node: (size GiB, used GiB at the start, GiB a minute)}, active nodes)
+DATASTORES = [
+    ("ceph-vm", "rbd", "images,rootdir", True, True, {n: (10240, 3072, 1.0) for n in NODES}, NODES),
+    ("nas-backup", "nfs", "backup,iso", True, True, {n: (4096, 1024, 0.0) for n in NODES}, NODES),
+    ("local-lvm", "lvmthin", "images,rootdir", False, True,
+     {"pve1": (1024, 200, 0.1), "pve2": (2048, 100, 0.0), "pve3": (1024, 900, 0.2)}, NODES),
+    ("local", "dir", "backup,iso,vztmpl", False, True, {n: (100, 20, 0.0) for n in NODES}, NODES),
+    ("tank", "zfspool", "images,rootdir", False, True, {"pve1": (500, 50, 0.0)}, ("pve1",)),  # gone on pve2
+    ("old-iso", "dir", "iso", False, False, {}, ()),
+]
+
+
+def capacity(scale, name, node, index):
+    """(size, used, available) in bytes of a datastore on a node at sample `index`."""
+    size, used, rate = next(d[5] for d in DATASTORES if d[0] == name)[node]
+    size, used = size * scale * GIB, (used + rate * index) * scale * GIB
+    return size, used, size - used
+
+
+def replica_series(cluster, scale, leader, index):
+    """{series: value} that one replica of `cluster` exports at sample `index` (pve_cluster, datastore and self-metrics)."""
+    base = f'pve_cluster="{cluster}"'
+    out = {}
+    for name, kind, content, shared, enabled, nodes, active in DATASTORES:
+        flags = dict(shared=shared, enabled=enabled, is_default_hdd=name == "ceph-vm", is_default_ssd=name == "local")
+        attributes = ",".join(f'{k}="{str(v).lower()}"' for k, v in flags.items())
+        out[f'pve_datastore_info{{{base},datastore="{name}",type="{kind}",content="{content}",{attributes}}}'] = 1
+        for node in nodes:
+            labels = f'{base},datastore="{name}",node="{node}"'
+            out[f"pve_datastore_active{{{labels}}}"] = int(node in active)
+            if node in active:
+                for metric, value in zip(("size", "used", "available"), capacity(scale, name, node, index), strict=True):
+                    out[f"pve_datastore_{metric}_bytes{{{labels}}}"] = value
+    for role, name in (("hdd", "ceph-vm"), ("ssd", "local")):
+        out[f'pve_datastore_default{{{base},role="{role}",datastore="{name}",source="db"}}'] = 1
+    refreshes = index if leader else 0  # followers make no refresh of their own
+    out.update({"up": 1, "pve_datastore_up": 1, "pve_datastore_leader": int(leader),
+                "pve_datastore_last_refresh_success_timestamp_seconds": END - (SAMPLES - 1 - index) * STEP - 5,
+                'pve_datastore_refresh_duration_seconds_bucket{le="0.5"}': refreshes,
+                'pve_datastore_refresh_duration_seconds_bucket{le="+Inf"}': refreshes,
+                "pve_datastore_refresh_duration_seconds_sum": 0.2 * refreshes,
+                "pve_datastore_refresh_duration_seconds_count": refreshes,
+                'pve_datastore_refresh_failures_total{reason="timeout"}': refreshes // 10})
+    return out
+
+
+def openmetrics():
+    """Two clusters, each exported once under SINGLE and by two replicas under PAIR, as OpenMetrics text."""
+    samples = {}
+    for cluster, scale in CLUSTERS.items():
+        targets = [(SINGLE, f"{cluster}-0:9863", True), (PAIR, f"{cluster}-1:9863", True),
+                   (PAIR, f"{cluster}-2:9863", False)]
+        for job, instance, leader in targets:
+            for index in range(SAMPLES):
+                when = END - (SAMPLES - 1 - index) * STEP
+                for series, value in replica_series(cluster, scale, leader, index).items():
+                    name, _, labels = series.partition("{")
+                    target = f'job="{job}",instance="{instance}"'
+                    labels = f"{{{target},{labels}" if labels else f"{{{target}}}"
+                    samples.setdefault(name, []).append(f"{name}{labels} {value} {when}")
+    return "".join(f"# TYPE {name} unknown\n" + "\n".join(lines) + "\n" for name, lines in samples.items()) + "# EOF\n"
+
+
+class BackfilledPrometheus:
+    """A real Prometheus on loopback over a backfilled TSDB, scraping nothing."""
+
+    def __init__(self, workdir):
+        from tools.processes import free_port
+
+        data = workdir / "om.txt"
+        data.write_text(openmetrics())
+        subprocess.run([require_tool("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(data),
+                        str(workdir / "tsdb")], check=True, capture_output=True, timeout=120)
+        (workdir / "prometheus.yml").write_text("global: {evaluation_interval: 1m}\n")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(workdir / "prometheus.log", "w")  # noqa: SIM115 - closed by stop()
+        self.process = subprocess.Popen(
+            [require_tool("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
+             f"--storage.tsdb.path={workdir / 'tsdb'}", "--storage.tsdb.retention.time=100y",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir)
+
+    def api(self, path, **params):
+        body = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=10).json()
+        assert body["status"] == "success", (path, params, body)
+        return body["data"]
+
+    def query(self, expr):
+        return self.api("query", query=expr, time=END)["result"]
+
+    def stop(self):
+        from tools.processes import terminate
+
+        terminate(self.process)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory):
+    """The backfilled Prometheus, once it answers with every sample loaded."""
+    require_tool("promtool")
+    require_tool("prometheus")
+    prometheus = BackfilledPrometheus(tmp_path_factory.mktemp("replicas"))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if prometheus.query(f'count(up{{job="{PAIR}"}})'):
+                    break
+            except (requests.RequestException, ValueError, AssertionError):
+                pass
+            assert time.monotonic() < deadline and prometheus.process.poll() is None, "Prometheus never got ready"
+            time.sleep(0.2)
+        yield prometheus
+    finally:
+        prometheus.stop()
+
+
+def answers(prometheus, dashboard, job, cluster=".*"):
+    """{(panel, refId): {labels without job and instance: value}} of every panel query, and the raw results."""
+    values = gq.resolve_variables(prometheus, dashboard, ".*", at=END)
+    values.update(job=gq.regex_value([job]), cluster=cluster)
+    found, raw = {}, {}
+    for panel, target in gq.iter_targets(dashboard):
+        key = (panel["title"], target["refId"])
+        raw[key] = prometheus.query(gq.substitute(target["expr"], values, MACROS))
+        found[key] = {tuple(sorted((k, v) for k, v in s["metric"].items() if k not in ("job", "instance"))):
+                      float(s["value"][1]) for s in raw[key]}
+    return found, raw
+
+
+PER_REPLICA = {"Last refresh", "Role", "Age of last successful refresh", "Scrape", "Refresh duration",
+               "Refresh failures by reason"}
+
+
+@pytest.mark.slow
+def test_the_variables_list_both_clusters(replicas, dashboard):
+    values = gq.resolve_variables(replicas, dashboard, at=END)
+    assert values["cluster"] == "(alpha|beta)"
+    assert values["node"] == "(pve1|pve2|pve3)"
+    assert "old-iso" in values["datastore"] and "rbd" in values["type"]
+
+
+@pytest.mark.slow
+def test_no_panel_counts_a_replica_twice(replicas, dashboard):
+    single, _ = answers(replicas, dashboard, SINGLE)
+    pair, raw = answers(replicas, dashboard, PAIR)
+    assert len(single) >= 20
+    wrong = []
+    for key, result in single.items():
+        clusters = {dict(labels).get("pve_cluster") for labels in result}
+        if clusters != set(CLUSTERS):  # every panel answers, and every series names its cluster
+            wrong.append(f"{key}: clusters {clusters}")
+        elif key[0] in PER_REPLICA:  # one series per replica, each with its cluster
+            if len(raw[key]) != 2 * len(result):
+                wrong.append(f"{key}: {len(raw[key])} series for two replicas of {len(result)}")
+        elif any("instance" in s["metric"] for s in raw[key]):
+            wrong.append(f"{key}: one series per replica, {len(raw[key])} for {len(result)}")
+        elif pair[key].keys() != result.keys() or any(
+                pair[key][labels] != pytest.approx(value, rel=1e-9) for labels, value in result.items()):
+            wrong.append(f"{key}: {result} with one exporter, {pair[key]} with two replicas")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.slow
+def test_the_cluster_variable_selects_one_cluster(replicas, dashboard):
+    one, _ = answers(replicas, dashboard, PAIR, cluster="beta")
+    both, _ = answers(replicas, dashboard, PAIR)
+    for key, result in one.items():
+        assert result, key
+        assert {dict(labels).get("pve_cluster") for labels in result} == {"beta"}, key
+        if key[0] not in PER_REPLICA:
+            assert result == {k: v for k, v in both[key].items() if ("pve_cluster", "beta") in k}, key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("title, column", [("Capacity", 0), ("Used", 1), ("Available", 2)])
+def test_cluster_totals_count_shared_datastores_once_and_replicas_once(replicas, dashboard, title, column):
+    pair, _ = answers(replicas, dashboard, PAIR)
+    for cluster, scale in CLUSTERS.items():
+        expected = 0
+        for name, _, _, shared, enabled, nodes, active in DATASTORES:
+            figures = [capacity(scale, name, node, SAMPLES - 1)[column] for node in nodes if node in active]
+            expected += (max(figures) if shared else sum(figures)) if figures and enabled else 0
+        (value,) = [v for labels, v in pair[(title, "A")].items() if dict(labels)["pve_cluster"] == cluster]
+        assert value == pytest.approx(expected, rel=1e-9), cluster

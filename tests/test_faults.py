@@ -101,7 +101,8 @@ def test_proxmox_failing_after_a_refresh_keeps_serving_the_cache(exporter, sim, 
     assert body["last_refresh"]["ok"] is False and body["last_refresh"]["reason"] == reason
     assert body["last_refresh"]["age_seconds"] >= 0
     metrics = exporter.get("/metrics").text
-    assert "pve_datastore_up 0.0" in metrics and 'pve_datastore_size_bytes{datastore="ceph-vm",node="pve1"}' in metrics
+    assert "pve_datastore_up 0.0" in metrics
+    assert 'pve_datastore_size_bytes{pve_cluster="pve-sim",datastore="ceph-vm",node="pve1"}' in metrics
     assert f'pve_datastore_refresh_failures_total{{reason="{reason}"}} 1.0' in metrics
     sim.clear_faults()
     assert exporter.post("/api/datastores/refresh", headers=exporter.auth).status_code == 200
@@ -186,7 +187,7 @@ def test_db_replaced_by_garbage(exporter):
     response = exporter.post("/api/datastores/refresh", headers=exporter.auth)
     assert response.status_code == 503 and response.json()["error"] == "db_unavailable"
     metrics = exporter.get("/metrics").text
-    assert 'pve_datastore_default{role="hdd",datastore="local-lvm",source="env"} 1' in metrics
+    assert 'pve_datastore_default{pve_cluster="pve-sim",role="hdd",datastore="local-lvm",source="env"} 1' in metrics
     assert 'pve_datastore_refresh_failures_total{reason="db"} 1.0' in metrics
 
 
@@ -217,7 +218,7 @@ def test_db_read_only(tmp_path, sim, what, source, hdd):
         assert response.status_code == 503 and response.json()["error"] == "db_unavailable"
         response = e.post("/api/datastores/refresh")
         assert response.status_code == 503, e.logs()[-3000:]
-        assert 'pve_datastore_size_bytes{datastore="ceph-vm",node="pve1"}' in e.get("/metrics").text
+        assert 'pve_datastore_size_bytes{pve_cluster="pve-sim",datastore="ceph-vm",node="pve1"}' in e.get("/metrics").text
     finally:
         e.stop()
     with sqlite3.connect(first.db) as conn:
@@ -304,7 +305,7 @@ def test_tls_is_verified_by_default_and_can_be_turned_off_with_one_warning(tmp_p
 
 
 def test_a_body_that_drips_forever_ends_the_refresh_at_the_deadline(tmp_path, sim):
-    e = ExporterProcess(tmp_path, {**sim.env(), "PROXMOX_TIMEOUT": "1"}).start()  # deadline 3 x 1 + 5 s
+    e = ExporterProcess(tmp_path, {**sim.env(), "PROXMOX_TIMEOUT": "1"}).start()  # deadline (3 + 1) x 1 + 5 s
     try:
         e.get("/api/datastores")
         sim.set_faults(drip=True, path="/storage")
@@ -317,7 +318,7 @@ def test_a_body_that_drips_forever_ends_the_refresh_at_the_deadline(tmp_path, si
         assert e.get("/metrics").status_code == 200 and worker.is_alive()  # answers while it drips
         worker.join(30)
         body = results[0].json()
-        assert results[0].status_code == 502 and "(timeout)" in body["message"] and "8 s" in body["message"]
+        assert results[0].status_code == 502 and "(timeout)" in body["message"] and "9 s" in body["message"]
         sim.clear_faults()
         assert e.post("/api/datastores/refresh").status_code == 200  # a fresh session afterwards
     finally:
@@ -353,7 +354,7 @@ def test_text_no_output_can_encode_is_a_parse_failure_and_the_cache_keeps_its_ag
     assert body["last_refresh"]["last_success"] == first["last_refresh"]["last_success"]
     metrics = exporter.get("/metrics").text
     assert "pve_datastore_up 0.0" in metrics and 'pve_datastore_refresh_failures_total{reason="parse"} 1.0' in metrics
-    assert 'pve_datastore_size_bytes{datastore="ceph-vm",node="pve2"}' in metrics
+    assert 'pve_datastore_size_bytes{pve_cluster="pve-sim",datastore="ceph-vm",node="pve2"}' in metrics
     assert exporter.get("/").status_code == 200
     sim.clear_faults()
     assert exporter.post("/api/datastores/refresh", headers=exporter.auth).status_code == 200
@@ -406,6 +407,6 @@ def test_absurdly_long_text_from_proxmox_is_left_out_and_metrics_stay_small(expo
     assert exporter.post("/api/datastores/refresh", headers=exporter.auth).status_code == 200
     metrics = exporter.get("/metrics")
     assert len(metrics.content) < 200_000 and "pve_datastore_up 1.0" in metrics.text
-    assert 'pve_datastore_size_bytes{datastore="local-lvm",node="pve1"}' in metrics.text or old == "images"
+    assert 'pve_datastore_size_bytes{pve_cluster="pve-sim",datastore="local-lvm",node="pve1"}' in metrics.text or old == "images"
     assert len(exporter.get("/").content) < 200_000 and len(exporter.get("/api/datastores").content) < 200_000
     assert "left out" in exporter.logs() and len(exporter.logs()) < 100_000

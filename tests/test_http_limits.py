@@ -2,7 +2,7 @@
 
 Issue 14, findings 2 and 3: before, ~100 connections dripping header lines filled waitress's
 connection limit and every scrape hung; 24 refresh requests waiting on a slow cluster held every
-HTTP thread and a scrape took 8.6 s.
+HTTP thread and a scrape took 8.6 s. The listener is uvicorn now (issue 11): the same checks hold.
 """
 
 import socket
@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from pve_datastore_exporter.server import http_server
+from pve_datastore_exporter.listener import MAX_HEAD, HttpServer, listening_socket, wsgi_pool
 from pve_datastore_exporter.simulator import Simulator
 from tools.processes import ExporterProcess
 
@@ -75,32 +75,65 @@ def test_150_slow_clients_leave_metrics_answering(exporter):
     assert "no longer accepting new connections" not in exporter.logs()
 
 
-def test_a_request_that_never_ends_is_closed_at_the_deadline():
-    server = http_server(lambda environ, start: [], "127.0.0.1", 0, threads=1, request_deadline=1,
-                         asyncore_loop_timeout=0.1)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        s = socket.create_connection(("127.0.0.1", server.effective_port), timeout=10)
-        s.sendall(b"GET /metrics HTTP/1.1\r\n")
-        started, closed = time.monotonic(), None
-        while time.monotonic() - started < 8:
-            try:
-                s.sendall(b"X-Drip: x\r\n")
-                s.settimeout(0.3)
-                if s.recv(1) == b"":
-                    closed = time.monotonic() - started
-                    break
-            except TimeoutError:
-                continue
-            except OSError:
-                closed = time.monotonic() - started
-                break
-        s.close()
-        assert closed is not None, "a request dripping header lines for 8 s was never closed"
-        assert closed >= 1  # not before its deadline
-    finally:
-        server.close()
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+    return [b"hello"]
+
+
+@pytest.fixture
+def quick_server():
+    """The listener `serve` uses, with a 1 s request deadline."""
+    server = HttpServer(wsgi_pool(hello, 1), listening_socket("127.0.0.1", 0), deadline=1)
+    thread = server.start_in_thread()
+    yield server
+    server.stop()
+    thread.join(10)
+    server.sock.close()
+
+
+def closed_after(sock: socket.socket, keep_sending: bytes | None, limit: float = 8) -> float | None:
+    """Seconds until the server closes `sock` (None if it never did within `limit`)."""
+    started = time.monotonic()
+    sock.settimeout(0.3)
+    while time.monotonic() - started < limit:
+        try:
+            if keep_sending:
+                sock.sendall(keep_sending)
+            if sock.recv(4096) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            continue
+        except OSError:
+            return time.monotonic() - started
+    return None
+
+
+@pytest.mark.parametrize("first, drip", [(b"GET / HTTP/1.1\r\n", b"X-Drip: x\r\n"), (b"", None)],
+                         ids=["dripping headers", "silent"])
+def test_a_request_that_never_ends_is_closed_at_the_deadline(quick_server, first, drip):
+    with socket.create_connection(("127.0.0.1", quick_server.port), timeout=10) as s:
+        s.sendall(first)
+        closed = closed_after(s, drip)
+    assert closed is not None, "a connection that never finished its request was never closed"
+    assert closed >= 0.9  # not before its deadline
+
+
+def test_a_kept_alive_connection_gets_a_new_deadline_per_request(quick_server):
+    with socket.create_connection(("127.0.0.1", quick_server.port), timeout=10) as s:
+        for _ in range(3):
+            time.sleep(0.6)  # 1.8 s in all: more than one deadline, but each request is quick
+            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"hello"):
+                answer += s.recv(4096) or b"closed"
+            assert answer.startswith(b"HTTP/1.1 200")
+
+
+def test_a_request_head_over_the_cap_is_refused(quick_server):
+    with socket.create_connection(("127.0.0.1", quick_server.port), timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * (MAX_HEAD + 10))
+        answer = s.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 431")
 
 
 @pytest.mark.slow

@@ -148,7 +148,7 @@ def test_every_warning_of_the_service_is_translated_with_its_datastore(speaking)
 
 def test_the_seeds_messages_in_korean_and_english_unchanged(exporter):
     ko = exporter.post("/api/datastores/refresh", headers=KO)
-    assert ko.json() == {"success": True, "message": "3개 datastore 정보를 새로고침했습니다.", "count": 3}
+    assert ko.json() == {"success": True, "message": "3개 datastore 정보를 새로고침했습니다.", "count": 3, "role": "leader"}
     assert ko.headers["Content-Language"] == "ko" and "Accept-Language" in ko.headers["Vary"]
     en = exporter.post("/api/datastores/refresh", headers={"Accept-Language": "en-US,ko;q=0.5"}).json()
     assert en["message"] == "Refreshed 3 datastores from Proxmox."

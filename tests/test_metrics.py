@@ -38,9 +38,9 @@ def test_unknown_node_has_active_zero_and_no_capacity_series():
     view = View(rows=(Datastore("tank", "zfspool", nodes=(
         NodeFigures(node="pve2", size=10, used=4, available=6, active=True), NodeFigures(node="pve3"))),))
     text = render_datastores(view).decode()
-    assert 'pve_datastore_size_bytes{datastore="tank",node="pve2"} 10' in text
-    assert 'node="pve3"} ' not in text.replace('pve_datastore_active{datastore="tank",node="pve3"} 0', "")
-    assert 'pve_datastore_active{datastore="tank",node="pve3"} 0' in text
+    assert 'pve_datastore_size_bytes{pve_cluster="",datastore="tank",node="pve2"} 10' in text
+    assert 'node="pve3"} ' not in text.replace('pve_datastore_active{pve_cluster="",datastore="tank",node="pve3"} 0', "")
+    assert 'pve_datastore_active{pve_cluster="",datastore="tank",node="pve3"} 0' in text
 
 
 def test_label_values_are_escaped():
@@ -62,7 +62,7 @@ def test_proxmox_failing_keeps_last_series_and_counts_the_reason(tmp_path):
     found = samples(exposition)
     assert value(found, "pve_datastore_up") == 0
     assert value(found, "pve_datastore_refresh_failures_total", reason="auth") == 2
-    assert value(found, "pve_datastore_size_bytes", datastore="ceph-vm", node="pve1") == 5000
+    assert value(found, "pve_datastore_size_bytes", pve_cluster="pve-test", datastore="ceph-vm", node="pve1") == 5000
     assert value(found, "pve_datastore_refresh_duration_seconds_count") == 3
     reader.error = None
     service.refresh()
@@ -76,7 +76,7 @@ def test_vanished_datastore_drops_out_at_the_next_refresh(tmp_path):
     reader.records = [r for r in cluster() if r.id != "ceph-vm"]
     service.refresh()
     found = samples(exposition)
-    assert value(found, "pve_datastore_size_bytes", datastore="ceph-vm", node="pve1") is None
+    assert value(found, "pve_datastore_size_bytes", pve_cluster="pve-test", datastore="ceph-vm", node="pve1") is None
     info = [k for k in found if k[0] == "pve_datastore_info" and ("datastore", "ceph-vm") in k[1]]
     assert info and ("enabled", "false") in info[0][1]
 
@@ -89,9 +89,9 @@ def test_db_fallback_shows_source_env(tmp_path):
     except RefreshFailed:
         pass
     found = samples(exposition)
-    assert value(found, "pve_datastore_default", role="hdd", datastore="local-lvm", source="env") == 1
+    assert value(found, "pve_datastore_default", pve_cluster="pve-test", role="hdd", datastore="local-lvm", source="env") == 1
     assert value(found, "pve_datastore_refresh_failures_total", reason="db") == 1
-    assert value(found, "pve_datastore_size_bytes", datastore="local", node="pve1") == 1000
+    assert value(found, "pve_datastore_size_bytes", pve_cluster="pve-test", datastore="local", node="pve1") == 1000
 
 
 def test_default_change_rerenders_without_a_refresh(tmp_path):
@@ -99,7 +99,7 @@ def test_default_change_rerenders_without_a_refresh(tmp_path):
     service, exposition = running(tmp_path, reader)
     service.refresh()
     service.set_defaults(ssd="ceph-vm")
-    assert value(samples(exposition), "pve_datastore_default", role="ssd", datastore="ceph-vm", source="db") == 1
+    assert value(samples(exposition), "pve_datastore_default", pve_cluster="pve-test", role="ssd", datastore="ceph-vm", source="db") == 1
     assert reader.calls == 1
 
 
@@ -157,7 +157,7 @@ def test_a_refresh_the_store_and_the_renderer_cannot_take_is_counted_honestly_no
         assert value(found, "pve_datastore_up") == 0
         assert value(found, "pve_datastore_refresh_failures_total", reason="internal") == 1
         assert value(found, "pve_datastore_refresh_duration_seconds_count") == 2
-        assert value(found, "pve_datastore_size_bytes", datastore="ceph-vm", node="pve1") == 5000  # the cached data
+        assert value(found, "pve_datastore_size_bytes", pve_cluster="pve-test", datastore="ceph-vm", node="pve1") == 5000  # the cached data
         body = e.get("/api/datastores").json()["last_refresh"]
         assert (body["ok"], body["reason"], body["last_success"]) == (False, "internal", before)
         assert e.get("/").status_code == 200
@@ -182,3 +182,17 @@ def test_a_refresh_published_again_after_a_listener_failed_is_counted_once(tmp_p
     assert value(found, "pve_datastore_up") == 0
     assert value(found, "pve_datastore_refresh_failures_total", reason="internal") == 1
     assert value(found, "pve_datastore_refresh_duration_seconds_count") == 2  # two refreshes, not three
+
+
+def test_every_datastore_series_names_its_cluster_first_and_self_metrics_none():
+    view = View(rows=(Datastore("tank", "zfspool", nodes=(NodeFigures("pve2", 10, 4, 6, True), NodeFigures("pve3"))),),
+                default_hdd="tank", default_ssd="tank", cluster='pr"od')
+    exposition = Exposition(process=False)
+    exposition(view, "refresh")
+    text = b"".join(exposition.scrape(use_gzip=False)).decode()
+    series = [line for line in text.splitlines() if line.startswith("pve_datastore_")]
+    datastore_series = [line for line in series if "{" in line and not line.startswith(
+        ("pve_datastore_refresh_", "pve_datastore_up", "pve_datastore_last_refresh"))]
+    assert len(datastore_series) == 3 + 2 + 1 + 2  # size/used/available, active x2, info, default x2
+    assert all(line.split("{", 1)[1].startswith('pve_cluster="pr\\"od",') for line in datastore_series)
+    assert all("pve_cluster" not in line for line in series if line not in datastore_series)

@@ -61,3 +61,27 @@ def test_interval_zero_means_on_demand_only():
     poller.start()
     assert not poller._thread.is_alive() and service.calls == 0
     poller.stop()
+
+
+def test_a_follower_leaves_the_refreshes_to_the_leader():
+    service, leading = CountingService(), []
+    poller = Poller(service, 60, leads=lambda: bool(leading))
+    poller.tick()
+    assert service.calls == 0 and poller.failures == 0
+    leading.append(True)
+    poller.tick()
+    assert service.calls == 1
+
+
+def test_poke_refreshes_now_with_or_without_a_loop():
+    service = CountingService()
+    poller = Poller(service, 3600)
+    poller.start()
+    assert service.called.wait(5)
+    service.called.clear()
+    poller.poke()  # a new leader, or a follower's request: not an hour from now
+    assert service.called.wait(5) and service.calls == 2
+    poller.stop(timeout=2)
+    on_demand = CountingService()
+    Poller(on_demand, 0).poke()
+    assert on_demand.called.wait(5)

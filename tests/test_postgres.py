@@ -1,21 +1,15 @@
 """DATABASE_URL=postgresql://...: the same store and service on a real PostgreSQL server."""
 
-import os
-import shutil
-import subprocess
-import tempfile
-import time
-from pathlib import Path
-
 import pytest
 
 from pve_datastore_exporter.records import RefreshInfo
 from pve_datastore_exporter.service import Service, default_warnings
-from pve_datastore_exporter.store import Store, StoreError, UnknownDatastore
-from tools.processes import free_port
+from pve_datastore_exporter.store import SessionError, Store, StoreError, UnknownDatastore
+from pve_datastore_exporter.store.leader import LOCK_CLASS, PgLock
+from pve_datastore_exporter.store.notify import CHANGES, REFRESH, PgListener
 
 from .factories import FakeReader, cluster, config, record
-from .needs import in_ci, require_tool
+from .pg import new_database, serving
 
 DEFAULTS = {"hdd": "local-lvm", "ssd": "local"}
 INFO = RefreshInfo(last_attempt=1.0, last_success=1.0, ok=True, duration=0.5, count=1)
@@ -26,39 +20,14 @@ def bookkeeping() -> RefreshInfo:
     return INFO
 
 
-def _pg_bin(name: str) -> str:
-    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    return require_tool(str(found[-1]) if found else name)
+@pytest.fixture(scope="module")
+def postgres_server():
+    yield from serving()
 
 
 @pytest.fixture(scope="module")
-def postgres_url():
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    try:
-        import psycopg2  # noqa: F401 - peewee's PostgreSQL driver
-    except ImportError:
-        if in_ci():
-            raise
-        pytest.skip("psycopg2 is not installed (pip install -e '.[test]')")
-    as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups"] if os.geteuid() == 0 else []
-    base = Path(tempfile.mkdtemp(prefix="pvedx-pg-"))
-    if as_postgres:
-        shutil.chown(base, "postgres", "postgres")
-    data, port = base / "data", free_port()
-    subprocess.run([*as_postgres, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True, timeout=120)
-    subprocess.run([*as_postgres, pg_ctl, "-D", str(data), "-l", str(base / "log"), "-w", "-t", "60", "-o",
-                    f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                   check=True, capture_output=True, timeout=90)
-    try:
-        deadline = time.monotonic() + 30
-        while subprocess.run([*as_postgres, _pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                              "pvedx"], capture_output=True).returncode and time.monotonic() < deadline:
-            time.sleep(0.5)
-        yield f"postgresql://postgres@127.0.0.1:{port}/pvedx"
-    finally:
-        subprocess.run([*as_postgres, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(base, ignore_errors=True)
+def postgres_url(postgres_server):
+    return new_database(postgres_server)
 
 
 @pytest.fixture
@@ -67,7 +36,7 @@ def store(postgres_url):
     s.migrate()
     yield s
     with s.database.connection_context():
-        s.database.execute_sql("DROP TABLE IF EXISTS datastores, datastore_nodes, refresh_state")
+        s.database.execute_sql("DROP TABLE IF EXISTS datastores, datastore_nodes, refresh_state, generation, leader")
 
 
 def test_snapshot_defaults_and_vanishing_on_postgres(store):
@@ -103,3 +72,81 @@ def test_service_on_postgres(store, tmp_path):
     assert [r.id for r in view.rows if r.enabled] == ["ceph-vm", "local", "local-lvm"]
     assert default_warnings(view) == ["default HDD datastore 'HDD-Storage' does not exist in the cluster"]
     assert service.refresh() == 3 and service.view.refresh.ok
+
+
+def lock_sessions(server, url) -> list[int]:
+    """The backend pids holding the leader's lock in `url`'s database."""
+    database = url.rsplit("/", 1)[1]
+    return [pid for (pid,) in server.sql(
+        f"SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database WHERE l.locktype = 'advisory' "
+        f"AND l.classid = {LOCK_CLASS} AND l.granted AND d.datname = '{database}'")]
+
+
+def test_one_session_holds_the_lock_and_its_end_releases_it(postgres_server, store):
+    first, second = PgLock(store.url, "first"), PgLock(store.url, "second")
+    other_url = new_database(postgres_server)
+    Store(other_url).migrate()
+    other = PgLock(other_url, "another cluster's")
+    try:
+        assert first.try_acquire() == 0.0 and second.try_acquire() is None
+        assert other.try_acquire() == 0.0  # another database: another cluster, another lock
+        first.check()
+        [pid] = lock_sessions(postgres_server, store.url)
+        postgres_server.sql(f"SELECT pg_terminate_backend({pid})")
+        with pytest.raises(SessionError):
+            first.check()
+        assert second.try_acquire() == 0.0
+        first.release()
+        assert first.try_acquire() is None  # a new session, and the lock is the second's now
+    finally:
+        for lock in (first, second, other):
+            lock.release()
+
+
+def test_a_new_leader_waits_out_the_read_its_predecessor_marked(postgres_server, store):
+    first, second = PgLock(store.url, "first"), PgLock(store.url, "second")
+    try:
+        assert first.try_acquire() == 0.0
+        first.begin_read(6)
+        first.end_read()
+        first.begin_read(6)  # this one never ends: the session goes first
+        [pid] = lock_sessions(postgres_server, store.url)
+        postgres_server.sql(f"SELECT pg_terminate_backend({pid})")
+        with pytest.raises(SessionError):
+            first.end_read()
+        assert 4 < second.try_acquire() <= 6
+        assert postgres_server.sql("SELECT holder FROM leader", store.url.rsplit("/", 1)[1]) == [("second",)]
+    finally:
+        first.release()
+        second.release()
+
+
+def test_every_write_raises_the_generation_and_tells_the_listeners(store):
+    listener = PgListener(store.url)
+    try:
+        assert listener.wait(0) == [(CHANGES, "")]  # a new session has missed everything before it
+        store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
+        assert listener.wait(5) == [(CHANGES, str(store.generation))] and listener.generation() == store.generation
+        with pytest.raises(UnknownDatastore):
+            store.set_defaults(hdd="nope")  # rolled back: no new number, no notification
+        store.ask_for_refresh()
+        assert listener.wait(5) == [(REFRESH, "")] and listener.generation() == store.generation
+        generation, view = store.load()
+        assert generation == store.generation and view == store.view()
+    finally:
+        listener.close()
+
+
+def test_refresh_times_made_real_by_an_older_version_are_widened_in_place(postgres_server):
+    url = new_database(postgres_server)
+    name = url.rsplit("/", 1)[1]
+    postgres_server.sql("CREATE TABLE refresh_state (id INTEGER PRIMARY KEY, last_attempt REAL, last_success REAL, "
+                        "ok BOOLEAN, error TEXT, reason VARCHAR(20), duration REAL, count INTEGER NOT NULL)", name)
+    postgres_server.sql("INSERT INTO refresh_state VALUES (1, 1700000000, 1700000000, true, NULL, NULL, 0.5, 3)", name)
+    store = Store(url)
+    store.migrate()
+    types = postgres_server.sql("SELECT column_name, data_type FROM information_schema.columns "
+                                "WHERE table_name = 'refresh_state' AND data_type LIKE 'double%'", name)
+    assert {column for column, _ in types} == {"last_attempt", "last_success", "duration"}
+    store.record_refresh(RefreshInfo(last_attempt=1_700_000_123.25, last_success=1_700_000_123.25, ok=True, count=4))
+    assert store.refresh_state()[1].last_success == 1_700_000_123.25  # to the quarter second, not two minutes

@@ -96,7 +96,7 @@ def test_dashboard_totals_match_the_exporter_api(stack, title, key, tolerance):
 
 def test_datastores_table_queries_line_up_for_the_merge(stack):
     # Grafana's merge transformation joins the table's queries on their labels: every query must
-    # answer for the same (job, instance, datastore) rows, or the table shows half-empty rows.
+    # answer for the same (job, pve_cluster, datastore) rows, or the table shows half-empty rows.
     prometheus, _ = stack
     dashboard = gq.load()
     values = gq.resolve_variables(prometheus, dashboard, ".*")
@@ -104,7 +104,7 @@ def test_datastores_table_queries_line_up_for_the_merge(stack):
     keys = {}
     for target in table["targets"]:
         result = prometheus.query(gq.substitute(target["expr"], values))
-        keys[target["refId"]] = sorted((s["metric"]["instance"], s["metric"]["datastore"]) for s in result)
+        keys[target["refId"]] = sorted((s["metric"]["pve_cluster"], s["metric"]["datastore"]) for s in result)
     assert len({tuple(k) for k in keys.values()}) == 1, keys
     assert len(keys["A"]) == 5  # local, local-lvm, ceph-vm, nas-backup, tank; old-iso is disabled
 

@@ -89,23 +89,57 @@ def test_descriptions_humanize_their_values():
 
 def test_capacity_alerts_only_look_at_active_enabled_datastores():
     rules = {r["record"]: r["expr"] for g in load_yaml(RULES)["groups"] for r in g["rules"] if "record" in r}
-    for name in ("datastore:pve_datastore_size_bytes:active", "datastore:pve_datastore_available_bytes:active"):
+    # Replicas: the size takes the largest figure, the available space the smallest.
+    for name, aggregation in (("datastore:pve_datastore_size_bytes:active", "max"),
+                              ("datastore:pve_datastore_available_bytes:active", "min")):
         expr = rules[name]
         assert expr.count("pve_datastore_active == 1") == 2, name
         assert expr.count('enabled="true"') == 2, name
-        assert "max by (job, instance, datastore)" in expr, name
+        assert f"{aggregation} by (job, pve_cluster, datastore, node)" in expr, name
+        assert f"{aggregation} by (job, pve_cluster, datastore)" in expr, name
     for rule in alerting_rules():
         if rule["alert"] in ("PveDatastoreFillingUp", "PveDatastoreAlmostFull"):
             assert "datastore:pve_datastore_available_bytes:" in rule["expr"]
 
 
-def test_every_join_and_aggregation_keeps_job_and_instance():
-    # Two clusters in one Prometheus must never collide: keep job and instance in every by/on.
+def clauses(rule):
+    """(keyword, labels) of every `by (...)` and `on (...)` of a rule's expression and annotations."""
+    texts = "\n".join([rule["expr"], *rule.get("annotations", {}).values()])
+    return [(word, {label.strip() for label in labels.split(",")})
+            for word, labels in re.findall(r"\b(by|on)\s*\(([^)]*)\)", texts)]
+
+
+def test_every_join_and_aggregation_keeps_the_cluster_apart():
+    # Two clusters in one Prometheus must never collide: every by/on keeps job and either instance
+    # (one exporter) or pve_cluster (every replica of one cluster).
     for rule in [r for g in load_yaml(RULES)["groups"] for r in g["rules"]]:
-        texts = [rule["expr"], *rule.get("annotations", {}).values()]
-        for clause in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", "\n".join(texts)):
-            labels = {label.strip() for label in clause.split(",")}
-            assert {"job", "instance"} <= labels or labels == {"reason"}, (rule, clause)
+        for word, labels in clauses(rule):
+            if labels == {"reason"}:
+                continue
+            assert "job" in labels and labels & {"instance", "pve_cluster"}, (rule, word, labels)
+
+
+def test_replicas_are_joined_one_by_one_and_aggregated_by_cluster():
+    # Datastore series of two replicas: a join pairs a replica's series with its own (on instance),
+    # an aggregation merges the replicas (by pve_cluster, never instance), so they alert once.
+    for rule in [r for g in load_yaml(RULES)["groups"] for r in g["rules"]]:
+        for word, labels in clauses(rule):
+            if "datastore" not in labels:
+                continue
+            if word == "on":
+                assert {"job", "instance", "pve_cluster"} <= labels, (rule, labels)
+            else:
+                assert "pve_cluster" in labels and "instance" not in labels, (rule, labels)
+
+
+def test_the_self_metrics_find_their_cluster_through_one_recording_rule():
+    # pve_datastore_up, pve_datastore_leader, ... and up carry no pve_cluster: every rule that adds
+    # it joins the instance -> cluster table, which is unique per instance (topk 1).
+    rules = {r["record"]: r["expr"] for g in load_yaml(RULES)["groups"] for r in g["rules"] if "record" in r}
+    assert "topk by (job, instance) (1," in rules["instance:pve_datastore_cluster:info"]
+    text = RULES.read_text()
+    joins = re.findall(r"group_left \(pve_cluster\)\s*([\w:]+)", text)
+    assert joins and set(joins) == {"instance:pve_datastore_cluster:info"}, joins
 
 
 def test_every_alert_has_a_firing_and_a_silent_promtool_case():
@@ -117,3 +151,28 @@ def test_every_alert_has_a_firing_and_a_silent_promtool_case():
     names = {rule["alert"] for rule in alerting_rules()}
     assert names <= fired, f"no firing case for {names - fired}"
     assert names <= silent, f"no 'must not fire' case for {names - silent}"
+
+
+def replicas_per_cluster(case):
+    """pve_cluster -> the instances whose input series carry it, in one promtool test case."""
+    found = {}
+    for entry in case["input_series"]:
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', entry["series"]))
+        if "pve_cluster" in labels:
+            found.setdefault(labels["pve_cluster"], set()).add(labels["instance"])
+    return found
+
+
+def test_every_alert_fires_once_for_a_cluster_served_by_two_replicas():
+    # promtool compares the whole list of firing alerts: a case whose input has two replicas of one
+    # cluster and whose expected alerts name that cluster once is a "must not fire twice" check.
+    covered = set()
+    for path in RULE_TESTS:
+        for case in load_yaml(path)["tests"]:
+            pairs = {cluster for cluster, instances in replicas_per_cluster(case).items() if len(instances) >= 2}
+            for check in case.get("alert_rule_test", []):
+                clusters = [alert["exp_labels"].get("pve_cluster") for alert in check.get("exp_alerts", [])]
+                if any(cluster in pairs for cluster in clusters):
+                    covered.add(check["alertname"])
+    names = {rule["alert"] for rule in alerting_rules()}
+    assert names <= covered, f"no case with two replicas of a cluster for {names - covered}"

@@ -1,11 +1,13 @@
 """Parsing captured Proxmox payloads, quirks included (docs/proxmox-api.md#quirks-at-a-glance)."""
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
+from proxmoxer import ResourceException
 
-from pve_datastore_exporter.proxmox import MAX_TEXT, parse
+from pve_datastore_exporter.parse import MAX_TEXT, parse, parse_cluster_name
 from pve_datastore_exporter.records import NodeFigures, RefreshFailed
 
 DATA = Path(__file__).parent / "data"
@@ -243,3 +245,96 @@ def test_text_that_is_left_out_is_logged_escaped_never_forging_a_line(caplog):
 def test_a_type_that_is_not_text_is_no_type():
     (record,) = parse([{**ENTRY, "plugintype": ["z"] * 1000}], [{"storage": "tank", "type": {"a": 1}}])
     assert record.type == "unknown"
+
+
+# -- the cluster's name (docs/proxmox-api.md#cluster-status) ----------------------------------------
+
+CLUSTER_STATUS = [{"type": "node", "id": "node/pve2", "name": "pve2", "nodeid": 2, "ip": "10.0.0.12", "local": 0,
+                   "online": 1, "level": ""},
+                  {"type": "cluster", "id": "cluster", "name": "prod", "nodes": 2, "version": 4, "quorate": 1},
+                  {"type": "node", "id": "node/pve1", "name": "pve1", "nodeid": 1, "ip": "10.0.0.11", "local": 1,
+                   "online": 1, "level": ""}]
+STANDALONE = [{"type": "node", "id": "node/lonely", "name": "lonely", "nodeid": 0, "ip": "10.0.0.9", "local": "1",
+               "online": 1, "level": ""}]
+
+
+@pytest.mark.parametrize("payload,name", [
+    (CLUSTER_STATUS, "prod"),
+    (STANDALONE, "lonely"),  # no cluster entry: the local node's name
+    ([{**STANDALONE[0], "local": 0}], None),
+    ([{"type": "cluster", "name": 5}], None),
+    ([{"type": "cluster", "name": "p\ud800"}], None),
+    ([{"type": "cluster", "name": "p" * 101}], None),
+    ({"errors": b""}, None),
+    (None, None),
+])
+def test_the_cluster_name_is_the_cluster_entrys_or_a_standalone_hosts(payload, name):
+    assert parse_cluster_name(payload) == name
+
+
+def name_reader(answer, clock, **settings):
+    from .test_exact_available import fake_api, make_reader
+
+    api = fake_api()
+    api.answers["/cluster/status"] = answer
+    return make_reader(api, clock, **{"exact_available": False, "proxmox_cluster_name": "", **settings}), api
+
+
+def test_the_name_is_read_at_the_first_refresh_then_once_an_hour():
+    now = [1000.0]
+    reader, api = name_reader(CLUSTER_STATUS, lambda: now[0])
+    assert reader.cluster == "pve1"  # PROXMOX_HOST's host until it is read
+    reader.read()
+    assert reader.cluster == "prod" and api.calls.count("/cluster/status") == 1
+    now[0] += 3599
+    reader.read()
+    assert api.calls.count("/cluster/status") == 1 and len(api.calls) == 5
+    now[0] += 1
+    reader.read()
+    assert api.calls.count("/cluster/status") == 2
+
+
+FORBIDDEN = ResourceException(403, "Forbidden", "Permission check failed (/, Sys.Audit)")
+
+
+def test_without_sys_audit_the_host_stands_in_and_it_is_said_once(caplog):
+    now = [0.0]
+    reader, api = name_reader(FORBIDDEN, lambda: now[0], proxmox_host="[fd00::1]:8006")
+    for _ in range(3):
+        assert len(reader.read()) == 7  # never a failed refresh
+        now[0] += 3600
+    assert reader.cluster == "fd00::1" and api.calls.count("/cluster/status") == 3
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "403 'Permission check failed (/, Sys.Audit)'" in warning and "PROXMOX_HOST's host" in warning
+
+
+def test_a_name_once_read_is_kept_when_it_can_no_longer_be_read(caplog):
+    now, answers = [0.0], [CLUSTER_STATUS]
+    reader, _ = name_reader(lambda: answers[0], lambda: now[0])
+    reader.read()
+    answers[0], now[0] = FORBIDDEN, 3600.0
+    reader.read()
+    assert reader.cluster == "prod" and "the last name read" in caplog.text
+
+
+def test_a_configured_name_is_never_asked_for():
+    reader, api = name_reader(CLUSTER_STATUS, lambda: 0.0, proxmox_cluster_name="mine")
+    reader.read()
+    assert reader.cluster == "mine" and "/cluster/status" not in api.calls
+
+
+@pytest.mark.parametrize("host,name", [("pve1", "pve1"), ("10.0.0.1:8443", "10.0.0.1"), ("[::1]:8006", "::1"),
+                                       ("fd00::1", "fd00::1"), ("", "")])
+def test_the_fallback_name_is_the_host_without_its_port(host, name):
+    from pve_datastore_exporter.config import Config
+    from pve_datastore_exporter.proxmox import fallback_name
+
+    assert fallback_name(Config(proxmox_host=host)) == name
+
+
+def test_a_list_that_fails_to_parse_still_lets_the_name_be_taken():
+    reader, api = name_reader(CLUSTER_STATUS, lambda: 0.0)
+    api.answers["/storage"] = {"errors": b"<html>"}
+    with pytest.raises(RefreshFailed):
+        reader.read()
+    assert reader.cluster == "prod"

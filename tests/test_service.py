@@ -7,9 +7,12 @@ import time
 
 import pytest
 
+from pve_datastore_exporter.coordination import MARGIN, Coordinator
+from pve_datastore_exporter.metrics import Exposition
 from pve_datastore_exporter.records import RefreshFailed
 from pve_datastore_exporter.service import Service, StoreError, default_warnings
-from pve_datastore_exporter.store import Store
+from pve_datastore_exporter.store import SessionError, Store
+from pve_datastore_exporter.store.notify import SqliteWatcher
 
 from .factories import FakeReader, cluster, config, record
 
@@ -259,3 +262,125 @@ def test_a_bug_past_the_read_is_a_counted_failure_and_concurrent_callers_hear_of
         t.join(5)
     assert [r.value.reason for r in results] == ["internal", "internal"]
     assert service.view.refresh.reason == "internal" and service.view.refresh.error.encode()
+
+
+# -- among replicas (coordination.py): fakes for the lock, a real SQLite file for the signals --------
+
+
+class FakeLock:
+    """The leader's lock: free or held elsewhere, with a grace to wait, and a session that can be cut."""
+
+    def __init__(self, free=True, grace=0.0):
+        self.free, self.grace, self.cut, self.marks = free, grace, False, []
+
+    def try_acquire(self):
+        return self.grace if self.free and not self.cut else None
+
+    def begin_read(self, seconds):
+        self._alive()
+        self.marks.append(seconds)
+
+    def end_read(self):
+        self._alive()
+
+    def check(self):
+        self._alive()
+
+    def release(self):
+        pass
+
+    def _alive(self):
+        if self.cut:
+            raise SessionError("terminating connection due to administrator command")
+
+
+class TimedReader(FakeReader):
+    """Notes when each read happened; may cut the lock's session while it reads."""
+
+    def __init__(self, lock=None):
+        super().__init__()
+        self.lock, self.times = lock, []
+
+    def read(self):
+        self.times.append(time.monotonic())
+        if self.lock is not None:
+            self.lock.cut = True  # pg_terminate_backend of the lock's session, mid-read
+        return super().read()
+
+
+def replica(tmp_path, lock, reader=None, store=None):
+    """A service with a coordinator over `lock` and the SQLite file's watcher, its exposition, started."""
+    c = config(tmp_path)
+    coordinator = Coordinator(lock, SqliteWatcher(c.database_url.split(":///", 1)[1]), tick=0.05)
+    service = Service(c, reader or FakeReader(), store or Store(c.database_url), coordinator=coordinator)
+    exposition = Exposition(process=False)
+    service.subscribe(exposition)
+    service.start()
+    coordinator.start(service, refresh_now=lambda: None)
+    return service, coordinator, exposition
+
+
+def leader_gauge(exposition) -> str:
+    return next(line for line in b"".join(exposition.scrape(False)).decode().splitlines()
+                if line.startswith("pve_datastore_leader "))
+
+
+def test_a_read_during_which_the_lock_was_lost_is_dropped_unrecorded_and_the_replica_follows(tmp_path):
+    lock = FakeLock()
+    service, coordinator, exposition = replica(tmp_path, lock, TimedReader(lock))
+    try:
+        assert service.role == "leader" and leader_gauge(exposition) == "pve_datastore_leader 1.0"
+        with pytest.raises(RefreshFailed) as failed:
+            service.refresh()
+        assert failed.value.reason == "db" and "no longer leads" in str(failed.value)
+        assert service._store.is_empty() and service._store.refresh_state()[1].count == 0  # nothing written
+        assert service.role == "follower" and leader_gauge(exposition) == "pve_datastore_leader 0.0"
+        assert service.datastores().role == "follower"
+    finally:
+        coordinator.stop()
+
+
+def test_a_new_leader_waits_out_the_last_leaders_read_before_its_own(tmp_path):
+    lock, reader = FakeLock(grace=0.3), TimedReader()
+    started = time.monotonic()
+    service, coordinator, _ = replica(tmp_path, lock, reader)
+    try:
+        assert service.refresh() == 3
+        assert reader.times[0] - started >= 0.3
+        assert lock.marks == [service.config.refresh_deadline + MARGIN]
+    finally:
+        coordinator.stop()
+
+
+def test_a_follower_shows_what_another_process_commits_and_its_refresh_is_the_leaders(tmp_path):
+    leader, _ = make(tmp_path)
+    reader = FakeReader()
+    follower, coordinator, exposition = replica(tmp_path, FakeLock(free=False), reader, leader._store)
+    try:
+        leader.refresh()
+        wait_until(lambda: follower.view.rows)
+        assert follower.view.refresh.ok and follower.role == "follower" and reader.calls == 0
+        leader.set_defaults(hdd="ceph-vm")  # as the set-default command does, in another process
+        wait_until(lambda: follower.view.default_hdd == "ceph-vm")
+        assert 'datastore="ceph-vm"' in b"".join(exposition.scrape(False)).decode()
+        threading.Timer(0.2, leader.refresh).start()  # the leader, asked to, refreshes
+        assert follower.refresh() == 3 and reader.calls == 0
+        leader._reader.error = RefreshFailed("auth", "401 Unauthorized: permission denied")
+        threading.Timer(0.2, lambda: pytest.raises(RefreshFailed, leader.refresh)).start()
+        with pytest.raises(RefreshFailed) as failed:
+            follower.refresh()
+        assert failed.value.reason == "auth" and "permission denied" in str(failed.value)  # as the leader stored it
+    finally:
+        coordinator.stop()
+
+
+def test_a_follower_asked_to_refresh_with_no_leader_takes_the_lead_and_refreshes(tmp_path):
+    lock, reader = FakeLock(free=False), FakeReader()
+    follower, coordinator, exposition = replica(tmp_path, lock, reader)
+    try:
+        assert follower.role == "follower"
+        threading.Timer(0.2, lambda: setattr(lock, "free", True)).start()  # the leader is gone: the lock is free
+        assert follower.refresh() == 3 and reader.calls == 1
+        assert follower.role == "leader" and leader_gauge(exposition) == "pve_datastore_leader 1.0"
+    finally:
+        coordinator.stop()

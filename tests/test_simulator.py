@@ -286,6 +286,39 @@ def test_cluster_status_and_nodes(sim):
     assert node["status"] == "online" and node["maxmem"] > node["mem"] > 0
 
 
+def test_cluster_status_names_the_cluster_or_a_standalone_host(make_sim):
+    named = make_sim(nodes=2, datastores=1, cluster_name="prod")
+    assert token_api(named).cluster.status.get()[0]["name"] == "prod"
+    alone = token_api(make_sim(nodes=1, datastores=1)).cluster.status.get()
+    assert [(e["type"], e["name"], e["local"], e["nodeid"]) for e in alone] == [("node", "pve1", 1, 0)]
+
+
+def test_a_token_without_sys_audit_gets_a_403_from_cluster_status_only(sim):
+    # docs/proxmox-api.md#cluster-status: Sys.Audit on / is needed; the storage lists need none of it.
+    sim.set_faults(path="^/api2/json/cluster/status$", status=403, reason="Permission check failed (/, Sys.Audit)")
+    api = token_api(sim)
+    with pytest.raises(ResourceException) as err:
+        api.cluster.status.get()
+    assert (err.value.status_code, err.value.content) == (403, "Permission check failed (/, Sys.Audit)")
+    assert api.cluster.resources.get(type="storage") and api.nodes("pve1").storage.get()
+
+
+@pytest.mark.parametrize("kind,reserve", [("dir", True), ("nfs", True), ("cifs", True), ("cephfs", True),
+                                          ("btrfs", True), ("lvmthin", False), ("zfspool", False), ("rbd", False)])
+def test_node_storage_avail_keeps_roots_blocks_on_file_systems_only(kind, reserve):
+    cluster = Cluster(nodes=2, datastores=0, random_seed=3, drift=False)
+    cluster.add("st", type=kind, size=1000 * 4096, used=300 * 4096)
+    rows = {(r["storage"]): r for r in PveApi(cluster).answer(resolve("GET", "/nodes/pve2/storage"), {})}
+    row = rows["st"]
+    assert (row["total"], row["used"]) == (1000 * 4096, 300 * 4096)
+    expected = 700 * 4096 - (int(1000 * 4096 * 0.05) if reserve else 0)
+    assert row["avail"] == expected and row["enabled"] == row["active"] == 1
+    cluster.set_active("st", False, node="pve2")  # e.g. its server is down: zeros, never an empty disk
+    row = PveApi(cluster).answer(resolve("GET", "/nodes/pve2/storage"), {"storage": "st"})[0]
+    assert (row["enabled"], row["active"], row["total"], row["used"], row["avail"]) == (1, 0, 0, 0, 0)
+    assert "used_fraction" not in row
+
+
 def test_what_prometheus_pve_exporter_calls(make_sim):
     """The calls of its cluster collectors (node=0) and node collectors (node=1), 3.10.2."""
     api = token_api(make_sim(vms=5))

@@ -232,8 +232,33 @@ def test_a_datastore_field_gets_the_column_its_type_says_or_a_clear_error():
 
     files, ratio, pool, nodes, flag = fields(Fields)
     assert (type(tables._column(files)).__name__, tables._column(files).null) == ("BigIntegerField", True)
-    assert (type(tables._column(ratio)).__name__, tables._column(ratio).null) == ("FloatField", False)
+    assert (type(tables._column(ratio)).__name__, tables._column(ratio).null) == ("DoubleField", False)
     assert tables._column(pool).max_length == 50
     for refused in (nodes, flag):
         with pytest.raises(TypeError, match=f"records.Datastore.{refused.name}"):
             tables._column(refused)
+
+
+def test_every_write_raises_the_generation_and_the_cluster_name_is_kept_for_the_replicas(store, path):
+    assert store.load()[0] == 0
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping, "prod")
+    store.set_defaults(hdd="ceph-vm")
+    with pytest.raises(UnknownDatastore):
+        store.set_defaults(hdd="nope")  # rolled back, the generation with it
+    store.migrate()  # not a change
+    generation, view = store.load()
+    assert generation == store.generation == 2 and rows(path, "SELECT value FROM generation") == [(2,)]
+    assert view.cluster == "prod" and store.refresh_state() == (2, INFO)
+
+
+def test_a_refresh_state_table_from_before_the_cluster_column_gets_it(path):
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE refresh_state (id INTEGER PRIMARY KEY, last_attempt REAL, last_success REAL, "
+                     "ok INTEGER, error TEXT, reason VARCHAR(20), duration REAL, count INTEGER NOT NULL)")
+        conn.execute("INSERT INTO refresh_state VALUES (1, 1.0, 1.0, 1, NULL, NULL, 0.5, 7)")
+    store = Store(f"sqlite:///{path}")
+    store.migrate()
+    assert store.view().refresh.count == 7 and store.view().cluster == ""
+    store.record_refresh(INFO, "prod")
+    assert store.view().cluster == "prod"

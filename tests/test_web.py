@@ -59,7 +59,7 @@ def test_list_has_the_seed_keys_and_only_enabled_datastores(exporter):
 
 def test_refresh_answers_the_seed_keys(exporter):
     body = exporter.post("/api/datastores/refresh").json()
-    assert body == {"success": True, "message": "Refreshed 3 datastores from Proxmox.", "count": 3}
+    assert body == {"success": True, "message": "Refreshed 3 datastores from Proxmox.", "count": 3, "role": "leader"}
 
 
 def test_refresh_failing_in_proxmox_is_502(exporter):
@@ -77,7 +77,8 @@ def test_set_default_answers_the_seed_keys_and_changes_the_db(exporter):
     assert (body["hdd_datastore"], body["ssd_datastore"], body["changed"]) == ("ceph-vm", "local", True)
     assert ("ceph-vm", 1, 1, 0) in db_rows(exporter)
     again = exporter.get("/api/datastores/default").json()
-    assert again == {"success": True, "hdd_datastore": "ceph-vm", "ssd_datastore": "local", "source": "db", "warnings": []}
+    assert again == {"success": True, "hdd_datastore": "ceph-vm", "ssd_datastore": "local", "cluster": "pve-test",
+                     "source": "db", "role": "leader", "warnings": []}
     assert exporter.post("/api/datastores/default", json={"hdd_datastore_id": "ceph-vm"}).json()["changed"] is False
 
 
@@ -176,7 +177,7 @@ def test_metrics_plain_and_gzip(exporter, accept, zipped):
     exporter.service.refresh()
     plain = exporter.get("/metrics", headers={"Accept-Encoding": "identity"})
     assert plain.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
-    assert 'pve_datastore_size_bytes{datastore="ceph-vm",node="pve1"} 5000' in plain.text
+    assert 'pve_datastore_size_bytes{pve_cluster="pve-test",datastore="ceph-vm",node="pve1"} 5000' in plain.text
     answer = exporter.get("/metrics", headers={"Accept-Encoding": accept}, stream=True)
     raw = answer.raw.read(decode_content=False)
     assert (answer.headers.get("Content-Encoding") == "gzip") is zipped

@@ -77,23 +77,27 @@ def substitute(expr, values, macros=TEST_MACROS):
     return _VAR.sub(repl, expr)
 
 
-def label_values(prometheus, query):
-    """Resolve a `label_values(...)` variable query the way Grafana does, through the HTTP API."""
+def label_values(prometheus, query, at=None):
+    """Resolve a `label_values(...)` variable query the way Grafana does, through the HTTP API.
+
+    `at`: the Unix time the dashboard looks at (default now); the series of its last 5 minutes count.
+    """
     selector, label = parse_label_values(query)
     if selector is None:
         return sorted(prometheus.api(f"label/{label}/values"))
-    series = prometheus.api("series", **{"match[]": selector, "start": time.time() - 300})
+    end = time.time() if at is None else at
+    series = prometheus.api("series", **{"match[]": selector, "start": end - 300, "end": end})
     return sorted({s[label] for s in series if label in s})
 
 
-def resolve_variables(prometheus, dashboard, all_value=None):
+def resolve_variables(prometheus, dashboard, all_value=None, at=None):
     """Variable values in dashboard order; multi-value ones get every value (or `all_value`)."""
     values = {}
     for variable in variables(dashboard):
         if variable["type"] == "datasource":
             values[variable["name"]] = "prometheus"
             continue
-        found = label_values(prometheus, substitute(variable_query(variable), values))
+        found = label_values(prometheus, substitute(variable_query(variable), values), at)
         if not found:
             raise LookupError(f"variable ${variable['name']} has no values")
         if not variable.get("multi"):

@@ -37,9 +37,12 @@ def free_port() -> int:
 class ExporterProcess:
     """Starts `serve` with an environment, waits for /healthz, stops it or kills it."""
 
-    def __init__(self, tmp_path: Path, env: dict[str, str], prefix: list[str] | None = None):
+    def __init__(self, tmp_path: Path, env: dict[str, str], prefix: list[str] | None = None,
+                 ca: str | None = None, auth: tuple[str, str] | None = None, cert: tuple[str, str] | None = None):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # With a web config: HTTPS checked against `ca`, basic auth as `auth`, for every request here.
+        self.verify, self.credentials, self.cert = (ca or True), auth, cert
+        self.url = f"{'https://localhost' if ca else 'http://127.0.0.1'}:{self.port}"
         self.db = tmp_path / "db.sqlite"
         self.log_path = tmp_path / f"exporter-{self.port}.log"
         self.env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": f"sqlite:///{self.db}",
@@ -59,7 +62,8 @@ class ExporterProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"exporter exited {self.proc.returncode}: {self.logs()}")
             try:
-                if requests.get(self.url + "/healthz", timeout=1).ok:
+                if requests.get(self.url + "/healthz", timeout=1, verify=self.verify, auth=self.credentials,
+                                cert=self.cert).ok:
                     return self
             except requests.RequestException:
                 time.sleep(0.1)
@@ -80,9 +84,15 @@ class ExporterProcess:
         return self.get(path).json()
 
     def get(self, path: str, **kw) -> requests.Response:
+        kw.setdefault("verify", self.verify)
+        kw.setdefault("auth", self.credentials)
+        kw.setdefault("cert", self.cert)
         return requests.get(self.url + path, timeout=kw.pop("timeout", 10), **kw)
 
     def post(self, path: str, **kw) -> requests.Response:
+        kw.setdefault("verify", self.verify)
+        kw.setdefault("auth", self.credentials)
+        kw.setdefault("cert", self.cert)
         return requests.post(self.url + path, timeout=kw.pop("timeout", 30), **kw)
 
     def logs(self) -> str:

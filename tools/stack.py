@@ -36,7 +36,7 @@ def wait_for(what, check, timeout=30.0, interval=0.25):
 class Prometheus:
     """A real Prometheus on loopback with a temporary TSDB, scraping one target every second."""
 
-    def __init__(self, workdir: Path, target: str, binary: str = "prometheus"):
+    def __init__(self, workdir: Path, target: str, binary: str = "prometheus", scrape_extra: str = ""):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = workdir / "prometheus.yml"
@@ -45,7 +45,7 @@ class Prometheus:
             f"rule_files: ['{RULES}']\n"
             "scrape_configs:\n"
             "  - job_name: pve-datastore\n"
-            f"    static_configs: [{{targets: ['{target}']}}]\n")
+            f"    static_configs: [{{targets: ['{target}']}}]\n" + scrape_extra)
         self.log = workdir / "prometheus.log"
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(

@@ -8,10 +8,10 @@ import os
 import sys
 import tempfile
 
-from . import __version__
+from . import __version__, coordination
 from . import config as configuration
 from .config import Config, ConfigError
-from .formatting import format_table
+from .formatting import format_table, printable
 from .logs import setup_logging
 from .records import RefreshFailed
 from .service import Service, StoreError, UnknownDatastore
@@ -26,7 +26,7 @@ def build(config: Config) -> Service:
 
 def cmd_serve(config: Config, args) -> int:
     """Serve against the configured cluster (the default command)."""
-    from .server import serve  # waitress and Flask: loaded by the commands that serve only
+    from .server import serve  # uvicorn and Flask: loaded by the commands that serve only
 
     config.check_proxmox()
     return serve(config)
@@ -51,7 +51,7 @@ def cmd_demo(config: Config, args) -> int:
     setup_logging(config)
 
     def announce(server):
-        base = f"http://{args.listen}"
+        base = f"{server.scheme}://{args.listen}"
         print(f"\nSimulated Proxmox: {sim.url} ({args.nodes} nodes x {args.datastores} datastores)\n"
               f"Exporter:   {base}/\n  metrics:  {base}/metrics\n  API:      {base}/api/datastores\n"
               "Press Ctrl-C to stop both.\n", flush=True)
@@ -74,14 +74,19 @@ def cmd_simulate(config: None, args) -> int:
 
 
 def cmd_refresh(config: Config, args) -> int:
-    """Refresh once now and print the count."""
+    """Refresh once now and print the count (beside replicas on PostgreSQL: through their leader)."""
     config.check_proxmox()
-    service = build(config)
+    coordinator = coordination.for_command(config)
+    service = Service(config, coordinator=coordinator)
+    service.start()
+    coordinator.start(service, refresh_now=lambda: None)
     try:
         count = service.refresh()
     except RefreshFailed as exc:
-        print(f"refresh failed ({exc.reason}): {exc}", file=sys.stderr)
+        print(f"refresh failed ({exc.reason}): {printable(exc)}", file=sys.stderr)
         return 1
+    finally:
+        coordinator.stop()
     print(f"refreshed {count} datastores")
     return 0
 
@@ -113,7 +118,7 @@ def cmd_set_default(config: Config, args) -> int:
     except StoreError as exc:
         print(f"set-default: the database cannot be written: {exc}", file=sys.stderr)
         return 1
-    print(f"default HDD: {view.default_hdd}  default SSD: {view.default_ssd}" + ("" if changed else " (unchanged)"))
+    print(f"default HDD: {printable(view.default_hdd)}  default SSD: {printable(view.default_ssd)}" + ("" if changed else " (unchanged)"))
     return 0
 
 
@@ -131,8 +136,12 @@ def cmd_init_db(config: Config, args) -> int:
 def cmd_check_config(config: Config, args) -> int:
     """Print the effective settings, secrets masked; fail if Proxmox access is incomplete."""
     for name, value, help_text in configuration.describe(config):
-        print(f"{name:<27} {value:<40} # {help_text}")
+        print(f"{name:<27} {printable(value):<40} # {help_text}")
     config.check_proxmox()
+    if config.web_config_file:
+        from . import webconfig
+
+        print(f"web config {config.web_config_file}: {webconfig.load(config.web_config_file).summary()}")
     return 0
 
 
@@ -155,6 +164,8 @@ def global_options(with_defaults: bool) -> argparse.ArgumentParser:
 
     add("--version", action="version", version=f"{PROG} {__version__}")  # not %(prog)s: "… list 0.1.0"
     add("--env-file", help="the .env file to read (default ./.env when it exists)")
+    add("--web.config.file", dest="web_config_file", metavar="FILE",
+        help="exporter-toolkit web config: TLS, basic auth, headers (wins over EXPORTER_WEB_CONFIG_FILE)")
     return options
 
 
@@ -226,8 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         config = None
         if args.needs_config:
             config = load_config(args.env_file)
+            if args.web_config_file:
+                config = config.replace(web_config_file=args.web_config_file)
             setup_logging(config)
         return args.func(config, args)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        print(f"configuration error: {printable(exc)}", file=sys.stderr)
         return 2

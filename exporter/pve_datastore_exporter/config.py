@@ -150,6 +150,13 @@ def scrub(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
+def _names(value: str) -> str:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if any(not re.fullmatch(r"[^\s:]+", n) for n in names):
+        raise ValueError("expected user names separated by commas (no spaces or colons in a name)")
+    return ",".join(names)
+
+
 def _log_level(value: str) -> str:
     level = value.strip().upper()
     if level not in LOG_LEVELS:
@@ -169,6 +176,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PROXMOX_VERIFY_SSL", "proxmox_verify_ssl", "true", "verify the cluster's TLS certificate; false logs a warning", _bool),
     Setting("PROXMOX_CA_BUNDLE", "proxmox_ca_bundle", "", "CA file for a private CA, e.g. a copy of /etc/pve/pve-root-ca.pem", _text),
     Setting("PROXMOX_TIMEOUT", "proxmox_timeout", "10", "seconds per Proxmox API call", _int_range(1, 300)),
+    Setting("PROXMOX_CLUSTER_NAME", "proxmox_cluster_name", "",
+            "the pve_cluster label and the answers' cluster; unset = read from /cluster/status (needs Sys.Audit)", _text),
     Setting("PROXMOX_HDD_DATASTORE", "hdd_datastore", "local-lvm", "initial default HDD datastore (then kept in the DB)", _datastore_id),
     Setting("PROXMOX_SSD_DATASTORE", "ssd_datastore", "local", "initial default SSD datastore (then kept in the DB)", _datastore_id),
     Setting("DATABASE_URL", "database_url", "sqlite:///instance/proxmox_manager.db",
@@ -177,8 +186,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXPORTER_LISTEN_ADDRESS", "listen_address", "0.0.0.0:9863", "host:port where HTTP is served ([::1]:9863 for IPv6)", _listen),
     Setting("EXPORTER_REFRESH_INTERVAL", "refresh_interval", "60",
             "seconds between refreshes from Proxmox; 0 = only on demand (POST /api/datastores/refresh)", _int_range(0, 86400)),
+    Setting("EXPORTER_EXACT_AVAILABLE", "exact_available", "false",
+            "also read /nodes/{node}/storage, one call per online node per refresh, for Proxmox's own avail", _bool),
     Setting("EXPORTER_API_TOKEN", "api_token", "", "bearer token for POST endpoints; unset = loopback clients only", _text, secret=True),
     Setting("EXPORTER_LOG_LEVEL", "log_level", "INFO", "log level: " + ", ".join(LOG_LEVELS), _log_level),
+    Setting("EXPORTER_WEB_CONFIG_FILE", "web_config_file", "",
+            "exporter-toolkit web config (TLS, basic auth, headers); also --web.config.file", _text),
+    Setting("EXPORTER_WRITE_USERS", "write_users", "",
+            "with basic auth: the users (comma list) who may change defaults and refresh", _names),
 )
 
 
@@ -191,11 +206,13 @@ class _ConfigMethods:
 
     @property
     def refresh_deadline(self) -> int:
-        """Seconds a whole read of Proxmox may take: two calls and a login, PROXMOX_TIMEOUT each, + 5.
+        """Seconds a whole read of Proxmox may take: two calls and a login, PROXMOX_TIMEOUT each, then
+        the extra calls (the cluster's name, each node's storage), all at once within one more, + 5.
 
         requests' timeout bounds each socket read, not a call: a body dripping a byte a second never ends.
         """
-        return 3 * self.proxmox_timeout + 5
+        extra = self.exact_available or not self.proxmox_cluster_name
+        return (4 if extra else 3) * self.proxmox_timeout + 5
 
     def secrets(self) -> tuple[str, ...]:
         """The secret values in force, for scrubbing them out of messages."""

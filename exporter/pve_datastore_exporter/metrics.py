@@ -33,7 +33,8 @@ GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, m
 FAMILIES = (
     ("pve_datastore_size_bytes", "Size of the datastore as one node reports it, in bytes."),
     ("pve_datastore_used_bytes", "Used space of the datastore as one node reports it, in bytes."),
-    ("pve_datastore_available_bytes", "Available space (size - used) of the datastore on one node, in bytes."),
+    ("pve_datastore_available_bytes", "Available space of the datastore on one node, in bytes: size - used, "
+     "or what Proxmox reports with EXPORTER_EXACT_AVAILABLE."),
 )
 
 
@@ -50,29 +51,31 @@ def _bool(flag: bool) -> str:
 
 
 def render_datastores(view: View) -> bytes:
-    """The datastore families of the exposition (text format 0.0.4) for one view."""
+    """The datastore families of the exposition (text format 0.0.4) for one view; each series names its cluster."""
     lines: list[str] = []
+    cluster = view.cluster
     capacity = [(d.id, n) for d in view.rows for n in d.nodes]
     for index, (name, help_text) in enumerate(FAMILIES):
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
         for datastore, node in capacity:
             if node.active and node.size is not None:
                 value = (node.size, node.used, node.available)[index]
-                lines.append(f"{name}{_labels(datastore=datastore, node=node.node)} {value}")
+                lines.append(f"{name}{_labels(pve_cluster=cluster, datastore=datastore, node=node.node)} {value}")
     lines += ["# HELP pve_datastore_active 1 when Proxmox reports the datastore available on the node.",
               "# TYPE pve_datastore_active gauge"]
-    lines += [f"pve_datastore_active{_labels(datastore=d, node=n.node)} {int(n.active)}" for d, n in capacity]
-    lines += ["# HELP pve_datastore_info Datastore attributes; join on datastore. Always 1.",
+    lines += [f"pve_datastore_active{_labels(pve_cluster=cluster, datastore=d, node=n.node)} {int(n.active)}"
+              for d, n in capacity]
+    lines += ["# HELP pve_datastore_info Datastore attributes; join on pve_cluster and datastore. Always 1.",
               "# TYPE pve_datastore_info gauge"]
     for d in view.rows:
         lines.append("pve_datastore_info" + _labels(
-            datastore=d.id, type=d.type, content=d.content, shared=_bool(d.shared), enabled=_bool(d.enabled),
+            pve_cluster=cluster, datastore=d.id, type=d.type, content=d.content, shared=_bool(d.shared), enabled=_bool(d.enabled),
             is_default_hdd=_bool(d.is_default_hdd), is_default_ssd=_bool(d.is_default_ssd)) + " 1")
     lines += ["# HELP pve_datastore_default The default datastore per role and where the setting comes from.",
               "# TYPE pve_datastore_default gauge"]
     for role, datastore in (("hdd", view.default_hdd), ("ssd", view.default_ssd)):
         if datastore:
-            lines.append(f"pve_datastore_default{_labels(role=role, datastore=datastore, source=view.source)} 1")
+            lines.append(f"pve_datastore_default{_labels(pve_cluster=cluster, role=role, datastore=datastore, source=view.source)} 1")
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -94,6 +97,8 @@ class Exposition:
                                 ["reason"], registry=self.registry)
         for reason in FAILURE_REASONS:
             self.failures.labels(reason)
+        self.leader = Gauge("pve_datastore_leader", "1 on the replica that reads Proxmox (the leader), 0 on a follower.",
+                            registry=self.registry)
         self._clock = clock
         self._counted: tuple = (None, None)  # (refresh, reason) last counted
         self._parts = (b"", _deflate(b"", 6, final=False), 0)  # (plain, deflate, crc32), swapped as one
@@ -110,6 +115,7 @@ class Exposition:
             self._count(info)
         self.up.set(1 if info.ok else 0)
         self.last_success.set(info.last_success or 0)
+        self.leader.set(1 if view.role == "leader" else 0)
         with self._own_lock:
             self._own = (float("-inf"), b"", b"")  # the next scrape shows this change
 

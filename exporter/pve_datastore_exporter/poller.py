@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections.abc import Callable
 
 from .records import RefreshFailed
 
@@ -21,13 +22,15 @@ def next_delay(interval: float, failures: int, rand: float) -> float:
 
 
 class Poller:
-    """Runs `service.refresh()` every `interval` seconds in a daemon thread until stopped."""
+    """Runs `service.refresh()` every `interval` seconds in a daemon thread until stopped, while `leads()`."""
 
-    def __init__(self, service, interval: float, rand=random.random):
+    def __init__(self, service, interval: float, rand=random.random, leads: Callable[[], bool] = lambda: True):
         self._service = service
         self._interval = interval
         self._rand = rand
+        self._leads = leads  # a follower leaves the refreshes to the leader (coordination.py)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # poke(): refresh now
         self._thread = threading.Thread(target=self._run, name="refresh", daemon=True)
         self.failures = 0
 
@@ -39,16 +42,32 @@ class Poller:
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the loop to end and wait a little for it."""
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def poke(self) -> None:
+        """Refresh now (a follower asked, or this replica took the lead); without a loop, in a thread."""
+        if self._thread.is_alive():
+            self._wake.set()
+        elif not self._stop.is_set():
+            threading.Thread(target=self.tick, name="refresh-now", daemon=True).start()
+
+    def take_over(self) -> None:
+        """This replica just took the lead: refresh now if refreshes are scheduled (not with interval 0)."""
+        if self._interval > 0:
+            self.poke()
+
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()  # a poke before this tick is answered by it
             self.tick()
-            self._stop.wait(next_delay(self._interval, self.failures, self._rand()))
+            self._wake.wait(next_delay(self._interval, self.failures, self._rand()))
 
     def tick(self) -> None:
-        """One refresh; a failure only lengthens the wait before the next."""
+        """One refresh if this replica leads; a failure only lengthens the wait before the next."""
+        if not self._leads():
+            return
         try:
             count = self._service.refresh()
             self.failures = 0

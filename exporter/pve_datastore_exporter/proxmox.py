@@ -1,33 +1,31 @@
-"""The one importer of proxmoxer: fetch the two lists, then parse them with pure functions.
+"""The one importer of proxmoxer: connect, fetch the two lists (and, beside them, the cluster's name and
+each node's own `avail`), and hand the answers to the pure functions of parse.py.
 
 The facts about the API relied on here are in docs/proxmox-api.md; comments cite its sections.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import logging
-import re
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable
 
 import requests
 import urllib3
 from proxmoxer import AuthenticationError, ProxmoxAPI, ResourceException
 
 from .config import Config, ConfigError, scrub
-from .records import Datastore, NodeFigures, RefreshFailed
+from .parse import online_nodes, parse, parse_cluster_name, parse_node_storage, quoted, with_exact_available
+from .records import Datastore, RefreshFailed
 
 log = logging.getLogger(__name__)
 
-MAX_BYTES = 2**63 - 1  # a size past this is no disk, and no database column takes it
 MAX_STUCK = 2  # fetches left hanging on a dripping answer before refreshes fail at once
-TYPE_WIDTH = next(f.metadata["column"]["max_length"] for f in dataclasses.fields(Datastore) if f.name == "type")
-# The longest text kept from a field, declared once: its column's width (the seed's VARCHAR(100) for IDs
-# and node names, Datastore.type's for types), 100 for a content list (all types together are ~50). No
-# real value comes near one: an entry past one is left out, and logged (docs/proxmox-api.md#text-from-proxmox).
-MAX_TEXT = {"storage": 100, "node": 100, "type": TYPE_WIDTH, "plugintype": TYPE_WIDTH, "content": 100}
-INVALID_TEXT = re.compile("[\x00\ud800-\udfff]")  # a lone surrogate fits no UTF-8 output, NUL no PostgreSQL text
+NAME_EVERY = 3600.0  # seconds between reads of the cluster's name: it changes only when an admin renames the cluster
+WORKERS = 8  # threads of the extra round: under the 10 connections requests keeps per host
+NAME = ("name",)  # the extra round's key of /cluster/status; a node's is ("node", name)
 
 
 def connect(config: Config) -> ProxmoxAPI:
@@ -52,142 +50,54 @@ def fetch(api) -> tuple[object, object]:
     return api.cluster.resources.get(type="storage"), api.storage.get()
 
 
-def _flag(value) -> bool:
-    # Third-party plugins send 0/1 as strings ("1"); int() takes both (docs/proxmox-api.md#booleans-and-lists).
-    try:
-        return bool(int(value))
-    except (TypeError, ValueError):
-        return str(value).strip().lower() == "true"
+def fetch_node_storage(api, node: str) -> object:
+    """One node's live storage status, proxied to that node (docs/proxmox-api.md#node-storage)."""
+    return api.nodes(node).storage.get()
 
 
-def _bytes(value) -> int:
-    # Integers exactly (a float loses them past 2^53); "123" and 1.5e12 are accepted too.
-    number = value if isinstance(value, int) else int(value) if str(value).isdigit() else int(float(value))
-    if number > MAX_BYTES:
-        raise ValueError("size out of range")
-    return max(number, 0)
+def fetch_cluster_status(api) -> object:
+    """The cluster's name and members; 403 without Sys.Audit on / (docs/proxmox-api.md#cluster-status)."""
+    return api.cluster.status.get()
 
 
-def _content(value) -> str:
-    # Comma lists arrive in random order; /storage says "none" and resources "" for empty
-    # (docs/proxmox-api.md#booleans-and-lists, #storage-configuration).
-    if not isinstance(value, str):
-        return ""
-    return ",".join(sorted(p for p in (s.strip() for s in value.split(",")) if p and p != "none"))
+def fallback_name(config: Config) -> str:
+    """The `pve_cluster` of a cluster whose name was never read: PROXMOX_HOST without its port."""
+    host = config.proxmox_host
+    if host.startswith("["):  # [v6]:port
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
-def _text(value) -> str:
-    # Text fields are strings; anything else (a list, a number) is no text at all.
-    return value if isinstance(value, str) else ""
+def gather(calls: dict, limit: float, workers: int = WORKERS) -> dict:
+    """Run the calls on up to `workers` daemon threads: what each returned or raised within `limit` s.
 
-
-def _quoted(value: str, limit: int = 120) -> str:
-    """A value from Proxmox for a message or a log line: repr'd (escaped, one line) and cut short."""
-    return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
-
-
-def _items(payload, what: str) -> list[dict]:
-    # proxmoxer turns an unparsable body into {"errors": b"..."}, so the shape is checked here.
-    if not isinstance(payload, list):
-        raise RefreshFailed("parse", f"{what}: expected a list from Proxmox, got {type(payload).__name__}")
-    items = [item for item in payload if isinstance(item, dict) and isinstance(item.get("storage"), str)]
-    # Any string of an entry, read today or not: a JSON "\ud800" escape decodes to a lone surrogate.
-    invalid = next(((k, v) for i in items for k, v in i.items() if isinstance(v, str) and INVALID_TEXT.search(v)), None)
-    if invalid:
-        raise RefreshFailed("parse", f"{what}: the {_quoted(str(invalid[0]))} of an entry is not valid text "
-                            f"(a lone surrogate or NUL): {_quoted(invalid[1])}")
-    too_long = [(item, field) for item in items if (field := _too_long(item))]
-    if too_long:
-        shown = "; ".join(f"{field} over {MAX_TEXT[field]} characters: {_quoted(item[field])}"
-                          for item, field in too_long[:5]) + ("; ..." if len(too_long) > 5 else "")
-        log.warning("%s: left out %d entries with text no real cluster sends: %s", what, len(too_long), shown)
-    return [item for item in items if not _too_long(item)]
-
-
-def _too_long(item: dict) -> str | None:
-    """The first field of `item` longer than MAX_TEXT allows, or None."""
-    return next((k for k, limit in MAX_TEXT.items() if len(_text(item.get(k))) > limit), None)
-
-
-def parse_resources(payload) -> dict[str, Datastore]:
-    """/cluster/resources?type=storage by datastore: its per-node figures and what the nodes say of it."""
-    grouped: dict[str, list[tuple[dict, NodeFigures]]] = {}
-    for item in _items(payload, "/cluster/resources"):
-        if item.get("type", "storage") == "storage" and isinstance(item.get("node"), str):
-            # Figures checked in payload order: a bad size is named as Proxmox listed it.
-            grouped.setdefault(item["storage"], []).append((item, _node_figures(item)))
-    return {datastore_id: _seen_by_nodes(datastore_id, seen) for datastore_id, seen in grouped.items()}
-
-
-def _seen_by_nodes(datastore_id: str, seen: list[tuple[dict, NodeFigures]]) -> Datastore:
-    # Every node repeats plugintype, content and shared; the first node that has a value counts.
-    items, nodes = [item for item, _ in seen], {figures.node: figures for _, figures in seen}
-    return Datastore(
-        id=datastore_id, type=next((t for t in (_text(i.get("plugintype")) for i in items) if t), "unknown"),
-        content=next((c for c in (_content(i.get("content")) for i in items) if c), ""),
-        shared=any(_flag(i.get("shared", 0)) for i in items), nodes=tuple(nodes[n] for n in sorted(nodes)))
-
-
-def _node_figures(item: dict) -> NodeFigures:
-    # disk/maxdisk exist only while status is "available"; "unknown" is not an empty disk
-    # (docs/proxmox-api.md#sizes-absent-when-unknown).
-    if item.get("status") != "available" or "maxdisk" not in item or "disk" not in item:
-        return NodeFigures(node=item["node"], active=False)
-    try:
-        size, used = _bytes(item["maxdisk"]), _bytes(item["disk"])
-    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON 1e400 arrives as inf
-        raise RefreshFailed("parse", f"/cluster/resources: sizes of {item['storage']!r} are not byte counts") from None
-    return NodeFigures(node=item["node"], size=size, used=used, available=max(size - used, 0), active=True)
-
-
-def parse_storage_config(payload) -> dict[str, Datastore]:
-    """Read /storage: type, content, shared, disabled; disabled datastores appear only here.
-
-    docs/proxmox-api.md#disabled-only-in-storage.
+    A call unanswered at the limit gets a TimeoutError; its thread ends with its socket's timeout.
     """
-    return {
-        item["storage"]: Datastore(
-            # type "" when absent: build_datastores then takes the nodes' plugintype.
-            id=item["storage"], type=_text(item.get("type")), content=_content(item.get("content")),
-            shared=_flag(item.get("shared", 0)), enabled=not _flag(item.get("disable", 0)))
-        for item in _items(payload, "/storage")
-    }
+    todo, done, lock = list(calls.items()), {}, threading.Lock()
 
+    def work() -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                key, call = todo.pop()
+            try:
+                result = call()
+            except Exception as exc:  # noqa: BLE001 - every failure is the caller's to judge
+                result = exc
+            with lock:
+                done[key] = result
 
-def build_datastores(seen: dict[str, Datastore], configured: dict[str, Datastore]) -> list[Datastore]:
-    """Merge both lists into cluster-wide datastores: a shared one counted once, a local one summed."""
-    merged = []
-    for datastore_id in sorted(set(seen) | set(configured)):
-        by_nodes = seen.get(datastore_id) or Datastore(datastore_id)
-        # Not in /storage: enabled, and no type of its own ("" lets the nodes' plugintype stand).
-        conf = configured.get(datastore_id) or Datastore(datastore_id, type="")
-        shared = conf.shared or by_nodes.shared
-        size, used = _cluster_figures(by_nodes.nodes, shared)
-        # What /storage says stands (a field read there needs no line here); the nodes fill the rest.
-        merged.append(dataclasses.replace(
-            conf, type=conf.type or by_nodes.type,
-            content=conf.content or by_nodes.content, shared=shared, size=size, used=used,
-            available=max(size - used, 0), active=any(n.active for n in by_nodes.nodes), nodes=by_nodes.nodes))
-    return merged
-
-
-def _cluster_figures(nodes: Iterable[NodeFigures], shared: bool) -> tuple[int, int]:
-    active = [n for n in nodes if n.active]
-    if not active:
-        return 0, 0
-    if shared:
-        # Every node reports the same shared capacity: count it once, not once per node
-        # (docs/proxmox-api.md#shared-datastores).
-        return active[0].size, active[0].used
-    size, used = sum(n.size for n in active), sum(n.used for n in active)
-    if size > MAX_BYTES or used > MAX_BYTES:
-        raise RefreshFailed("parse", "/cluster/resources: a datastore's total over its nodes is out of range")
-    return size, used
-
-
-def parse(resources_payload, storage_payload) -> list[Datastore]:
-    """Both payloads to datastores."""
-    return build_datastores(parse_resources(resources_payload), parse_storage_config(storage_payload))
+    threads = [threading.Thread(target=work, name="proxmox-extra", daemon=True)
+               for _ in range(min(workers, len(todo)))]
+    end = time.monotonic() + limit
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(end - time.monotonic(), 0))
+    with lock:
+        todo.clear()  # not started by now: never
+        return {key: done.get(key, TimeoutError(f"no answer within {limit:g} s")) for key in calls}
 
 
 def classify(exc: BaseException) -> str:
@@ -203,16 +113,33 @@ def classify(exc: BaseException) -> str:
     return "connection"
 
 
-class Reader:
-    """Reads the datastores of one cluster; keeps one client (and its ticket) between refreshes."""
+def describe(exc: BaseException) -> str:
+    """An extra call's failure for a log line: Proxmox's status and phrase, or the error, escaped."""
+    if isinstance(exc, ResourceException):  # the phrase is Proxmox's message (docs/proxmox-api.md#errors)
+        return f"{exc.status_code} {quoted(str(exc.content))}"
+    return f"{type(exc).__name__}: {quoted(str(exc))}"
 
-    def __init__(self, config: Config, connect: Callable[[Config], object] = connect):
+
+class Reader:
+    """Reads the datastores of one cluster; keeps one client (and its ticket) between refreshes.
+
+    `cluster` is the cluster's name: PROXMOX_CLUSTER_NAME, else the last one /cluster/status gave
+    (read at the first refresh, then every NAME_EVERY seconds), else PROXMOX_HOST's host.
+    """
+
+    def __init__(self, config: Config, connect: Callable[[Config], object] = connect,
+                 clock: Callable[[], float] = time.monotonic):
         self._config = config
         self._connect = connect
+        self._clock = clock
         self._api = None
         self._lock = threading.Lock()
         self._stuck: list[threading.Thread] = []
         self.deadline = config.refresh_deadline
+        self.cluster = config.proxmox_cluster_name or fallback_name(config)
+        self._name_asked: float | None = None  # when /cluster/status was last asked
+        self._name_read = self._name_failing = False
+        self._failing_nodes: set[str] = set()  # nodes whose avail could not be read last time
 
     def read(self) -> list[Datastore]:
         """Fetch and parse; raise RefreshFailed with a reason and a message free of secrets."""
@@ -231,7 +158,8 @@ class Reader:
                 raise RefreshFailed("timeout", f"Proxmox did not finish answering within {self.deadline} s")
             if "error" in outcome:
                 raise outcome["error"]
-            return parse(*outcome["payloads"])
+            self._take_name(outcome["extras"].pop(NAME, None))  # before parsing: a bad list costs no name
+            return self._take_avail(parse(*outcome["payloads"]), outcome["extras"])
 
     def _fetch(self, outcome: dict) -> None:
         try:
@@ -239,6 +167,8 @@ class Reader:
                 self._config.check_proxmox()
                 self._api = self._connect(self._config)
             outcome["payloads"] = fetch(self._api)
+            outcome["extras"] = gather(self._extra_calls(self._api, outcome["payloads"][0]),
+                                       self._config.proxmox_timeout)
         except (AuthenticationError, ResourceException, requests.exceptions.RequestException) as exc:
             reason = classify(exc)
             if reason == "auth":
@@ -250,6 +180,59 @@ class Reader:
             outcome["error"] = RefreshFailed("connection", self._clean(f"cannot reach Proxmox: {exc}"))
         except Exception as exc:  # noqa: BLE001 - e.g. proxmoxer choking on an odd login answer
             outcome["error"] = RefreshFailed("parse", self._clean(f"unexpected answer from Proxmox: {exc!r}"))
+
+    def _extra_calls(self, api, resources) -> dict:
+        """After the two lists, all at once: the cluster's name when due, each online node's storage if asked for."""
+        calls = {}
+        if not self._config.proxmox_cluster_name and (
+                self._name_asked is None or self._clock() - self._name_asked >= NAME_EVERY):
+            self._name_asked = self._clock()
+            calls[NAME] = functools.partial(fetch_cluster_status, api)
+        if self._config.exact_available:  # one call per node, only to nodes that are up
+            calls.update({("node", n): functools.partial(fetch_node_storage, api, n) for n in online_nodes(resources)})
+        return calls
+
+    def _take_avail(self, datastores: list[Datastore], extras: dict) -> list[Datastore]:
+        """The nodes' answers taken in: a failed call costs that node's exact figures, never the refresh."""
+        avail, failed = {}, {}
+        for (_, node), answer in extras.items():
+            try:
+                if isinstance(answer, BaseException):
+                    raise answer
+                avail[node] = parse_node_storage(answer, node)
+            except Exception as exc:  # noqa: BLE001 - 595, timeout, 5xx, garbage: the node keeps its figures
+                failed[node] = self._clean(describe(exc))
+        self._log_nodes(failed, set(avail))
+        return with_exact_available(datastores, avail) if avail else datastores
+
+    def _take_name(self, answer) -> None:
+        """/cluster/status's answer (None: not asked this time) taken in: a failure keeps the name there is."""
+        if answer is None:
+            return
+        name = None if isinstance(answer, BaseException) else parse_cluster_name(answer)
+        if name:
+            if name != self.cluster:
+                log.info("the cluster's name is %s (from /cluster/status)", quoted(name))
+            self.cluster, self._name_read, self._name_failing = name, True, False
+            return
+        if not self._name_failing:  # once per failing streak: a missing Sys.Audit fails every hour
+            why = self._clean(describe(answer)) if isinstance(answer, BaseException) else "no cluster or local node in it"
+            log.warning("cannot read the cluster's name from /cluster/status (%s); pve_cluster stays %s, %s; "
+                        "grant Sys.Audit on / or set PROXMOX_CLUSTER_NAME", why, quoted(self.cluster),
+                        "the last name read" if self._name_read else "PROXMOX_HOST's host")
+        self._name_failing = True
+
+    def _log_nodes(self, failed: dict[str, str], answered: set[str]) -> None:
+        """A node that starts failing is a warning, once; one that answers again, a line of info."""
+        new = {node: why for node, why in failed.items() if node not in self._failing_nodes}
+        if new:
+            shown = "; ".join(f"{quoted(node)}: {why}" for node, why in list(new.items())[:5])
+            log.warning("EXPORTER_EXACT_AVAILABLE: no avail from %d node(s), which keep size - used from "
+                        "/cluster/resources: %s%s", len(new), shown, "; ..." if len(new) > 5 else "")
+        back = sorted(self._failing_nodes & answered)
+        if back:
+            log.info("EXPORTER_EXACT_AVAILABLE: avail from %s again", ", ".join(map(quoted, back)))
+        self._failing_nodes = set(failed)  # a node not asked (down) is warned of anew when it fails again
 
     def _clean(self, message: str) -> str:
         """Secrets masked (before RefreshFailed cuts the message short)."""

@@ -108,6 +108,8 @@ class View:
     default_ssd: str | None = None
     source: str = "db"
     refresh: RefreshInfo = field(default_factory=RefreshInfo)
+    cluster: str = ""  # the cluster's name: the `pve_cluster` label and the answers' "cluster" (proxmox.Reader.cluster)
+    role: str = "leader"  # of the replica answering: "leader" reads Proxmox, a "follower" shows what it stored
 
     def row(self, datastore_id: str) -> Datastore | None:
         """The datastore with that ID, or None."""

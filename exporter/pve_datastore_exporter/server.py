@@ -1,4 +1,4 @@
-"""The HTTP server: the WSGI app in waitress, the refresh loop beside it, until SIGTERM or SIGINT."""
+"""`serve`: the listener, the refresh loop and the replicas' coordination, until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -8,76 +8,49 @@ import logging
 import os
 import resource
 import signal
-import time
+import ssl
 
-from waitress import create_server
-from waitress.channel import HTTPChannel
-
+from . import coordination, webconfig
 from .config import Config, ConfigError, parse_listen_address
+from .front import Front, with_user
+from .listener import HTTP_THREADS, HttpServer, listening_socket, wsgi_pool
+from .metrics import Exposition
 from .poller import Poller
 from .service import Service
-from .web import create_wsgi
+from .tls import CertificateWatcher, server_context
+from .web import create_app
 
 log = logging.getLogger("pve_datastore_exporter")
 
-HTTP_THREADS = 8
-# A client that opens connections and drips a header line every few seconds (slowloris) costs
-# waitress a socket and a buffer, never a thread: its channels read asynchronously. What it can
-# exhaust is the connection limit, so the limit is sized well above any honest load and every
-# request must arrive whole within REQUEST_DEADLINE seconds of its first byte.
-CONNECTION_LIMIT = 1000
-REQUEST_DEADLINE = 10
-IDLE_TIMEOUT = 60  # a kept-alive connection with no request (Prometheus reconnects when it must)
+OPEN_FILES = 4096  # connections cost a descriptor each; slow clients may hold many at once
 
 
-class _DeadlineChannel(HTTPChannel):
-    """A waitress channel that remembers when the request it is still reading began."""
-
-    request_started: float | None = None
-
-    def received(self, data):
-        """Parse as waitress does, timing each request from its first byte to its last."""
-        if data and self.request is None:
-            self.request_started = time.monotonic()
-        result = super().received(data)
-        if self.request is None:
-            self.request_started = None
-        return result
-
-
-def _close_late_requests(server, deadline: float):
-    """Waitress's idle cleanup, plus: close channels whose request is not whole after `deadline`."""
-    idle_cleanup = server.maintenance
-
-    def maintenance(now: float) -> None:
-        idle_cleanup(now)
-        late = time.monotonic() - deadline
-        for channel in list(server.active_channels.values()):
-            started = getattr(channel, "request_started", None)
-            if not channel.requests and started is not None and started < late:
-                channel.will_close = True
-    return maintenance
-
-
-def raise_open_files_limit(wanted: int = CONNECTION_LIMIT + 100) -> None:
-    """Raise the soft limit of open files to what the connection limit needs (the hard limit allowing)."""
+def raise_open_files_limit(wanted: int = OPEN_FILES) -> None:
+    """Raise the soft limit of open files to `wanted` (the hard limit allowing)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
 
 
-def http_server(app, host: str, port: int, threads: int = HTTP_THREADS,
-                request_deadline: float = REQUEST_DEADLINE, **adjustments):
-    """The waitress server every `serve` (and the in-process tests) runs the app in."""
-    server = create_server(app, host=host, port=port, threads=threads, ident="pve-datastore-exporter",
-                           clear_untrusted_proxy_headers=True, connection_limit=CONNECTION_LIMIT,
-                           channel_timeout=IDLE_TIMEOUT, cleanup_interval=1, asyncore_use_poll=True,
-                           # waitress's own cap cuts a huge upload early; up to it, the app answers 413
-                           max_request_body_size=1024 * 1024, **adjustments)
-    # One listening socket here, so one TcpWSGIServer: its channels and its cleanup are ours.
-    server.channel_class = _DeadlineChannel
-    server.maintenance = _close_late_requests(server, request_deadline)
-    return server
+def build_front(service: Service, config: Config, web: webconfig.WebConfig | None = None,
+                exposition: Exposition | None = None, threads: int = HTTP_THREADS) -> Front:
+    """The whole HTTP app: the front (guard, /metrics) over the Flask app in `threads` threads."""
+    exposition = exposition or Exposition()
+    service.subscribe(exposition)
+    # At most half the threads wait for a refresh: the page and the API always find one free.
+    app = create_app(service, config, refresh_waiters=max(threads // 2, 1))
+    return Front(wsgi_pool(with_user(app), threads), exposition, web)
+
+
+def tls_for(web: webconfig.WebConfig | None) -> tuple[ssl.SSLContext | None, CertificateWatcher | None]:
+    """The TLS context and its watcher when the web config asks for TLS; ConfigError on bad files."""
+    if web is None or web.tls is None:
+        return None, None
+    try:
+        context = server_context(web.tls)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"web config {web.path}: the certificate, key or CA cannot be used ({exc})") from None
+    return context, CertificateWatcher(context, web.tls)
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
@@ -95,40 +68,59 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass  # not glibc: nothing to tune
 
 
+def _web(config: Config):
+    """The web config, its TLS context and certificate watcher (None when unset); errors stop start-up."""
+    web = webconfig.load(config.web_config_file) if config.web_config_file else None
+    context, watcher = tls_for(web)
+    if web:
+        log.info("web config %s: %s", config.web_config_file, web.summary())
+        if web.users and config.api_token:
+            log.warning("EXPORTER_API_TOKEN is not used while basic auth is on: writers are EXPORTER_WRITE_USERS")
+    return web, context, watcher
+
+
+def _listen(config: Config):
+    host, port = parse_listen_address(config.listen_address)
+    raise_open_files_limit()
+    try:
+        return listening_socket(host, port)
+    except OSError as exc:
+        raise ConfigError(f"EXPORTER_LISTEN_ADDRESS: cannot listen on {config.listen_address}: {exc.strerror}") from None
+
+
 def serve(config: Config, ready=None) -> int:
     """Refresh in the background and serve HTTP until SIGTERM or SIGINT."""
     limit_malloc_arenas()
     if not config.proxmox_verify_ssl:
         log.warning("PROXMOX_VERIFY_SSL=false: the cluster's TLS certificate is not checked"
                     + (" (PROXMOX_CA_BUNDLE is ignored)" if config.proxmox_ca_bundle else ""))
-    service = Service(config)
+    web, context, watcher = _web(config)
+    sock = _listen(config)
+    coordinator = coordination.for_serving(config)  # ConfigError when another process serves the SQLite file
+    service = Service(config, coordinator=coordinator)
     service.start()
-    poller = Poller(service, config.refresh_interval)
-    host, port = parse_listen_address(config.listen_address)
-    raise_open_files_limit()
-    try:
-        server = http_server(create_wsgi(service, config, refresh_waiters=HTTP_THREADS // 2), host, port)
-    except OSError as exc:
-        raise ConfigError(f"EXPORTER_LISTEN_ADDRESS: cannot listen on {config.listen_address}: {exc.strerror}") from None
+    poller = Poller(service, config.refresh_interval, leads=coordinator.leads)
+    server = HttpServer(build_front(service, config, web), sock, context)
     poller.start()
+    coordinator.start(service, refresh_now=poller.poke, on_lead=poller.take_over)
+    if watcher:
+        watcher.start()
     every = f"every {config.refresh_interval}s" if config.refresh_interval else "on demand only"
-    log.info("serving on http://%s:%d (refresh %s)", host, port, every)
+    log.info("serving on %s://%s (refresh %s)", server.scheme, config.listen_address, every)
     if ready:
         ready(server)
-    _stop_on_signals()
+    # uvicorn stops on SIGTERM/SIGINT, then raises the signal again with the handler found before:
+    # a harmless one, so that the clean-up below runs.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        server.run()  # returns when a signal raises KeyboardInterrupt inside its loop
+        server.run()
     except KeyboardInterrupt:
         pass
     finally:
         log.info("stopping")
         poller.stop()
-        server.close()
+        coordinator.stop()  # releases the lock: another replica leads within a second
+        if watcher:
+            watcher.stop()
+        sock.close()
     return 0
-
-
-def _stop_on_signals() -> None:
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)

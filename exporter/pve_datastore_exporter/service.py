@@ -10,25 +10,31 @@ import time
 from collections.abc import Callable
 
 from .config import Config
+from .coordination import NotLeader, Solo
+from .following import Following
 from .proxmox import Reader
 from .records import RefreshFailed, RefreshInfo, View
 from .store import Store, StoreError, UnknownDatastore
 
 log = logging.getLogger(__name__)
 
-Listener = Callable[[View, str], None]  # (view, event) with event "load", "refresh" or "defaults"
+Listener = Callable[[View, str], None]  # (view, event): event "load", "refresh", "defaults" or "role"
 
 
-class Service:
+class Service(Following):
     """Everything the API, the page and the metrics need, over one store and one reader."""
 
-    def __init__(self, config: Config, reader=None, store=None, clock: Callable[[], float] = time.time):
+    def __init__(self, config: Config, reader=None, store=None, clock: Callable[[], float] = time.time,
+                 coordinator=None):
         self.config = config
         self._reader = reader or Reader(config)
         self._store = store or Store(config.database_url)
+        self._coordinator = coordinator or Solo()  # who reads Proxmox among replicas (coordination.py)
+        self._seen = 0  # the store's generation this view shows
         self._clock = clock
         self._listeners: list[Listener] = []
-        self._view = View(default_hdd=config.hdd_datastore, default_ssd=config.ssd_datastore, source="env")
+        self._view = View(default_hdd=config.hdd_datastore, default_ssd=config.ssd_datastore, source="env",
+                          cluster=self._reader.cluster)
         self._shown = self._view  # the last view every listener took
         self._known_defaults: dict[str, str] = {}
         self._cond = threading.Condition()
@@ -43,6 +49,11 @@ class Service:
         """The in-memory view: what metrics are rendered from."""
         return self._view
 
+    @property
+    def role(self) -> str:
+        """"leader" when this process reads Proxmox, "follower" when another replica does."""
+        return self._coordinator.role
+
     def subscribe(self, listener: Listener) -> None:
         """Call `listener(view, event)` now and on every change."""
         self._listeners.append(listener)
@@ -52,7 +63,7 @@ class Service:
         """Create or upgrade the schema and load what the DB holds; a broken DB is logged, not fatal."""
         try:
             self._store.migrate()
-            view = self._store.view()  # its refresh bookkeeping tells the data's age after a restart
+            self._seen, view = self._store.load()  # its refresh bookkeeping tells the data's age after a restart
             self._remember(view)
             self._publish(view, "load")
         except StoreError as exc:
@@ -69,7 +80,7 @@ class Service:
             # hold every GET (and every HTTP thread) for a timeout.
             with self._cond:
                 first, self._first_fetch = self._first_fetch and not self._running, False
-            if first and self._view.refresh.last_attempt is None and self._store.is_empty():
+            if first and self._coordinator.leads() and self._view.refresh.last_attempt is None and self._store.is_empty():
                 with contextlib.suppress(RefreshFailed):  # logged and counted by the refresh itself
                     self.refresh()
             return self._load()
@@ -85,7 +96,9 @@ class Service:
             return self._env_view(self._view)
 
     def refresh(self) -> int:
-        """Fetch and store a snapshot; concurrent callers share the one in progress."""
+        """Fetch and store a snapshot; concurrent callers share the one in progress; a follower asks the leader."""
+        if not self._coordinator.leads():
+            return self._refresh_elsewhere()
         with self._cond:
             if self._running:
                 return self._wait_for_running()
@@ -118,7 +131,10 @@ class Service:
 
     def _refresh(self, started: float) -> int:
         try:
-            datastores = self._reader.read()
+            with self._coordinator.reading(self.config.refresh_deadline):  # fenced: see coordination.py
+                datastores = self._reader.read()
+        except NotLeader as exc:  # not recorded: the bookkeeping is the leader's to write
+            raise RefreshFailed("db", str(exc)) from None
         except RefreshFailed as exc:
             raise self._fail(started, exc.reason, str(exc)) from None
         system = {"hdd": self.config.hdd_datastore, "ssd": self.config.ssd_datastore}
@@ -127,7 +143,9 @@ class Service:
         with self._publishing:  # a default change published meanwhile is not overwritten
             try:
                 view = self._store.replace_snapshot(datastores, initial, system,
-                                                    lambda: self._next_refresh(started, None, None))
+                                                    lambda: self._next_refresh(started, None, None),
+                                                    self._reader.cluster)
+                self._seen = self._store.generation
             except StoreError as exc:
                 raise self._fail(started, "db", f"database write failed: {exc}", self._unsaved_view(datastores)) from None
             except Exception as exc:  # noqa: BLE001 - e.g. the driver refusing a value: a failure, not a crash
@@ -183,7 +201,8 @@ class Service:
 
     def _record(self, info: RefreshInfo) -> None:
         try:
-            self._store.record_refresh(info)
+            self._store.record_refresh(info, self._reader.cluster)
+            self._seen = self._store.generation
         except Exception as exc:  # noqa: BLE001 - the bookkeeping is kept in memory anyway; the next refresh retries
             log.debug("could not record the refresh: %r", exc)
 
@@ -191,13 +210,15 @@ class Service:
         """Change the default HDD and/or SSD datastore; raise UnknownDatastore or StoreError."""
         with self._publishing:
             changed = self._store.set_defaults(hdd=hdd, ssd=ssd)
+            self._seen = self._store.generation
             view = self._load()
             self._publish(view, "defaults")
         log.info("defaults set: hdd=%r ssd=%r (changed=%s)", view.default_hdd, view.default_ssd, changed)
         return view, changed
 
     def _load(self) -> View:
-        return self._with_fallback(dataclasses.replace(self._store.view(), refresh=self._view.refresh))
+        return self._with_fallback(dataclasses.replace(self._store.view(), refresh=self._view.refresh,
+                                                       cluster=self._view.cluster, role=self.role))
 
     def _with_fallback(self, view: View) -> View:
         self._remember(view)
@@ -216,10 +237,13 @@ class Service:
         rows = tuple(dataclasses.replace(r, is_default_hdd=r.id == hdd, is_default_ssd=r.id == ssd)
                      for r in view.rows)
         return dataclasses.replace(view, rows=rows, default_hdd=hdd, default_ssd=ssd, source="env",
-                                   refresh=self._view.refresh)
+                                   refresh=self._view.refresh, role=self.role)
 
     def _publish(self, view: View, event: str) -> Exception | None:
         """Hand `view` to every listener; the first one's error (logged), or None when all of them took it."""
+        # The name the reader last knew; a follower's reader never reads: it takes the one the leader stored.
+        cluster = self.config.proxmox_cluster_name or view.cluster or self._reader.cluster
+        view = dataclasses.replace(view, cluster=cluster, role=self.role)
         self._view, error = view, None
         for listener in self._listeners:
             try:

@@ -11,11 +11,9 @@ import threading
 
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
-from werkzeug.http import parse_accept_header
 
 from . import i18n
 from .config import DATASTORE_ID, Config
-from .metrics import CONTENT_TYPE, Exposition
 from .records import RefreshFailed, View
 from .service import Service, StoreError, UnknownDatastore, default_warnings
 
@@ -57,9 +55,9 @@ def refresh_answer(view: View, age: float | None) -> dict:
 
 
 def summary_answer(view: View, age: float | None) -> dict:
-    """GET /api/datastores without the list: the defaults, the source, the warnings, the data's age."""
-    return {"default_hdd": view.default_hdd, "default_ssd": view.default_ssd, "source": view.source,
-            "warnings": default_warnings(view), "last_refresh": refresh_answer(view, age)}
+    """GET /api/datastores without the list: the defaults, the cluster, the source, the warnings, the data's age."""
+    return {"default_hdd": view.default_hdd, "default_ssd": view.default_ssd, "cluster": view.cluster, "source": view.source,
+            "role": view.role, "warnings": default_warnings(view), "last_refresh": refresh_answer(view, age)}
 
 
 def datastores_answer(view: View, age: float | None) -> dict:
@@ -70,7 +68,7 @@ def datastores_answer(view: View, age: float | None) -> dict:
 def defaults_answer(view: View) -> dict:
     """GET /api/datastores/default: a cheap read for idempotent clients."""
     return {"success": True, "hdd_datastore": view.default_hdd, "ssd_datastore": view.default_ssd,
-            "source": view.source, "warnings": default_warnings(view)}
+            "cluster": view.cluster, "source": view.source, "role": view.role, "warnings": default_warnings(view)}
 
 
 def parse_defaults_body(raw: bytes) -> dict[str, str]:
@@ -114,6 +112,11 @@ def _local_host_header(host: str) -> bool:
     name = name.strip("[]").lower().rstrip(".")
     # Not *.localhost: a name only a resolver decides about is not a loopback name.
     return name == "localhost" or _is_loopback(name)
+
+
+def _token_required(config: Config) -> bool:
+    # With basic auth the browser's own credentials authorise writes; the token is not used.
+    return bool(config.api_token) and not request.environ.get("pvedx.basic_auth")
 
 
 def check_auth(config: Config) -> None:
@@ -195,7 +198,7 @@ def _register_reads(app: Flask, service: Service) -> None:
         return jsonify(defaults_answer(service.defaults()))
 
     @app.get("/metrics")
-    def metrics_route():  # MetricsFront answers GET first; this route gives other methods their 405
+    def metrics_route():  # the front (front.py) answers GET and HEAD; this gives other methods their 405
         return "", 404
 
     @app.get("/healthz")
@@ -224,7 +227,7 @@ def _register_writes(app: Flask, service: Service, config: Config, refresh_waite
             waiting.release()
         message = i18n.ngettext("Refreshed %(num)d datastore from Proxmox.", "Refreshed %(num)d datastores from Proxmox.",
                                 count)
-        return jsonify({"success": True, "message": message, "count": count})
+        return jsonify({"success": True, "message": message, "count": count, "role": service.role})
 
     @app.post("/api/datastores/default")
     def set_defaults():
@@ -271,39 +274,10 @@ def _register_page(app: Flask, service: Service, config: Config) -> None:
         # The status part, polled every 15 s by every open page, skips the list and its 10,000 nodes.
         answer = (datastores_answer if part is None else summary_answer)(service.datastores(), service.age())
         template = "index.html" if part is None else "_status.html"
-        response = app.make_response(render_template(template, answer=answer, token_required=bool(config.api_token)))
+        response = app.make_response(render_template(template, answer=answer, token_required=_token_required(config)))
         response.headers["Cache-Control"] = "no-store"  # the page shows live state; never a stale copy
         response.vary.add("Cookie")
         if asked:
             response.set_cookie(i18n.COOKIE, asked, max_age=i18n.COOKIE_MAX_AGE, path=request.script_root or "/",
                                 secure=request.is_secure, httponly=True, samesite="Lax")
         return response
-
-
-class MetricsFront:
-    """Serves GET /metrics straight from the cached bytes; everything else goes to Flask."""
-
-    def __init__(self, app, exposition: Exposition):
-        self.app = app
-        self.exposition = exposition
-
-    def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO") != "/metrics" or environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            return self.app(environ, start_response)
-        use_gzip = parse_accept_header(environ.get("HTTP_ACCEPT_ENCODING", "")).quality("gzip") > 0
-        chunks = self.exposition.scrape(use_gzip)  # sent as they are: a 2.6 MB body is never copied
-        length = sum(len(c) for c in chunks)
-        headers = [("Content-Type", CONTENT_TYPE), ("Content-Length", str(length)), ("Vary", "Accept-Encoding"),
-                   *SECURITY_HEADERS]
-        if use_gzip:
-            headers.append(("Content-Encoding", "gzip"))
-        start_response("200 OK", headers)
-        return [] if environ["REQUEST_METHOD"] == "HEAD" else chunks
-
-
-def create_wsgi(service: Service, config: Config, exposition: Exposition | None = None,
-                refresh_waiters: int = REFRESH_WAITERS):
-    """The WSGI callable the server runs; the exposition follows the service's changes."""
-    exposition = exposition or Exposition()
-    service.subscribe(exposition)
-    return MetricsFront(create_app(service, config, refresh_waiters), exposition)

@@ -26,14 +26,14 @@ REFRESH_SUM = re.compile(rb"^pve_datastore_refresh_duration_seconds_sum ([0-9.e+
 class Ours:
     """`pve-datastore-exporter serve` against the simulator; refreshes once at start, then hourly."""
 
-    def __init__(self, sim_env: dict[str, str], work: Path, log_dir: Path, name: str):
+    def __init__(self, sim_env: dict[str, str], work: Path, log_dir: Path, name: str, **settings: str):
         self.port = free_port()
         env_file = work / "empty.env"
         env_file.write_text("")
         env = clean_env(**sim_env, DATABASE_URL=f"sqlite:///{work / f'{name}.db'}",
                         EXPORTER_LISTEN_ADDRESS=f"127.0.0.1:{self.port}",
                         EXPORTER_REFRESH_INTERVAL="3600",  # no refresh during the scrape phases
-                        EXPORTER_LOG_LEVEL="WARNING")
+                        EXPORTER_LOG_LEVEL="WARNING", **settings)
         argv = [sys.executable, "-m", "pve_datastore_exporter", "--env-file", str(env_file), "serve"]
         self.proc = Proc(name, argv, env, log_dir)
         wait_until(lambda: self.refreshes() >= 1, self.proc, 120, "first refresh")
@@ -116,7 +116,7 @@ class Peer:
 
 
 class Static:
-    """The same exposition bytes as a file, served by waitress like ours (tools/bench/static.py)."""
+    """The same exposition bytes as a file, served by our listener (tools/bench/static.py)."""
 
     def __init__(self, directory: Path, log_dir: Path, name: str):
         self.port = free_port()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import http.client
 import math
+import ssl
 import threading
 import time
 
@@ -22,13 +24,25 @@ class Target:
     gzip: bool = True
     host: str = "127.0.0.1"
     timeout: float = 120.0
+    tls_ca: str | None = None  # HTTPS, the server's certificate checked against this CA file
+    auth: tuple[str, str] | None = None  # basic auth
+    keep_alive: bool = True  # False: a new connection (and TLS handshake) per scrape, timed
 
     def headers(self) -> dict[str, str]:
         """The request headers of one scrape."""
         headers = {"Accept": PROMETHEUS_ACCEPT, "User-Agent": "Prometheus/3 (pve-datastore-exporter bench)",
                    "X-Prometheus-Scrape-Timeout-Seconds": "10"}
         headers["Accept-Encoding"] = "gzip" if self.gzip else "identity"
+        if self.auth:
+            headers["Authorization"] = "Basic " + base64.b64encode(":".join(self.auth).encode()).decode()
         return headers
+
+    def connection(self) -> http.client.HTTPConnection:
+        """A new (not yet connected) connection to the target."""
+        if self.tls_ca:
+            context = ssl.create_default_context(cafile=self.tls_ca)
+            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=context)
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
 
 
 class ScrapeError(Exception):
@@ -41,7 +55,7 @@ class Client:
     def __init__(self, target: Target):
         self.target = target
         self._headers = target.headers()
-        self.conn = http.client.HTTPConnection(target.host, target.port, timeout=target.timeout)
+        self.conn = target.connection()
         self.last: dict = {}
 
     def connect(self) -> None:
@@ -50,6 +64,8 @@ class Client:
 
     def scrape(self) -> float:
         """One GET, body read in full; returns the seconds it took."""
+        if not self.target.keep_alive:
+            self.conn.close()  # the request below connects (and shakes hands) again, inside the timing
         start = time.perf_counter()
         try:
             self.conn.request("GET", self.target.path, headers=self._headers)

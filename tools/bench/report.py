@@ -87,7 +87,7 @@ def rows(results: dict) -> list[dict]:
             table += _latency_rows(name, label, f"{latency} ms", entry)
         table.append(_plain_row(label, size))
         table += _rss_rows(name, label, size)
-    return table
+    return table + results.get("replicas", {}).get("table", [])  # tools/bench/replicas.py judged its own
 
 
 def _latency_rows(name: str, label: str, latency: str, entry: dict) -> list[dict]:
@@ -108,7 +108,43 @@ def _latency_rows(name: str, label: str, latency: str, entry: dict) -> list[dict
     if name == "L":
         row.update(target=f"< {REFRESH_L_S * 1000:.0f}", verdict=_verdict(refresh < REFRESH_L_S * 1000))
     out.append(row)
+    if "refresh_exact" in entry:
+        out.append(_exact_row(label, latency, entry["refresh_exact"]))
+    if "tls" in entry:
+        out += _tls_rows(name, label, latency, entry)
     return out
+
+
+TLS_PLAIN_LIMIT = 1.5  # issue 11: kept-alive TLS p50 at most 1.5x plain HTTP's
+
+
+def _tls_rows(name: str, label: str, latency: str, entry: dict) -> list[dict]:
+    """Issue 11: ours over TLS + basic auth, against ours in plain HTTP and against the peer."""
+    tls, plain, peer = entry["tls"], entry["ours"], entry.get("peer") or {}
+    out = []
+    for figure, load, key in (("scrape p50 over TLS + basic auth, kept alive, 1 client (ms)", "sequential", "p50_ms"),
+                              ("throughput over TLS + basic auth, 16 clients (scrapes/s)", "concurrent",
+                               "throughput_per_s"),
+                              ("scrape p50 over TLS + basic auth, new connection per scrape (ms)", "new_connection",
+                               "p50_ms")):
+        a, b = tls[load][key], (peer.get("sequential" if load == "new_connection" else load) or {}).get(key)
+        vs_plain = divide(a, plain["sequential" if load == "new_connection" else load][key])
+        row = _row(label, latency, f"{figure}; ÷ plain HTTP: {ratio(vs_plain)}", a, b, vs_peer=divide(a, b))
+        if load == "sequential" and vs_plain is not None:
+            ok_plain = vs_plain <= TLS_PLAIN_LIMIT
+            if name == "M" and latency == "30 ms" and row["ours_vs_peer"] is not None:
+                row.update(target=f"≤ {TLS_PLAIN_LIMIT}x plain, ≤ 1/100 of peer",
+                           verdict=_verdict(ok_plain and row["ours_vs_peer"] <= 1 / 100))
+            else:
+                row.update(target=f"≤ {TLS_PLAIN_LIMIT}x plain", verdict=_verdict(ok_plain))
+        out.append(row)
+    return out
+
+
+def _exact_row(label: str, latency: str, refresh: dict) -> dict:
+    """The refresh with EXPORTER_EXACT_AVAILABLE=true: one more Proxmox call per online node; no target."""
+    return _row(label, latency, f"refresh with EXPORTER_EXACT_AVAILABLE=true, median of {len(refresh['samples_s'])}, "
+                f"{refresh['proxmox_requests_per_refresh']:g} Proxmox requests each (ms)", refresh["median_s"] * 1000)
 
 
 def _judge(name: str, latency: str, key: str, load: str, row: dict) -> None:
@@ -181,7 +217,7 @@ def render(results: dict, table: list[dict]) -> str:
         "# Benchmark results (`make bench`)", "",
         f"- date: {meta['date']}; `uname -m`: {meta['machine']}; CPU: {meta['cpu_model']} ({meta['cpus']} cores); "
         f"Python {meta['python']}",
-        f"- pve-datastore-exporter {meta['ours_version']} (waitress {meta['waitress_version']}, 8 threads); "
+        f"- pve-datastore-exporter {meta['ours_version']} ({meta['server']}, 8 threads); "
         f"prometheus-pve-exporter {peer.get('prometheus-pve-exporter', 'not run')} "
         f"(gunicorn {peer.get('gunicorn', '–')}, its default: 1 worker × 2 threads; Python {peer.get('python', '–')})",
         f"- load average at start {_load(meta['loadavg_start'])}, at end {_load(meta.get('loadavg_end'))}; "
@@ -193,7 +229,7 @@ def render(results: dict, table: list[dict]) -> str:
            if missed else ""),
         "", markdown_table(table), "",
     ]
-    return "\n".join(head + method_notes(plan)) + "\n"
+    return "\n".join(head + method_notes(plan) + results.get("replicas", {}).get("notes", [])) + "\n"
 
 
 def _load(value) -> str:
@@ -226,9 +262,13 @@ def method_notes(plan: dict) -> list[str]:
         "- Proxmox requests per scrape: the simulator's counter reset before the scrapes and read after, "
         "÷ scrapes. Ours refreshes every 3600 s during the run, so a scrape never calls Proxmox.",
         f"- Refresh: `POST /api/datastores/refresh` timed by the client, {plan['refreshes']} times, median "
-        "(results.json also has the exporter's own pve_datastore_refresh_duration_seconds sum/count).",
+        "(results.json also has the exporter's own pve_datastore_refresh_duration_seconds sum/count)."
+        + (f" At {', '.join(plan['exact_sizes'])}, a second exporter with `EXPORTER_EXACT_AVAILABLE=true` is timed "
+           "the same way: one more `GET /nodes/{node}/storage` per online node, up to 8 at once."
+           if plan.get("exact_sizes") else ""),
         "- Static file: our gzip and plain /metrics bodies fetched once, written to files, and served by "
-        "waitress (8 threads, as ours) from a minimal WSGI app that reads the file per request and sends "
+        "our listener (uvicorn, the same WSGI pool of 8 threads) from a minimal WSGI app that reads the file per "
+        "request and sends "
         "our headers. It is measured only in the 0 ms pass: Proxmox latency cannot touch it (nor our scrapes).",
         "- Memory: VmRSS (and the peak, VmHWM) from /proc/<pid>/status after all refreshes and scrapes of the "
         "size, in MB of 10^6 bytes (peer: gunicorn master + worker).",

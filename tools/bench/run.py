@@ -19,7 +19,8 @@ from pathlib import Path
 
 from pve_datastore_exporter import __version__
 
-from . import report
+from . import replicas, report
+from . import tls as tls_bench
 from .exporters import PEER_VENV, Ours, Peer, Static, ensure_peer_venv
 from .loadgen import Run, Target, fetch, load
 from .procs import SimulatorProc
@@ -54,12 +55,15 @@ class Plan:
     peer: dict = dataclasses.field(default_factory=lambda: {
         "S": Counts(60, 15, 160, 25), "M": Counts(40, 15, 96, 30), "L": Counts(12, 20, 32, 60)})
     with_peer: bool = True
+    exact_sizes: tuple[str, ...] = ("M", "L")  # also timed with EXPORTER_EXACT_AVAILABLE=true
+    with_replicas: bool = True  # three replicas on PostgreSQL (tools/bench/replicas.py)
+    tls_sizes: tuple[str, ...] = ("M",)  # also scraped over TLS with basic auth (tools/bench/tls.py)
 
 
 def tiny_plan() -> Plan:
     """The smoke test's plan: S only, one round of a few scrapes."""
     return Plan(sizes=("S",), rounds=1, warmup=2, refreshes=2, fast=Counts(10, 2, 32, 2), plain=Counts(5, 2),
-                peer={"S": Counts(2, 5, 4, 10)})
+                peer={"S": Counts(2, 5, 4, 10)}, with_replicas=False, tls_sizes=("S",))
 
 
 def say(message: str) -> None:
@@ -125,6 +129,15 @@ def measure_refresh(ours: Ours, sim: SimulatorProc, count: int, seconds: float =
             "proxmox_requests_per_refresh": sim.requests() / len(samples), "histogram": ours.refresh_histogram()}
 
 
+def start_exact(name: str, plan: Plan, sim: SimulatorProc, work: Path, stack: contextlib.ExitStack) -> Ours | None:
+    """A second exporter with EXPORTER_EXACT_AVAILABLE=true (one more call per node and refresh), or None."""
+    if name not in plan.exact_sizes:
+        return None
+    exact = Ours(sim.env, work, work, f"ours-exact-{name}", EXPORTER_EXACT_AVAILABLE="true")
+    stack.callback(exact.stop)
+    return exact
+
+
 def bench_size(name: str, plan: Plan, work: Path) -> dict:
     """Everything measured at one cluster size; every process stopped before returning."""
     nodes, datastores = SIZES[name]
@@ -137,6 +150,8 @@ def bench_size(name: str, plan: Plan, work: Path) -> dict:
         peer = Peer(sim.env, sim.port, work, work, f"peer-{name}") if plan.with_peer else None
         if peer:
             stack.callback(peer.stop)
+        exact = start_exact(name, plan, sim, work, stack)
+        tls = tls_bench.start(name, plan.tls_sizes, sim.env, work, stack)
         zipped, plain = fetch(ours.port, gzip=True), fetch(ours.port, gzip=False)
         write_static(work / f"static-{name}", plain["body"], zipped["body"])
         static = Static(work / f"static-{name}", work, f"static-{name}")
@@ -147,8 +162,14 @@ def bench_size(name: str, plan: Plan, work: Path) -> dict:
             sim.set_latency(latency)
             say(f"{name} {latency:g} ms: refresh, then ours{' and the static file' if index == 0 else ''}")
             entry = {"refresh": measure_refresh(ours, sim, plan.refreshes)}
+            if exact:
+                entry["refresh_exact"] = measure_refresh(exact, sim, plan.refreshes)
             servers = {"ours": ours.port} | ({"static": static.port} if index == 0 else {})
             entry.update(fast_rounds(plan, sim, servers))
+            if tls:
+                say(f"{name} {latency:g} ms: ours over TLS with basic auth")
+                entry["tls"] = tls_bench.measure(tls, plan.clients, plan.fast.seq, plan.fast.conc, plan.fast.seq_s,
+                                                 plan.warmup)
             if peer:
                 say(f"{name} {latency:g} ms: prometheus-pve-exporter")
                 entry["peer"] = peer_runs(plan, plan.peer[name], sim, peer)
@@ -171,11 +192,14 @@ def run(plan: Plan, out_dir: Path, work: Path) -> dict:
     """The whole bench; returns the results (also written to out_dir)."""
     started = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)
-    meta = report.machine() | {"ours_version": __version__, "waitress_version": importlib.metadata.version("waitress"),
+    meta = report.machine() | {"ours_version": __version__, "server": "uvicorn {} + httptools {} + a2wsgi {}".format(
+                                   *(importlib.metadata.version(d) for d in ("uvicorn", "httptools", "a2wsgi"))),
                                "peer": ensure_peer_venv() if plan.with_peer else None}
     results = {"meta": meta, "plan": dataclasses.asdict(plan), "sizes": {}}
     for name in plan.sizes:
         results["sizes"][name] = bench_size(name, plan, work)
+    if plan.with_replicas:
+        results["replicas"] = replicas.bench(work / "replicas", say=say)
     meta.update(loadavg_end=os.getloadavg(), duration_s=time.monotonic() - started)
     report.write(results, out_dir)
     return results
@@ -187,11 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="S,M,L", help="comma list of S, M, L (default %(default)s)")
     parser.add_argument("--out", type=Path, default=HERE, help="where results.md/json go (default tools/bench)")
     parser.add_argument("--no-peer", action="store_true", help=f"skip prometheus-pve-exporter ({PEER_VENV})")
+    parser.add_argument("--no-replicas", action="store_true", help="skip the replicas on PostgreSQL (issue 10)")
     args = parser.parse_args(argv)
     sizes = tuple(s.strip().upper() for s in args.sizes.split(",") if s.strip())
     if not sizes or not set(sizes) <= set(SIZES):
         parser.error(f"--sizes: choose from {', '.join(SIZES)}")
-    plan = Plan(sizes=sizes, with_peer=not args.no_peer)
+    plan = Plan(sizes=sizes, with_peer=not args.no_peer, with_replicas=not args.no_replicas)
     work = Path(tempfile.mkdtemp(prefix="pve-bench-"))
     try:
         results = run(plan, args.out, work)

@@ -1,7 +1,8 @@
-"""The static-file baseline: one file's bytes with /metrics' headers, under waitress set up like ours.
+"""The static-file baseline: one file's bytes with /metrics' headers, in the listener `serve` uses.
 
 `python -m tools.bench.static --dir DIR --port PORT` serves DIR/metrics.gz to clients that accept
-gzip and DIR/metrics.txt to the others, read from the file on every request as a file server would.
+gzip and DIR/metrics.txt to the others, read from the file on every request as a file server would
+(in a thread, as a WSGI file server does, so the event loop never waits on the disk).
 """
 
 from __future__ import annotations
@@ -9,15 +10,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from waitress import create_server
-
+from pve_datastore_exporter.listener import HttpServer, listening_socket, wsgi_pool
 from pve_datastore_exporter.metrics import CONTENT_TYPE
 
 PLAIN, GZIP = "metrics.txt", "metrics.gz"
 
 
 def make_app(directory: Path):
-    """A WSGI app answering every GET with the file, headers as MetricsFront sends them."""
+    """A WSGI app answering every GET with the file, headers as the exporter's front sends them."""
     plain, zipped = directory / PLAIN, directory / GZIP
 
     def app(environ, start_response):
@@ -41,14 +41,12 @@ def write(directory: Path, plain: bytes, zipped: bytes) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve until SIGTERM, with the waitress settings server.serve uses (8 threads)."""
+    """Serve until SIGTERM, in the listener and thread pool server.serve uses (8 threads)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    server = create_server(make_app(args.dir), host="127.0.0.1", port=args.port, threads=8,
-                           ident="pve-datastore-exporter", clear_untrusted_proxy_headers=True)
-    server.run()
+    HttpServer(wsgi_pool(make_app(args.dir)), listening_socket("127.0.0.1", args.port)).run()
     return 0
 
 

@@ -30,9 +30,12 @@ class Simulator:
                  drift: bool = True, drift_rate: float = 0.05, shuffle: bool = True, vms: int = 0,
                  quirks: bool = False, host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0.0,
                  auth_delay: float = 3.0, user: str = "monitor@pve", token_name: str = "exporter",
-                 token_value: str | None = None, password: str = "simulator", clock=time.time):
+                 token_value: str | None = None, password: str = "simulator", clock=time.time,
+                 cluster_name: str = "pve-sim"):
+        # cluster_name: what /cluster/status names the cluster (a single node is standalone: no cluster entry).
         self.cluster = Cluster(nodes=nodes, datastores=datastores, random_seed=random_seed, drift=drift,
-                               drift_rate=drift_rate, shuffle=shuffle, vms=vms, quirks=quirks, clock=clock)
+                               drift_rate=drift_rate, shuffle=shuffle, vms=vms, quirks=quirks, clock=clock,
+                               name=cluster_name)
         self.user, self.token_name, self.password = user, token_name, password
         self.token_value = token_value or str(uuid.UUID(int=random.Random(f"{random_seed}:token").getrandbits(128),
                                                         version=4))

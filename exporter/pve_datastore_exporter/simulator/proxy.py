@@ -85,6 +85,10 @@ class PveProxy:
         """{path: count} of API requests (no query string)."""
         return self._stats.snapshot()["by_path"]
 
+    def request_log(self):
+        """[(path, start, end)] of the API requests since start or the last reset, time.monotonic() seconds."""
+        return self._stats.timeline()
+
     def reset_stats(self):
         """Zero the request counters."""
         self._stats.reset()
@@ -127,9 +131,15 @@ class PveProxy:
     # -- one request -------------------------------------------------------------------------
 
     def handle(self, method, target, headers, body):
-        """The Reply to one API request (counted, faulted, authenticated)."""
-        url = urlsplit(target)
+        """The Reply to one API request (counted, faulted, authenticated), logged with its start and end."""
         start = time.monotonic()
+        try:
+            return self._handle(method, target, headers, body, start)
+        finally:
+            self._stats.served(urlsplit(target).path, start, time.monotonic())
+
+    def _handle(self, method, target, headers, body, start):
+        url = urlsplit(target)
         self._stats.count(url.path)
         faults = self._faults_for(url.path)
         self._wait(faults.latency_ms / 1000)

@@ -7,6 +7,7 @@ rely on.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -38,10 +39,20 @@ class Stats:
             self.total += 1
             self.by_path[path] = self.by_path.get(path, 0) + 1
 
+    def served(self, path, start, end):
+        """Log one request's path and its time.monotonic() start and end (the tests' evidence of who read when)."""
+        with self._lock:
+            self.log.append((path, start, end))
+
+    def timeline(self):
+        """[(path, start, end)] of the logged requests, oldest first."""
+        with self._lock:
+            return list(self.log)
+
     def reset(self):
         """Start counting from zero."""
         with self._lock:
-            self.total, self.by_path = 0, {}
+            self.total, self.by_path, self.log = 0, {}, collections.deque(maxlen=100_000)
 
     def snapshot(self):
         """{"requests": N, "by_path": {...}}."""

@@ -38,10 +38,11 @@
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
     // In the page's language, which the switch may have made other than the browser's: the parts
-    // fetched again and the API's messages come back in it (no cookie travels: credentials omitted).
+    // fetched again and the API's messages come back in it. Same-origin credentials: with basic auth
+    // (the web config) the browser's login must travel with every poll and action.
     const headers = { ...options.headers, "Accept-Language": document.documentElement.lang };
     try {
-      return await fetch(path, { ...options, headers, cache: "no-store", credentials: "omit", signal: controller.signal });
+      return await fetch(path, { ...options, headers, cache: "no-store", credentials: "same-origin", signal: controller.signal });
     } finally {
       clearTimeout(timer);
     }

@@ -12,10 +12,14 @@ from peewee import DatabaseError, SqliteDatabase
 from peewee import __exception_wrapper__ as driver_errors  # turns DB-API errors into peewee's
 
 from ..records import REFRESHED, Datastore, NodeFigures, RefreshInfo, View
+from .leader import LOCK_CLASS, LOCK_KEY, AlreadyServed, open_coordination
+from .notify import CHANGES, REFRESH
+from .sessions import SessionError
 from .tables import (
     ROLES,
     DatastoreModel,
     DatastoreNodeModel,
+    GenerationModel,
     RefreshStateModel,
     db,
     iso,
@@ -29,6 +33,7 @@ from .tables import (
 
 StoreError = DatabaseError  # what callers catch: every peewee failure (locked, read-only, corrupt)
 CHUNK = 200  # rows per multi-row INSERT: well under SQLite's limit of bound parameters
+WRITER_LOCK = f"SELECT pg_advisory_xact_lock({LOCK_CLASS + 1}, {LOCK_KEY})"  # released at COMMIT or ROLLBACK
 
 
 class UnknownDatastore(LookupError):
@@ -45,20 +50,35 @@ class Store:
         self.url = url
         self.database = open_database(url, busy_timeout_ms)
         self._writing = threading.Lock()  # one writer at a time inside the process
+        self._postgres = not isinstance(self.database, SqliteDatabase)
+        self.generation = 0  # of the last write this Store committed
         db.initialize(self.database)
 
     @contextlib.contextmanager
-    def _write(self):
+    def _write(self, announce: bool = True):
         # SQLite: take the write lock at BEGIN. A deferred transaction that reads first cannot be
         # upgraded while another writer holds the lock, and then fails at once ("database is locked").
-        immediate = {"lock_type": "IMMEDIATE"} if isinstance(self.database, SqliteDatabase) else {}
+        immediate = {} if self._postgres else {"lock_type": "IMMEDIATE"}
         with self._writing, self.database.connection_context(), self.database.atomic(**immediate):
+            if self._postgres:  # one writer at a time among replicas too: two CREATE TABLEs at once collide
+                self.database.execute_sql(WRITER_LOCK)
             migrate_schema(self.database)  # also what recreates a DB file deleted under us
             yield
+            if announce:
+                self.generation = self._announce()
+
+    def _announce(self) -> int:
+        """Raise the generation in the write's transaction, and tell the listening replicas on commit."""
+        g = GenerationModel
+        g.insert(id=1, value=1).on_conflict(conflict_target=[g.id], update={g.value: g.value + 1}).execute()
+        generation = g.select(g.value).where(g.id == 1).scalar()
+        if self._postgres:  # NOTIFY is transactional: delivered at COMMIT, never for a rolled-back write
+            self.database.execute_sql("SELECT pg_notify(%s, %s)", (CHANGES, str(generation)))
+        return generation
 
     def migrate(self) -> None:
         """Create missing tables and columns in place; a seed-era file keeps its rows and flags."""
-        with self._write():
+        with self._write(announce=False):
             pass
 
     def is_empty(self) -> bool:
@@ -67,12 +87,14 @@ class Store:
             return not DatastoreModel.select().where(DatastoreModel.present == True).exists()  # noqa: E712
 
     def replace_snapshot(self, datastores: list[Datastore], initial_defaults: dict[str, str],
-                         system_defaults: dict[str, str], bookkeeping: Callable[[], RefreshInfo]) -> View:
+                         system_defaults: dict[str, str], bookkeeping: Callable[[], RefreshInfo],
+                         cluster: str = "") -> View:
         """Swap in a new snapshot and its bookkeeping in one transaction; return the view it wrote.
 
         Every default flag is kept; a role no row carries yet takes `initial_defaults[role]`. Of what
         is stored only the small `datastores` table is read: the flags and the datastores that vanished.
-        `bookkeeping()` is called last, so that the refresh's duration includes its write.
+        `bookkeeping()` is called last, so that the refresh's duration includes its write. `cluster` is
+        the cluster's name as the reader knows it, kept for the replicas that do not read.
         """
         now = utcnow()
         with self._write():
@@ -88,19 +110,19 @@ class Store:
             defaults, added = self._apply_initial_defaults(before, seen, initial_defaults, now)
             system = sorted(set(system_defaults.values()))
             DatastoreModel.update(is_system_default=DatastoreModel.id.in_(system)).execute()
-            self._save_refresh(refresh := bookkeeping())
+            self._save_refresh(refresh := bookkeeping(), cluster)
         rows = {i: to_datastore(row, ()) for i, row in {**before, **added}.items()}
         rows.update({i: dataclasses.replace(rows[i], enabled=False, active=False, updated_at=iso(now))
                      for i in vanished})
         rows.update({d.id: dataclasses.replace(d, updated_at=iso(now)) for d in datastores})
         return to_view([dataclasses.replace(rows[i], is_system_default=i in system,
                                             **{f"is_default_{r}": defaults[r] == i for r in ROLES})
-                        for i in sorted(rows)], refresh)
+                        for i in sorted(rows)], refresh, cluster)
 
     def _locked(self, query):
         # PostgreSQL: a default changed by another process waits for this snapshot, so the view it
         # returns holds the flags in force. SQLite's BEGIN IMMEDIATE already locks the whole file.
-        return query if isinstance(self.database, SqliteDatabase) else query.for_update()
+        return query.for_update() if self._postgres else query
 
     def _apply_initial_defaults(self, before: dict[str, DatastoreModel], seen: set[str],
                                 initial: dict[str, str], now: dt.datetime) -> tuple[dict, dict]:
@@ -158,8 +180,13 @@ class Store:
 
     def view(self) -> View:
         """Every datastore with its nodes, the defaults, and the refresh bookkeeping."""
+        return self.load()[1]
+
+    def load(self) -> tuple[int, View]:
+        """The view and the generation it belongs to, read from one snapshot of the database."""
         node = DatastoreNodeModel
-        with self.database.connection_context():
+        with self.database.connection_context(), self._snapshot():
+            generation = self._generation()
             nodes: dict[str, list[NodeFigures]] = {}
             query = node.select(node.datastore, node.node, node.active, node.size, node.used, node.available)
             for datastore, name, active, size, used, available in self.database.execute(query).fetchall():
@@ -169,14 +196,36 @@ class Store:
             rows = [to_datastore(row, sorted(nodes.get(row.id, ()), key=lambda n: n.node))
                     for row in sorted(DatastoreModel.select(), key=lambda row: row.id)]
             state = RefreshStateModel.get_or_none(RefreshStateModel.id == 1)
-        return to_view(rows, to_refresh_info(state))
+        return generation, to_view(rows, to_refresh_info(state), state and state.cluster)
 
-    def record_refresh(self, info: RefreshInfo) -> None:
+    def refresh_state(self) -> tuple[int, RefreshInfo]:
+        """The generation and the bookkeeping of the last refresh, whichever process made it."""
+        with self.database.connection_context(), self._snapshot():
+            return self._generation(), to_refresh_info(RefreshStateModel.get_or_none(RefreshStateModel.id == 1))
+
+    def _snapshot(self):
+        # One snapshot for every statement: PostgreSQL's default isolation lets each see a later commit.
+        return self.database.atomic(**({"isolation_level": "REPEATABLE READ"} if self._postgres else {}))
+
+    def _generation(self) -> int:
+        return GenerationModel.select(GenerationModel.value).where(GenerationModel.id == 1).scalar() or 0
+
+    def ask_for_refresh(self) -> None:
+        """Ask the leader (the replica holding the lock) to refresh now; PostgreSQL only."""
+        if self._postgres:
+            with self.database.connection_context():
+                self.database.execute_sql("SELECT pg_notify(%s, '')", (REFRESH,))
+
+    def record_refresh(self, info: RefreshInfo, cluster: str = "") -> None:
         """Write the bookkeeping of a refresh that stored no snapshot."""
         with self._write():
-            self._save_refresh(info)
+            self._save_refresh(info, cluster)
 
-    def _save_refresh(self, info: RefreshInfo) -> None:
-        fields = dataclasses.asdict(info)
+    def _save_refresh(self, info: RefreshInfo, cluster: str = "") -> None:
+        fields = dataclasses.asdict(info) | ({"cluster": cluster} if cluster else {})
         (RefreshStateModel.insert(id=1, **fields)
          .on_conflict(conflict_target=[RefreshStateModel.id], update=fields).execute())
+
+
+# What the coordination (coordination.py) takes from here: the store stays the one door to the database.
+__all__ = ["AlreadyServed", "SessionError", "Store", "StoreError", "UnknownDatastore", "open_coordination"]

@@ -16,7 +16,7 @@ from peewee import (
     CompositeKey,
     DatabaseProxy,
     DateTimeField,
-    FloatField,
+    DoubleField,
     IntegerField,
     Model,
     TextField,
@@ -25,6 +25,7 @@ from playhouse.db_url import connect
 from playhouse.migrate import SchemaMigrator, migrate
 
 from ..records import COLUMNS, Datastore, RefreshInfo, View
+from .sessions import MAIN, sqlite_path, with_defaults
 
 db = DatabaseProxy()
 
@@ -42,7 +43,8 @@ class BaseModel(Model):
 
 
 # A records.Datastore field's type and its column; `X | None` makes the column nullable.
-COLUMN_TYPES = {"bool": BooleanField, "int": BigIntegerField, "float": FloatField, "str": TextField}
+# Floats are DOUBLE: peewee's FloatField is REAL, 4 bytes on PostgreSQL (a Unix time to ~2 minutes).
+COLUMN_TYPES = {"bool": BooleanField, "int": BigIntegerField, "float": DoubleField, "str": TextField}
 
 
 def _column(spec):
@@ -107,19 +109,42 @@ class RefreshStateModel(BaseModel):
     """A single row (id 1): the last attempt, the last success, the last error."""
 
     id = IntegerField(primary_key=True)
-    last_attempt = FloatField(null=True)
-    last_success = FloatField(null=True)
+    last_attempt = DoubleField(null=True)
+    last_success = DoubleField(null=True)
     ok = BooleanField(null=True)
     error = TextField(null=True)
     reason = CharField(max_length=20, null=True)
-    duration = FloatField(null=True)
+    duration = DoubleField(null=True)
     count = IntegerField(default=0)
+    cluster = TextField(null=True)  # the name the leader's reader knew: every replica labels with it
 
     class Meta:
         table_name = "refresh_state"
 
 
-MODELS = (DatastoreModel, DatastoreNodeModel, RefreshStateModel)
+class GenerationModel(BaseModel):
+    """A single row (id 1): a number every write raises in its own transaction; replicas compare it to theirs."""
+
+    id = IntegerField(primary_key=True)
+    value = BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "generation"
+
+
+class LeaderModel(BaseModel):
+    """A single row (id 1) that only the session holding the leader's lock writes (store/leader.py)."""
+
+    id = IntegerField(primary_key=True)
+    holder = TextField(null=True)  # host, pid and listen address of the replica that took the lock last
+    since = DoubleField(null=True)  # the database's clock, epoch seconds
+    reading_until = DoubleField(null=True)  # set before each read of Proxmox, cleared after; NULL between reads
+
+    class Meta:
+        table_name = "leader"
+
+
+MODELS = (DatastoreModel, DatastoreNodeModel, RefreshStateModel, GenerationModel, LeaderModel)
 # A database-level guarantee of "never two default HDD (or SSD) datastores".
 ONE_DEFAULT = ("CREATE UNIQUE INDEX IF NOT EXISTS datastores_one_default_{role} "
                "ON datastores (is_default_{role}) WHERE is_default_{role}")
@@ -127,16 +152,15 @@ ROLES = ("hdd", "ssd")
 
 
 def open_database(url: str, busy_timeout_ms: int = 5000):
-    """Connect by URL; SQLite gets WAL and a busy timeout, and its folder is created."""
-    parsed = urlparse(url)
-    if parsed.scheme.startswith("sqlite"):
-        path = url.split(":///", 1)[1] if ":///" in url else ""
-        if path and path != ":memory:" and os.path.dirname(path):
+    """Connect by URL; SQLite gets WAL and a busy timeout, and its folder is created; PostgreSQL short timeouts."""
+    if urlparse(url).scheme.startswith("sqlite"):
+        path = sqlite_path(url)
+        if path and os.path.dirname(path):
             # A folder that cannot be made surfaces as a DatabaseError at first use: the .env fallback.
             with contextlib.suppress(OSError):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
         return connect(url, pragmas={"journal_mode": "wal", "busy_timeout": busy_timeout_ms, "foreign_keys": 1})
-    return connect(url)
+    return connect(url, **with_defaults(url, MAIN))
 
 
 def migrate_schema(database) -> None:
@@ -144,14 +168,25 @@ def migrate_schema(database) -> None:
     if "id" in {c.name for c in database.get_columns("datastore_nodes")}:
         DatastoreNodeModel.drop_table()  # a per-refresh cache from before the composite key
     database.create_tables(MODELS, safe=True)
-    have = {c.name for c in database.get_columns("datastores")}
-    missing = [f for f in DatastoreModel._meta.sorted_fields if f.column_name not in have]
-    if missing:
-        migrator = SchemaMigrator.from_database(database)
-        migrate(*(migrator.add_column("datastores", f.column_name, f) for f in missing))
+    for model in (DatastoreModel, RefreshStateModel):
+        table = model._meta.table_name
+        have = {c.name for c in database.get_columns(table)}
+        missing = [f for f in model._meta.sorted_fields if f.column_name not in have]
+        if missing:
+            migrator = SchemaMigrator.from_database(database)
+            migrate(*(migrator.add_column(table, f.column_name, f) for f in missing))
     for role in ROLES:
         _keep_one_default(role)
         database.execute_sql(ONE_DEFAULT.format(role=role))
+    _widen_floats(database)
+
+
+def _widen_floats(database) -> None:
+    # Made before DoubleField was used here: PostgreSQL's REAL rounds a Unix time to ~2 minutes.
+    if database.field_types.get("DOUBLE") == "DOUBLE PRECISION":
+        for column in database.get_columns("refresh_state"):
+            if column.data_type == "real":
+                database.execute_sql(f'ALTER TABLE refresh_state ALTER COLUMN "{column.name}" TYPE DOUBLE PRECISION')
 
 
 def _keep_one_default(role: str) -> None:
@@ -176,11 +211,12 @@ def to_datastore(row: DatastoreModel, nodes) -> Datastore:
                         "nodes": tuple(nodes), "updated_at": iso(row.updated_at)})
 
 
-def to_view(rows: list[Datastore], refresh: RefreshInfo) -> View:
+def to_view(rows: list[Datastore], refresh: RefreshInfo, cluster: str | None = None) -> View:
     """The view of these datastores: the defaults are the flagged rows."""
     hdd = next((r.id for r in rows if r.is_default_hdd), None)
     ssd = next((r.id for r in rows if r.is_default_ssd), None)
-    return View(rows=tuple(rows), default_hdd=hdd, default_ssd=ssd, source="db", refresh=refresh)
+    return View(rows=tuple(rows), default_hdd=hdd, default_ssd=ssd, source="db", refresh=refresh,
+                cluster=cluster or "")
 
 
 def to_refresh_info(state: RefreshStateModel | None) -> RefreshInfo:

@@ -1,0 +1,224 @@
+"""Which replica reads Proxmox, and how every change reaches every replica (docs/architecture.md#replicas).
+
+The leader is the replica whose own database session holds the lock (store/leader.py); only it
+reads Proxmox. Each read is fenced: before it, the leader marks in the database, through that
+session, until when the read may run; after it, it clears the mark through the same session. A
+session that ended in between means another replica may lead: the read is thrown away. A replica
+that takes the lock first waits out the last leader's mark, so two reads never overlap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from urllib.parse import urlparse
+
+from .config import Config, ConfigError
+from .store import AlreadyServed, SessionError, StoreError, open_coordination
+from .store.notify import CHANGES, REFRESH
+
+log = logging.getLogger(__name__)
+
+MARGIN = 2.0  # s added to a read's mark; a mark whose answer takes half of it is not trusted
+TICK = 0.5  # s between looks: notifications, attempts at the lock
+HEARTBEAT = 1.0  # s between a leader's checks of its lock's session
+SAFETY_CHECK = 2.0  # s between reads of the generation when no notification came
+MAX_BACKOFF = 4.0  # s at most between attempts to reopen a session
+
+
+class NotLeader(Exception):
+    """This replica does not hold the lock, or lost it during the read: it must not read, or use what it read."""
+
+
+class Solo:
+    """A process that leads alone and hears nothing: the one-shot commands and the tests."""
+
+    role = "leader"
+
+    def leads(self) -> bool:
+        """Always."""
+        return True
+
+    @contextlib.contextmanager
+    def reading(self, seconds: float):
+        """Nothing to fence."""
+        yield
+
+    def start(self, service, refresh_now: Callable[[], None], on_lead: Callable[[], None] | None = None) -> None:
+        """Nothing to run."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+
+class Coordinator:
+    """Leads while its lock is held and follows every change, in one daemon thread beside the server."""
+
+    def __init__(self, lock, signals, clock: Callable[[], float] = time.monotonic, tick: float = TICK):
+        self._lock, self._signals, self._clock, self._tick = lock, signals, clock, tick
+        self._leading = False
+        self._role_lock = threading.Lock()  # the loop takes the role, a refresh thread may give it up
+        self._ready_at = 0.0  # a new leader reads from then on: the last leader's read has ended
+        self._prepared = True  # Service.start() made the schema; after a failure it is made again first
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="coordination", daemon=True)
+        self._service = None
+        self._refresh_now: Callable[[], None] = lambda: None
+        self._on_lead: Callable[[], None] = lambda: None
+        self._retry = {"lock": 0.0, "signals": 0.0}  # when to try a session again
+        self._failures = {"lock": 0, "signals": 0}
+        self._due = {"heartbeat": 0.0, "generation": 0.0}
+
+    @property
+    def role(self) -> str:
+        """"leader" or "follower", as the answers and pve_datastore_leader say."""
+        return "leader" if self._leading else "follower"
+
+    def leads(self) -> bool:
+        """True while this replica holds the lock."""
+        return self._leading
+
+    def start(self, service, refresh_now: Callable[[], None], on_lead: Callable[[], None] | None = None) -> None:
+        """Try to lead at once (a lone replica leads from its first second), then loop in a thread.
+
+        `refresh_now` answers a follower's request; `on_lead` runs when this replica takes the lead.
+        """
+        self._service, self._refresh_now = service, refresh_now
+        self._on_lead = on_lead or (lambda: None)
+        self._lead_or_check()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the loop and the sessions: the lock is released at once, for another replica to take."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self._lock.release()
+        self._signals.close()
+
+    @contextlib.contextmanager
+    def reading(self, seconds: float):
+        """Around one read of Proxmox that ends within `seconds`: NotLeader before it, or after it, without the lock."""
+        if not self._leading:
+            raise NotLeader("another replica leads: it reads Proxmox")
+        if self._stop.wait(max(self._ready_at - self._clock(), 0.0)):
+            raise NotLeader("stopping")
+        started = self._clock()
+        try:
+            self._lock.begin_read(seconds + MARGIN)
+        except SessionError as exc:
+            raise NotLeader(self._step_down(exc)) from None
+        if self._clock() - started > MARGIN / 2:
+            # The mark's clock may have started long before its answer came: the read could outlast it.
+            raise NotLeader(f"the database took {self._clock() - started:.1f} s to mark the read")
+        try:
+            yield
+        finally:
+            self._end_read()
+
+    def _end_read(self) -> None:
+        try:
+            self._lock.end_read()
+        except SessionError as exc:
+            raise NotLeader(self._step_down(exc) + "; the read is dropped") from None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._lead_or_check()
+            self._listen()
+
+    def _lead_or_check(self) -> None:
+        now = self._clock()
+        if now < self._retry["lock"] or (self._leading and now < self._due["heartbeat"]):
+            return
+        try:
+            if self._leading:
+                self._lock.check()
+                self._due["heartbeat"] = now + HEARTBEAT
+            else:
+                self._try_to_lead()
+            self._recovered("lock")
+        except (SessionError, StoreError) as exc:
+            self._prepared = False
+            self._step_down(exc)
+            self._back_off("lock", exc)
+
+    def _try_to_lead(self) -> None:
+        if not self._prepared:  # the lock's bookkeeping lives in a table: the database may be new or back
+            self._service.init_db()  # StoreError: the database is away, as SessionError would say
+            self._prepared = True
+        grace = self._lock.try_acquire()
+        if grace is None:
+            return
+        with self._role_lock:
+            self._ready_at, self._leading = self._clock() + grace, True
+        log.info("leading: this replica reads Proxmox%s",
+                 f" once the last leader's read has ended ({grace:.1f} s)" if grace else "")
+        self._service.announce_role()
+        self._on_lead()
+
+    def _step_down(self, exc: Exception) -> str:
+        """Follow from now on; the reason, for the log and the error."""
+        reason = f"this replica no longer leads ({exc})"
+        with self._role_lock:
+            was_leading, self._leading = self._leading, False
+        if was_leading:
+            log.warning("%s: another replica may take over", reason)
+            self._lock.release()
+            self._service.announce_role()
+        return reason
+
+    def _listen(self) -> None:
+        now = self._clock()
+        if now < self._retry["signals"]:
+            self._stop.wait(self._tick)
+            return
+        try:
+            heard = {channel for channel, _ in self._signals.wait(self._tick)}
+            if REFRESH in heard and self._leading:
+                self._refresh_now()  # a follower's POST /api/datastores/refresh
+            if CHANGES in heard or now >= self._due["generation"]:
+                self._due["generation"] = now + SAFETY_CHECK
+                self._service.follow(self._signals.generation())
+            self._recovered("signals")
+        except SessionError as exc:
+            self._back_off("signals", exc)
+        except StoreError as exc:  # the view could not be read: the next check tries again
+            log.debug("could not reload the view: %r", exc)
+
+    def _back_off(self, name: str, exc: Exception) -> None:
+        self._failures[name] += 1
+        delay = min(TICK * 2 ** (self._failures[name] - 1), MAX_BACKOFF)
+        self._retry[name] = self._clock() + delay
+        if self._failures[name] == 1:
+            log.warning("%s: %s; trying again every few seconds", name, exc)
+
+    def _recovered(self, name: str) -> None:
+        if self._failures[name]:
+            log.info("%s: the database answers again", name)
+        self._failures[name] = 0
+
+
+def for_command(config: Config) -> Coordinator | Solo:
+    """The `refresh` command's: on PostgreSQL it leads if no replica does, else the leader refreshes for it.
+
+    On SQLite it reads alone, as it always did, even beside a `serve` (one more read, never a lasting one).
+    """
+    if urlparse(config.database_url).scheme.startswith("sqlite"):
+        return Solo()
+    return for_serving(config)
+
+
+def for_serving(config: Config) -> Coordinator:
+    """The coordinator of a `serve` process; ConfigError when another one serves its SQLite file."""
+    holder = f"{socket.gethostname()} pid {os.getpid()} ({config.listen_address})"
+    try:
+        lock, signals = open_coordination(config.database_url, holder)
+    except AlreadyServed as exc:
+        raise ConfigError(f"DATABASE_URL: {exc}") from None
+    return Coordinator(lock, signals)

@@ -1,0 +1,83 @@
+"""Basic auth and the rate limit of the web config, as plain objects the front (front.py) asks."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import threading
+import time
+from collections.abc import Callable
+
+from .webconfig import check_password
+
+REALM = 'Basic realm="pve-datastore-exporter", charset="UTF-8"'
+
+
+class TokenBucket:
+    """exporter-toolkit's rate_limit: one request per `interval` seconds, bursts up to `burst`."""
+
+    def __init__(self, interval: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self.interval, self.burst, self.clock = interval, burst, clock
+        self.tokens, self.stamp = float(burst), clock()
+        self.lock = threading.Lock()
+
+    def take(self) -> bool:
+        """Whether a request may go now."""
+        with self.lock:
+            now = self.clock()
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) / self.interval)
+            self.stamp = now
+            if self.tokens < 1:
+                return False
+            self.tokens -= 1
+            return True
+
+
+class BasicAuth:
+    """Checks `Authorization: Basic`; a password once verified is remembered as a hash, per user.
+
+    bcrypt at cost 10 takes ~70 ms: a scrape every 15 s must not pay it each time. The cache holds
+    one SHA-256 per user, compared in constant time; a changed password simply misses it.
+    """
+
+    def __init__(self, users: dict[str, bytes]):
+        self.users = users
+        self._verified: dict[str, bytes] = {}
+
+    @staticmethod
+    def _credentials(header: str) -> tuple[str, bytes, bytes] | None:
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            raw = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        name, colon, password = raw.partition(b":")
+        if not colon:
+            return None
+        return name.decode("utf-8", "replace"), password, hashlib.sha256(name + b"\0" + password).digest()
+
+    def remembered(self, header: str) -> str | None:
+        """The user if this password was verified before (cheap: no bcrypt), else None."""
+        found = self._credentials(header)
+        if found is None:
+            return None
+        user, _, digest = found
+        known = self._verified.get(user)
+        return user if known is not None and hmac.compare_digest(known, digest) else None
+
+    def user(self, header: str) -> str | None:
+        """The authenticated user name, or None (bcrypt unless remembered)."""
+        found = self._credentials(header)
+        if found is None:
+            return None
+        user, password, digest = found
+        if self.remembered(header) == user:
+            return user
+        if not check_password(self.users, user, password):
+            return None
+        self._verified[user] = digest
+        return user
