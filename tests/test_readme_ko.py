@@ -592,11 +592,11 @@ def test_the_checks_catch_a_changed_command_and_new_inline_code():
 
 
 def test_the_checks_catch_a_new_setting_and_a_lost_row():
-    new = Setting("EXPORTER_EXACT_AVAILABLE", "exact_available", "false",
+    new = Setting("EXPORTER_SOMETHING_NEW", "something_new", "false",
                   "also read /nodes/{node}/storage for Proxmox's own avail", str)
     problems = check_settings(_ko(), (*SETTINGS, new))
-    assert any("no row for EXPORTER_EXACT_AVAILABLE" in p and "/nodes/{node}/storage" in p for p in problems), problems
-    assert any("EXPORTER_EXACT_AVAILABLE (config.SETTINGS)" in p for p in check_keys(_en(), _ko(), (*SETTINGS, new)))
+    assert any("no row for EXPORTER_SOMETHING_NEW" in p and "/nodes/{node}/storage" in p for p in problems), problems
+    assert any("EXPORTER_SOMETHING_NEW (config.SETTINGS)" in p for p in check_keys(_en(), _ko(), (*SETTINGS, new)))
     ko = "\n".join(line for line in _ko().split("\n") if not line.startswith("| `EXPORTER_LOG_LEVEL`"))
     assert any("no row for EXPORTER_LOG_LEVEL" in p for p in check_settings(ko))
     changed = tuple(dataclasses.replace(s, default="9000") if s.env == "PROXMOX_TIMEOUT" else s for s in SETTINGS)
