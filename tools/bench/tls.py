@@ -59,11 +59,8 @@ def start(name: str, sizes: tuple[str, ...], sim_env: dict[str, str], work: Path
     return tls
 
 
-def measure(tls: OursTls, clients: int, seq: int, conc: int, seconds: float, warmup: int) -> dict:
-    """Sequential and concurrent scrapes kept alive, then sequential with a new connection each."""
-    kept = tls.target
-    fresh = Target(kept.port, tls_ca=kept.tls_ca, auth=USER, keep_alive=False)
-    load(kept, 1, warmup, 10)
-    return {"sequential": load(kept, 1, seq, seconds).summary(),
-            "concurrent": load(kept, clients, conc, seconds).summary(),
-            "new_connection": load(fresh, 1, seq, seconds).summary()}
+def new_connections(tls: OursTls, count: int, seconds: float) -> dict:
+    """Sequential scrapes, each on a new connection with a full TLS handshake (kept-alive ones run in
+    run.fast_rounds, in the same rounds as plain HTTP)."""
+    fresh = Target(tls.target.port, tls_ca=tls.target.tls_ca, auth=USER, keep_alive=False)
+    return load(fresh, 1, count, seconds).summary()
