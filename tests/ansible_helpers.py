@@ -113,15 +113,23 @@ def write_vars(path: Path, variables: dict) -> str:
     return f"@{path}"
 
 
+@functools.cache
+def _module_collections() -> Path:
+    """A collections path (made once per session) for running a module's file directly."""
+    return collections_dir(Path(tempfile.mkdtemp(prefix="pvedx-collections-")))
+
+
 def run_module(args: dict, *, check: bool = False, diff: bool = False, timeout: float = 60) -> dict:
     """Run datastore_defaults.py's main() with injected args under the Ansible venv's Python."""
     python = tool("python")
     payload = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump({"ANSIBLE_MODULE_ARGS": payload}, handle)
+    # The module imports the collection's module_utils as ansible_collections.pvedx.datastore_exporter.
+    env = dict(os.environ, PYTHONPATH=str(_module_collections()))
     try:
         proc = subprocess.run([python, str(MODULE), handle.name], capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, env=env)
     finally:
         os.unlink(handle.name)
     start = proc.stdout.find("{")

@@ -1,4 +1,5 @@
-"""datastore_defaults against a throw-away HTTP server that plays the exporter's API."""
+"""datastore_defaults against a throw-away HTTP server that plays the exporter's API, and against a real
+exporter with a web config (HTTPS from a private CA, basic auth, writers, mutual TLS)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import bcrypt
 import pytest
+import trustme
 
+from pve_datastore_exporter import simulator
 from tests.ansible_helpers import run_module
-from tools.processes import free_port
+from tools.processes import ExporterProcess, free_port
 
 TOKEN = "pvedx-module-token-d41d8c"
 KNOWN = {"local", "local-lvm", "ceph-vm", "tank"}
@@ -197,3 +201,137 @@ def test_token_never_appears_in_the_result(exporter):
     for result in (run_module(args(exporter, hdd_datastore="nope")),
                    run_module(args(exporter, hdd_datastore="tank"), diff=True)):
         assert TOKEN not in result["_output"]
+
+
+# -- against a real exporter with a web config: HTTPS from a private CA, basic auth, writers -------------------
+
+SCRAPER, WRITER = ("prometheus", "pvedx-module-scrape-pw-41b2"), ("ansible", "pvedx-module-write-pw-9e07")
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    s = simulator.Simulator(nodes=3, datastores=6, random_seed=1, state_dir=tmp_path_factory.mktemp("sim"), drift=False)
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A throw-away CA, the exporter's certificate for localhost, a client certificate, in PEM files."""
+    folder, ca = tmp_path_factory.mktemp("pki"), trustme.CA()
+    server = ca.issue_cert("localhost", "127.0.0.1")
+    server.private_key_and_cert_chain_pem.write_to_path(folder / "server.pem")
+    server.private_key_pem.write_to_path(folder / "server.key")
+    server.cert_chain_pems[0].write_to_path(folder / "server.crt")
+    client = ca.issue_cert("ansible@pvedx.test")
+    client.cert_chain_pems[0].write_to_path(folder / "client.crt")
+    client.private_key_pem.write_to_path(folder / "client.key")
+    ca.cert_pem.write_to_path(folder / "ca.crt")
+    other = trustme.CA()  # a CA the exporter's certificate is not from
+    other.cert_pem.write_to_path(folder / "other-ca.crt")
+    return folder
+
+
+def start_tls_exporter(base, sim, pki, extra_tls: str = "", cert=None):
+    users = "".join(f"  {name}: {bcrypt.hashpw(pw.encode(), bcrypt.gensalt(4)).decode()}\n" for name, pw in (SCRAPER, WRITER))
+    config = base / "web.yml"
+    config.write_text(f"tls_server_config:\n  cert_file: {pki}/server.crt\n  key_file: {pki}/server.key\n{extra_tls}"
+                      f"basic_auth_users:\n{users}")
+    exporter = ExporterProcess(base, {**sim.env(), "EXPORTER_WEB_CONFIG_FILE": str(config),
+                                      "EXPORTER_WRITE_USERS": WRITER[0], "EXPORTER_API_TOKEN": TOKEN},
+                               ca=str(pki / "ca.crt"), auth=SCRAPER, cert=cert)
+    exporter.start()
+    exporter.api()  # the first read from Proxmox, so the datastores are known
+    return exporter
+
+
+@pytest.fixture(scope="module")
+def tls_exporter(sim, pki, tmp_path_factory):
+    exporter = start_tls_exporter(tmp_path_factory.mktemp("tls"), sim, pki)
+    yield exporter
+    exporter.stop()
+    assert WRITER[1] not in exporter.logs() and SCRAPER[1] not in exporter.logs()
+
+
+def tls_args(exporter, pki, user=WRITER, **kw):
+    return {"url": exporter.url, "ca_path": str(pki / "ca.crt"), "url_username": user[0], "url_password": user[1], **kw}
+
+
+def test_a_writer_over_https_changes_the_defaults_once(tls_exporter, pki):
+    before = tls_exporter.api("/api/datastores/default")
+    wanted = "tank" if before["hdd_datastore"] != "tank" else "ceph-vm"
+    check = run_module(tls_args(tls_exporter, pki, hdd_datastore=wanted), check=True, diff=True)
+    assert check["_rc"] == 0 and check["changed"] is True, check["_output"]
+    assert tls_exporter.api("/api/datastores/default")["hdd_datastore"] == before["hdd_datastore"]
+    done = run_module(tls_args(tls_exporter, pki, hdd_datastore=wanted))
+    assert done["_rc"] == 0 and done["changed"] is True and done["hdd_datastore"] == wanted, done["_output"]
+    assert tls_exporter.api("/api/datastores/default")["hdd_datastore"] == wanted
+    again = run_module(tls_args(tls_exporter, pki, hdd_datastore=wanted))
+    assert again["_rc"] == 0 and again["changed"] is False, again["_output"]
+    for result in (check, done, again):
+        assert WRITER[1] not in result["_output"]
+
+
+def test_a_user_who_may_only_read_is_refused_with_the_exporters_reason(tls_exporter, pki):
+    current = tls_exporter.api("/api/datastores/default")["ssd_datastore"]
+    wanted = "local" if current != "local" else "tank"
+    result = run_module(tls_args(tls_exporter, pki, user=SCRAPER, ssd_datastore=wanted))
+    assert result["failed"] is True and result["status"] == 403, result["_output"]
+    assert "the exporter rejected user 'prometheus' (HTTP 403, forbidden)" in result["msg"]
+    assert "EXPORTER_WRITE_USERS" in result["msg"] and SCRAPER[1] not in result["_output"]
+    assert tls_exporter.api("/api/datastores/default")["ssd_datastore"] == current
+
+
+def test_without_a_user_the_module_says_basic_auth_is_wanted(tls_exporter, pki):
+    result = run_module({"url": tls_exporter.url, "ca_path": str(pki / "ca.crt"), "hdd_datastore": "tank"})
+    assert result["failed"] is True and result["status"] == 401, result["_output"]
+    assert result["msg"].startswith("the exporter wants basic auth (url_username and url_password")
+    token = run_module({"url": tls_exporter.url, "ca_path": str(pki / "ca.crt"), "api_token": TOKEN,
+                        "hdd_datastore": "tank"})
+    assert token["failed"] is True and token["status"] == 401  # the token is no credential while basic auth is on
+
+
+def test_a_wrong_password_is_a_clear_failure(tls_exporter, pki):
+    result = run_module(tls_args(tls_exporter, pki, user=(WRITER[0], "not-the-password"), hdd_datastore="tank"))
+    assert result["failed"] is True and result["status"] == 401
+    assert "the exporter rejected user 'ansible' (HTTP 401, unauthorized)" in result["msg"]
+
+
+@pytest.mark.parametrize("ca", [None, "other-ca.crt"])
+def test_a_certificate_from_an_untrusted_ca_is_refused(tls_exporter, pki, ca):
+    args = tls_args(tls_exporter, pki, hdd_datastore="tank")
+    if ca:
+        args["ca_path"] = str(pki / ca)
+    else:
+        del args["ca_path"]
+    result = run_module(args)
+    assert result["failed"] is True and result["msg"].startswith("cannot reach the exporter"), result["_output"]
+    assert "CERTIFICATE_VERIFY_FAILED" in result["msg"] or "certificate verify failed" in result["msg"]
+
+
+def test_validate_certs_false_skips_the_check(tls_exporter, pki):
+    args = tls_args(tls_exporter, pki, hdd_datastore=tls_exporter.api("/api/datastores/default")["hdd_datastore"])
+    del args["ca_path"]
+    result = run_module(dict(args, validate_certs=False))
+    assert result["_rc"] == 0 and result["changed"] is False, result["_output"]
+
+
+def test_token_and_user_exclude_each_other(tls_exporter, pki):
+    result = run_module(tls_args(tls_exporter, pki, api_token=TOKEN, hdd_datastore="tank"))
+    assert result["failed"] is True and "mutually exclusive: api_token|url_username" in result["msg"]
+
+
+def test_mutual_tls_with_a_client_certificate(sim, pki, tmp_path):
+    exporter = start_tls_exporter(tmp_path, sim, pki, f"  client_auth_type: RequireAndVerifyClientCert\n"
+                                                      f"  client_ca_file: {pki}/ca.crt\n",
+                                  cert=(str(pki / "client.crt"), str(pki / "client.key")))
+    try:
+        current = exporter.api("/api/datastores/default")["hdd_datastore"]
+        refused = run_module(tls_args(exporter, pki, hdd_datastore=current))
+        assert refused["failed"] is True and refused["msg"].startswith("cannot reach the exporter"), refused["_output"]
+        shown = run_module(tls_args(exporter, pki, hdd_datastore=current, client_cert=str(pki / "client.crt"),
+                                    client_key=str(pki / "client.key")))
+        assert shown["_rc"] == 0 and shown["changed"] is False, shown["_output"]
+    finally:
+        exporter.stop()

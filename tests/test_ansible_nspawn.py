@@ -1,5 +1,9 @@
 """The whole role on a real systemd: a Debian rootfs booted with systemd-nspawn, reached over ssh.
 
+One play deploys three exporters into the container: the single unit, and two instances of the
+templated unit (alpha over HTTP, beta over HTTPS from a throw-away CA with basic auth), each naming
+its own cluster (the same simulator under two names).
+
 The rootfs (debootstrap, ~330 MB, ~1 min) is built once and cached in PVEDX_ROOTFS
 (/var/cache/pvedx-test-rootfs); each run boots an ephemeral copy of it, so the cache stays
 pristine. The container shares the host's network namespace: its sshd and the exporter listen
@@ -8,18 +12,24 @@ on free loopback ports, and it reaches the simulated Proxmox on the host's loopb
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import os
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+import trustme
+from cryptography import x509
 
 from tests.ansible_helpers import (
     ansible_env,
@@ -41,6 +51,8 @@ PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "pytho
             "openssh-server", "iproute2", "ca-certificates")
 STAMP = ROOTFS / ".pvedx-rootfs.json"
 API_TOKEN = "pvedx-nspawn-api-token-0b9e51"
+PASSWORDS = {"prometheus": "pvedx-nspawn-scrape-pw-5d0c", "ansible": "pvedx-nspawn-write-pw-e61a"}
+TEST_CA = "/etc/ssl/pvedx-test-ca.pem"  # the throw-away CA of beta's certificate, inside the container
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
             "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
 
@@ -156,19 +168,52 @@ def container(tmp_path_factory):
     ca = work / "sim-ca.pem"
     shutil.copyfile(sim.ca_file, ca)
     ca.chmod(0o644)
-    box = Container(work, {str(ca): "/etc/ssl/pvedx-sim-ca.pem"})
+    test_ca = trustme.CA()
+    test_ca.cert_pem.write_to_path(work / "test-ca.pem")
+    (work / "test-ca.pem").chmod(0o644)
+    box = Container(work, {str(ca): "/etc/ssl/pvedx-sim-ca.pem", str(work / "test-ca.pem"): TEST_CA})
     try:
         box.wait_for_ssh()
-        box.sim = sim
+        box.sim, box.test_ca, box.test_ca_file = sim, test_ca, str(work / "test-ca.pem")
         yield box
     finally:
         box.stop()
         sim.stop()
 
 
-def http_text(url: str, timeout: float = 5) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
+def http_text(url: str, timeout: float = 5, ca: str | None = None, user: str | None = None) -> str:
+    """GET url: over HTTPS against `ca`, with basic auth as `user` (PASSWORDS) when given."""
+    request = urllib.request.Request(url)
+    if user:
+        pair = f"{user}:{PASSWORDS[user]}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+    context = ssl.create_default_context(cafile=ca) if ca else None
+    with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
         return resp.read().decode()
+
+
+def http_status(url: str, ca: str) -> int:
+    """The status of a GET without credentials."""
+    try:
+        with urllib.request.urlopen(url, timeout=5, context=ssl.create_default_context(cafile=ca)) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def served_serial(port: int, ca: str) -> int:
+    """The serial number of the certificate the listener on port serves now."""
+    context = ssl.create_default_context(cafile=ca)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number
+
+
+def issue(ca: trustme.CA) -> tuple[str, str, int]:
+    """(certificate, key, serial) for 127.0.0.1 and localhost from the throw-away CA."""
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    pem = "".join(p.bytes().decode() for p in cert.cert_chain_pems)
+    return pem, cert.private_key_pem.bytes().decode(), x509.load_pem_x509_certificate(pem.encode()).serial_number
 
 
 def wait_for(fetch, predicate, timeout: float = 60):
@@ -185,54 +230,94 @@ def wait_for(fetch, predicate, timeout: float = 60):
     raise AssertionError(f"timed out; last answer: {last!r}"[:2000])
 
 
+def exposure(container: Container, unit: str) -> float:
+    """`systemd-analyze security` of a unit in the container, which must pass `verify` as well."""
+    security = container.ssh(f"systemd-analyze security --no-pager {unit}")
+    score = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", security.stdout).group(1))
+    print(f"online systemd-analyze security exposure of {unit} in the container: {score}")
+    verify = container.ssh(f"systemd-analyze verify {unit}")
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stdout + verify.stderr
+    return score
+
+
 def test_role_on_a_real_systemd(container, tmp_path):
-    sim, exporter_port = container.sim, free_port()
-    secrets = (sim.token_value, API_TOKEN)
-    variables = {
+    sim, ports = container.sim, {name: free_port() for name in ("single", "alpha", "beta")}
+    cert, key, serial = issue(container.test_ca)
+    secrets = (sim.token_value, API_TOKEN, *PASSWORDS.values(), key.splitlines()[1])
+    shared = {
         "pve_datastore_exporter_package": "pve-datastore-exporter==0.1.0",
-        "pve_datastore_exporter_wheelhouse_src": str(wheelhouse()),
         "pve_datastore_exporter_pip_no_index": True,
         "pve_datastore_exporter_proxmox_host": f"127.0.0.1:{sim.port}",
         "pve_datastore_exporter_proxmox_user": sim.user,
         "pve_datastore_exporter_proxmox_token_name": sim.token_name,
         "pve_datastore_exporter_proxmox_token_value": sim.token_value,
         "pve_datastore_exporter_proxmox_ca_bundle": "/etc/ssl/pvedx-sim-ca.pem",
-        "pve_datastore_exporter_listen_address": f"127.0.0.1:{exporter_port}",
-        "pve_datastore_exporter_api_token": API_TOKEN,
-        "pve_datastore_exporter_default_hdd_datastore": "ceph-vm",
-        "pve_datastore_exporter_default_ssd_datastore": "tank",
+    }
+    # The instances share what the single unit installs first in the play (the OS packages, the wheelhouse,
+    # the virtualenv): copying a wheelhouse of ~30 wheels costs one round trip per wheel and application.
+    installed_by_single = {"pve_datastore_exporter_install_os_packages": False,
+                           "pve_datastore_exporter_pip_find_links": "/opt/pve-datastore-exporter/wheelhouse"}
+    exporters = {
+        "single": {"pve_datastore_exporter_wheelhouse_src": str(wheelhouse()),
+                   "pve_datastore_exporter_listen_address": f"127.0.0.1:{ports['single']}",
+                   "pve_datastore_exporter_api_token": API_TOKEN,
+                   "pve_datastore_exporter_default_hdd_datastore": "ceph-vm",
+                   "pve_datastore_exporter_default_ssd_datastore": "tank"},
+        "alpha": {**installed_by_single, "pve_datastore_exporter_instance": "alpha",
+                  "pve_datastore_exporter_listen_address": f"127.0.0.1:{ports['alpha']}",
+                  "pve_datastore_exporter_proxmox_cluster_name": "alpha",
+                  "pve_datastore_exporter_default_hdd_datastore": "tank"},
+        "beta": {**installed_by_single, "pve_datastore_exporter_instance": "beta",
+                 "pve_datastore_exporter_listen_address": f"127.0.0.1:{ports['beta']}",
+                 "pve_datastore_exporter_proxmox_cluster_name": "beta",
+                 "pve_datastore_exporter_tls_cert": cert, "pve_datastore_exporter_tls_key": key,
+                 "pve_datastore_exporter_basic_auth_users": [{"name": n, "password": p} for n, p in PASSWORDS.items()],
+                 "pve_datastore_exporter_write_users": "ansible",
+                 "pve_datastore_exporter_api_ca_path": TEST_CA,
+                 "pve_datastore_exporter_default_ssd_datastore": "ceph-vm"},
     }
     control = tempfile.mkdtemp(prefix="pvedx-cp-")  # short: ssh's ControlPath must fit a socket name
     env = ansible_env(tmp_path, ANSIBLE_SSH_CONTROL_PATH_DIR=control, ANSIBLE_PIPELINING="True")
-    base_args = ["-i", str(container.inventory()), "pvedx.datastore_exporter.deploy"]
 
     def deploy(*flags, **overrides):
-        extra = write_vars(tmp_path / f"vars-{time.monotonic_ns()}.json", {**variables, **overrides})
-        result = run_playbook(tmp_path, [*base_args, "-e", extra, *flags], env=env, timeout=600)
+        """One play applying the role to each exporter (its own settings as role parameters)."""
+        play = tmp_path / f"play-{time.monotonic_ns()}.json"
+        play.write_text(json.dumps([{
+            "name": "Deploy three exporters", "hosts": "pve_datastore_exporter", "gather_facts": False,
+            "roles": [{"role": "pvedx.datastore_exporter.pve_datastore_exporter", **settings}
+                      for settings in exporters.values()]}]))
+        extra = write_vars(tmp_path / f"vars-{time.monotonic_ns()}.json", {**shared, **overrides})
+        started = time.monotonic()
+        result = run_playbook(tmp_path, ["-i", str(container.inventory()), "-e", extra, *flags, str(play)],
+                              env=env, timeout=600)
+        print(f"ansible-playbook {' '.join(flags)} {overrides or ''}: {time.monotonic() - started:.0f} s")
         assert_no_secrets(result.output, secrets)
         return result
 
     installed = ("ls -d /opt/pve-datastore-exporter /etc/pve-datastore-exporter /var/lib/pve-datastore-exporter "
-                 "/etc/systemd/system/pve-datastore-exporter.service 2>/dev/null; "
-                 "getent passwd pve-datastore-exporter; getent group pve-datastore-exporter; "
+                 "/etc/systemd/system/pve-datastore-exporter.service /etc/systemd/system/pve-datastore-exporter@.service "
+                 "2>/dev/null; getent passwd pve-datastore-exporter; getent group pve-datastore-exporter; "
                  "systemctl list-units --all --no-legend 'pve-datastore-exporter*'; "
-                 f"ss -Hltn 'sport = :{exporter_port}'")
+                 + "; ".join(f"ss -Hltn 'sport = :{port}'" for port in ports.values()))
     dry = deploy("--check", "--diff")
     assert dry.rc == 0 and dry.changed("nspawn") >= 8, dry.output[-5000:]
-    assert "a real run would" in dry.output  # the defaults step explains why it compared nothing
+    assert dry.output.count("a real run would") == 3  # the defaults step explains why it compared nothing
     assert container.ssh(installed).stdout.strip() == "", "check mode must not install anything"
 
     first = deploy("--diff")
     assert first.rc == 0, first.output[-5000:]
     assert first.changed("nspawn") >= 8
-    assert container.ssh("systemctl is-active pve-datastore-exporter").stdout.strip() == "active"
-    assert container.ssh("systemctl is-enabled pve-datastore-exporter").stdout.strip() == "enabled"
+    for service in ("pve-datastore-exporter", "pve-datastore-exporter@alpha", "pve-datastore-exporter@beta"):
+        assert container.ssh(f"systemctl is-active {service}").stdout.strip() == "active", service
+        assert container.ssh(f"systemctl is-enabled {service}").stdout.strip() == "enabled", service
 
-    url = f"http://127.0.0.1:{exporter_port}"
+    # the single unit, as before the instances came
+    url = f"http://127.0.0.1:{ports['single']}"
     metrics = wait_for(lambda: http_text(url + "/metrics"), lambda t: "pve_datastore_size_bytes{" in t)
     defaults_series = [dict(re.findall(r'(\w+)="([^"]*)"', labels))
                        for labels in re.findall(r"^pve_datastore_default\{([^}]*)\} 1", metrics, re.M)]
-    assert {"role": "hdd", "datastore": "ceph-vm", "source": "db"} in defaults_series, defaults_series
+    assert any({"role": "hdd", "datastore": "ceph-vm", "source": "db"}.items() <= s.items() for s in defaults_series), \
+        defaults_series
     default = json.loads(http_text(url + "/api/datastores/default"))
     assert (default["hdd_datastore"], default["ssd_datastore"], default["source"]) == ("ceph-vm", "tank", "db")
     env_file = container.ssh("stat -c '%U:%G %a' /etc/pve-datastore-exporter/exporter.env").stdout.split()
@@ -241,12 +326,27 @@ def test_role_on_a_real_systemd(container, tmp_path):
     assert owner.stdout.split() == ["pve-datastore-exporter"], owner.stdout + owner.stderr
     assert container.ssh("test -f /var/lib/pve-datastore-exporter/proxmox_manager.db").returncode == 0
 
-    security = container.ssh("systemd-analyze security --no-pager pve-datastore-exporter.service")
-    score = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", security.stdout).group(1))
-    print(f"online systemd-analyze security exposure in the container: {score}")
-    assert score <= 2.0, security.stdout
-    verify = container.ssh("systemd-analyze verify /etc/systemd/system/pve-datastore-exporter.service")
-    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stdout + verify.stderr
+    # alpha: its own port, cluster name, database and defaults
+    alpha = f"http://127.0.0.1:{ports['alpha']}"
+    metrics = wait_for(lambda: http_text(alpha + "/metrics"), lambda t: 'pve_cluster="alpha"' in t)
+    assert 'pve_cluster="beta"' not in metrics
+    assert json.loads(http_text(alpha + "/api/datastores/default"))["hdd_datastore"] == "tank"
+    assert container.ssh("test -f /var/lib/pve-datastore-exporter/alpha/proxmox_manager.db").returncode == 0
+
+    # beta: HTTPS from the throw-away CA, basic auth on every route, defaults set by the writer
+    beta, ca = f"https://127.0.0.1:{ports['beta']}", container.test_ca_file
+    metrics = wait_for(lambda: http_text(beta + "/metrics", ca=ca, user="prometheus"), lambda t: 'pve_cluster="beta"' in t)
+    assert http_status(beta + "/metrics", ca) == 401 and http_status(beta + "/healthz", ca) == 401
+    assert json.loads(http_text(beta + "/api/datastores/default", ca=ca, user="prometheus"))["ssd_datastore"] == "ceph-vm"
+    files = container.ssh("cd /etc/pve-datastore-exporter && stat -c '%n %U:%G %a' beta.web.yml beta.key beta.crt")
+    assert files.stdout.split("\n")[:3] == ["beta.web.yml root:pve-datastore-exporter 640",
+                                            "beta.key root:pve-datastore-exporter 640",
+                                            "beta.crt root:pve-datastore-exporter 644"], files.stdout + files.stderr
+    assert served_serial(ports["beta"], ca) == serial
+
+    for unit in ("pve-datastore-exporter.service", "pve-datastore-exporter@alpha.service",
+                 "pve-datastore-exporter@beta.service"):
+        assert exposure(container, unit) <= 2.0, unit
 
     second = deploy()
     assert second.rc == 0 and second.changed("nspawn") == 0, second.output[-5000:]
@@ -254,11 +354,21 @@ def test_role_on_a_real_systemd(container, tmp_path):
     assert check.rc == 0 and check.changed("nspawn") == 0, check.output[-5000:]
     assert container.ssh("systemctl is-active pve-datastore-exporter").stdout.strip() == "active"
 
+    # a renewed certificate: its files change, beta is not restarted and serves it within seconds
+    pid = container.ssh("systemctl show -p MainPID --value pve-datastore-exporter@beta").stdout.strip()
+    cert, key, serial = issue(container.test_ca)
+    exporters["beta"].update(pve_datastore_exporter_tls_cert=cert, pve_datastore_exporter_tls_key=key)
+    secrets += (key.splitlines()[1],)
+    renewed = deploy()
+    assert renewed.rc == 0 and renewed.changed("nspawn") == 1, renewed.output[-5000:]
+    wait_for(lambda: served_serial(ports["beta"], ca), lambda s: s == serial, timeout=20)
+    assert container.ssh("systemctl show -p MainPID --value pve-datastore-exporter@beta").stdout.strip() == pid
+
     gone = deploy(pve_datastore_exporter_state="absent")
     assert gone.rc == 0 and gone.changed("nspawn") >= 4, gone.output[-5000:]
     leftovers = container.ssh(
-        installed + "; ls -d /var/lib/private/pve-datastore-exporter "
-        "/etc/systemd/system/multi-user.target.wants/pve-datastore-exporter.service 2>/dev/null")
+        installed + "; ls -d /var/lib/private/pve-datastore-exporter /etc/systemd/system/multi-user.target.wants/"
+        "pve-datastore-exporter*.service 2>/dev/null")
     assert leftovers.stdout.strip() == "", leftovers.stdout
     again = deploy(pve_datastore_exporter_state="absent")
     assert again.rc == 0 and again.changed("nspawn") == 0, again.output[-5000:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
 import re
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import bcrypt
 import pytest
 
 from tests.ansible_helpers import (
@@ -25,7 +27,7 @@ from tests.ansible_helpers import (
 )
 from tests.needs import require_tool
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # module fixtures run the role several times
 
 PLAY = """\
 - name: Apply the role into a prefix
@@ -270,3 +272,230 @@ def test_hardening_directives_present(default_unit):
                  "MemoryDenyWriteExecute=yes"):
         assert line in text, line
 
+
+
+# -- several instances, TLS and basic auth (in the converged prefix: they share its virtualenv) ----------------
+
+PASSWORDS = {"prometheus": "pvedx-scrape-pw-3f9a01", "ansible": "pvedx-write-pw-8c27de"}
+ROLES_PLAY_NAME = "Apply the role once per instance"
+
+
+def apply_instances(base: Path, shared: dict, instances: list[dict], *flags: str, name: str):
+    """One play applying the role once per entry of `instances` (role parameters), `shared` as extra vars."""
+    play = base / f"{name}.yml"
+    play.write_text(json.dumps([{"name": ROLES_PLAY_NAME, "hosts": "localhost", "gather_facts": False,
+                                 "roles": [{"role": "pvedx.datastore_exporter.pve_datastore_exporter", **entry}
+                                           for entry in instances]}]))
+    args = [*localhost_args(), "-e", write_vars(base / f"{name}.json", shared), *flags, str(play)]
+    return run_playbook(base, args, timeout=600)
+
+
+def issue(ca, *names: str) -> tuple[str, str]:
+    """(certificate chain, key) PEM text from the throw-away CA."""
+    cert = ca.issue_cert(*names)
+    return "".join(p.bytes().decode() for p in cert.cert_chain_pems), cert.private_key_pem.bytes().decode()
+
+
+def load_web_config(path: Path) -> str:
+    """The exporter's own reading of a web config (its summary line); fails on anything it refuses."""
+    code = "import sys; from pve_datastore_exporter import webconfig; print(webconfig.load(sys.argv[1]).summary())"
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def instances(converged):
+    """Instances alpha (plain), beta (TLS from content, two basic-auth users) and gamma (TLS from files on the
+    target) beside the converged single unit; two runs."""
+    base, prefix, _, _, _ = converged
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert, key = issue(ca, "localhost", "127.0.0.1")
+    (prefix / "etc/ssl/gamma/archive").mkdir(parents=True)
+    for suffix, text in (("crt", cert), ("key", key)):  # links, as certbot's live/ files are
+        (prefix / f"etc/ssl/gamma/archive/gamma1.{suffix}").write_text(text)
+        (prefix / f"etc/ssl/gamma/gamma.{suffix}").symlink_to(f"archive/gamma1.{suffix}")
+    hashed = bcrypt.hashpw(PASSWORDS["ansible"].encode(), bcrypt.gensalt(4)).decode()
+    entries = [
+        {"pve_datastore_exporter_instance": "alpha", "pve_datastore_exporter_listen_address": "127.0.0.1:19101",
+         "pve_datastore_exporter_proxmox_cluster_name": "alpha"},
+        {"pve_datastore_exporter_instance": "beta", "pve_datastore_exporter_listen_address": "127.0.0.1:19102",
+         "pve_datastore_exporter_tls_cert": cert, "pve_datastore_exporter_tls_key": key,
+         "pve_datastore_exporter_tls_min_version": "TLS13",
+         "pve_datastore_exporter_basic_auth_users": [{"name": "prometheus", "password": PASSWORDS["prometheus"]},
+                                                     {"name": "ansible", "password_hash": hashed}],
+         "pve_datastore_exporter_write_users": "ansible",
+         "pve_datastore_exporter_web_config_extra": {"http_server_config": {
+             "headers": {"Strict-Transport-Security": "max-age=31536000"}}}},
+        {"pve_datastore_exporter_instance": "gamma", "pve_datastore_exporter_listen_address": "127.0.0.1:19103",
+         "pve_datastore_exporter_tls_cert_file": "/etc/ssl/gamma/gamma.crt",
+         "pve_datastore_exporter_tls_key_file": "/etc/ssl/gamma/gamma.key"},
+    ]
+    shared = role_vars(prefix, str(exporter_wheel()))
+    first = apply_instances(base, shared, entries, "-v", "--diff", name="instances1")
+    second = apply_instances(base, shared, entries, "-v", "--diff", name="instances2")
+    return {"base": base, "prefix": prefix, "ca": ca, "shared": shared, "entries": entries, "hashed": hashed,
+            "first": first, "second": second, "key": key}
+
+
+def instance_secrets(run: dict) -> tuple[str, ...]:
+    return (*SECRETS.values(), *PASSWORDS.values(), run["key"].splitlines()[1])
+
+
+def test_instances_install_once_and_converge(instances):
+    first, second = instances["first"], instances["second"]
+    assert first.rc == 0, first.output[-4000:]
+    assert second.rc == 0 and second.changed() == 0, second.output[-4000:]
+    assert_no_secrets(first.output + second.output, instance_secrets(instances))
+
+
+def test_instance_files_and_templated_unit(instances):
+    prefix = instances["prefix"]
+    config = prefix / "etc/pve-datastore-exporter"
+    assert sorted(p.name for p in config.iterdir()) == [
+        "alpha.env", "beta.crt", "beta.env", "beta.key", "beta.web.yml", "exporter.env", "gamma.env", "gamma.web.yml"]
+    alpha = (config / "alpha.env").read_text()
+    assert "DATABASE_URL=sqlite:////var/lib/pve-datastore-exporter/alpha/proxmox_manager.db" in alpha
+    assert "EXPORTER_LISTEN_ADDRESS=127.0.0.1:19101" in alpha and "PROXMOX_CLUSTER_NAME=alpha" in alpha
+    assert "# EXPORTER_WEB_CONFIG_FILE=" in alpha
+    assert "EXPORTER_WEB_CONFIG_FILE=/etc/pve-datastore-exporter/beta.web.yml" in (config / "beta.env").read_text()
+    assert "EXPORTER_WRITE_USERS=ansible" in (config / "beta.env").read_text()
+    for name, mode in (("beta.web.yml", 0o640), ("beta.key", 0o640), ("beta.crt", 0o644), ("alpha.env", 0o640)):
+        assert stat.S_IMODE((config / name).stat().st_mode) == mode, name
+    for name in ("alpha", "beta", "gamma"):
+        assert stat.S_IMODE((prefix / f"var/lib/pve-datastore-exporter/{name}").stat().st_mode) == 0o750
+    unit = (prefix / "etc/systemd/system/pve-datastore-exporter@.service").read_text()
+    for line in ("EnvironmentFile=/etc/pve-datastore-exporter/%i.env", "StateDirectory=pve-datastore-exporter/%i",
+                 "WorkingDirectory=%S/pve-datastore-exporter/%i", "ProtectSystem=strict"):
+        assert line in unit, line
+    # the single unit is still there, untouched by the instances
+    assert (prefix / UNIT).read_text().count("EnvironmentFile=/etc/pve-datastore-exporter/exporter.env") == 1
+
+
+def test_web_config_reads_back_in_the_exporter(instances):
+    """The exporter accepts the role's web configs; the passwords were hashed on the controller."""
+    import yaml
+
+    config = instances["prefix"] / "etc/pve-datastore-exporter"
+    assert load_web_config(config / "beta.web.yml") == "TLS TLSv1_3..TLSv1_3, basic auth for 2 user(s)"
+    beta = yaml.safe_load((config / "beta.web.yml").read_text())
+    assert beta["tls_server_config"] == {"cert_file": "beta.crt", "key_file": "beta.key",
+                                         "client_auth_type": "NoClientCert", "min_version": "TLS13"}
+    assert beta["http_server_config"] == {"headers": {"Strict-Transport-Security": "max-age=31536000"}}
+    users = beta["basic_auth_users"]
+    assert bcrypt.checkpw(PASSWORDS["prometheus"].encode(), users["prometheus"].encode())
+    assert users["ansible"] == instances["hashed"]  # a hash given is taken as it is
+    gamma = yaml.safe_load((config / "gamma.web.yml").read_text())
+    assert gamma == {"tls_server_config": {"cert_file": "/etc/ssl/gamma/gamma.crt", "key_file": "/etc/ssl/gamma/gamma.key",
+                                           "client_auth_type": "NoClientCert", "min_version": "TLS12"}}
+    assert (config / "beta.key").read_text() == instances["key"].strip() + "\n"
+
+
+def test_renewed_certificate_and_changed_password(instances):
+    """A new certificate rewrites only its files (the exporter re-reads them: nothing restarts); a new
+    password rewrites the web config; the same password keeps its hash although bcrypt salts anew."""
+    base, prefix, shared, entries = instances["base"], instances["prefix"], instances["shared"], instances["entries"]
+    config = prefix / "etc/pve-datastore-exporter"
+    web_before = (config / "beta.web.yml").read_text()
+    cert, key = issue(instances["ca"], "localhost", "127.0.0.1")
+    renewed = [dict(e, pve_datastore_exporter_tls_cert=cert, pve_datastore_exporter_tls_key=key)
+               if e["pve_datastore_exporter_instance"] == "beta" else e for e in entries]
+    check = apply_instances(base, shared, renewed, "--check", name="renew-check")
+    assert check.rc == 0 and check.changed() == 1, check.output[-4000:]  # one loop task: the cert and the key
+    run = apply_instances(base, shared, renewed, name="renew")
+    assert run.rc == 0 and run.changed() == 1, run.output[-4000:]
+    assert (config / "beta.crt").read_text() == cert.strip() + "\n"
+    assert (config / "beta.web.yml").read_text() == web_before
+
+    new_password = "pvedx-new-scrape-pw-77d1e0"
+    changed_users = [dict(e, pve_datastore_exporter_basic_auth_users=[
+        {"name": "prometheus", "password": new_password}, {"name": "ansible", "password_hash": instances["hashed"]}])
+        if e["pve_datastore_exporter_instance"] == "beta" else e for e in renewed]
+    run = apply_instances(base, shared, changed_users, name="password")
+    assert run.rc == 0 and run.changed() == 1, run.output[-4000:]
+    assert new_password not in run.output
+    import yaml
+
+    users = yaml.safe_load((config / "beta.web.yml").read_text())["basic_auth_users"]
+    assert bcrypt.checkpw(new_password.encode(), users["prometheus"].encode())
+    again = apply_instances(base, shared, changed_users, name="password2")
+    assert again.rc == 0 and again.changed() == 0, again.output[-4000:]
+    instances["entries"] = changed_users
+
+
+def test_instance_unit_hardening_exposure_at_most_2(instances, tmp_path):
+    """The templated unit, as one of its instances, scores what the single unit scores."""
+    template = instances["prefix"] / "etc/systemd/system/pve-datastore-exporter@.service"
+    unit = tmp_path / "pve-datastore-exporter@alpha.service"
+    unit.write_text(template.read_text())
+    score = exposure(unit)
+    print(f"systemd-analyze security --offline=true exposure of an instance: {score}")
+    assert score <= 2.0
+
+
+def test_turning_tls_and_basic_auth_off_removes_their_files(instances):
+    base, prefix, shared, entries = instances["base"], instances["prefix"], instances["shared"], instances["entries"]
+    config = prefix / "etc/pve-datastore-exporter"
+    plain = [{k: v for k, v in e.items() if not k.startswith(("pve_datastore_exporter_tls_", "pve_datastore_exporter_basic",
+                                                                "pve_datastore_exporter_web_config_extra"))}
+             if e["pve_datastore_exporter_instance"] == "beta" else e for e in entries]
+    run = apply_instances(base, shared, plain, name="plain")
+    assert run.rc == 0 and run.changed() == 2, run.output[-4000:]  # the .env, and one loop removing three files
+    assert not any((config / name).exists() for name in ("beta.web.yml", "beta.crt", "beta.key"))
+    assert "# EXPORTER_WEB_CONFIG_FILE=" in (config / "beta.env").read_text()
+    instances["entries"] = plain
+
+
+def test_instances_go_one_by_one_and_the_last_takes_the_shared_files(instances):
+    base, prefix, shared, entries = instances["base"], instances["prefix"], instances["shared"], instances["entries"]
+    config, unit = prefix / "etc/pve-datastore-exporter", prefix / "etc/systemd/system/pve-datastore-exporter@.service"
+    gone = apply_instances(base, shared, [dict(e, pve_datastore_exporter_state="absent") for e in entries[:2]],
+                           name="absent12")
+    assert gone.rc == 0, gone.output[-4000:]
+    assert sorted(p.name for p in config.iterdir()) == ["exporter.env", "gamma.env", "gamma.web.yml"]
+    assert not (prefix / "var/lib/pve-datastore-exporter/alpha").exists()
+    assert unit.exists() and (prefix / VENV).exists()  # gamma still uses them
+    last = apply_instances(base, shared, [dict(entries[2], pve_datastore_exporter_state="absent")], name="absent3")
+    assert last.rc == 0, last.output[-4000:]
+    assert not unit.exists(), "the last instance takes the templated unit"
+    # the single unit remains, with what it needs
+    assert sorted(p.name for p in config.iterdir()) == ["exporter.env"] and (prefix / VENV).exists()
+    assert (prefix / "var/lib/pve-datastore-exporter").is_dir()
+
+
+BAD_SETTINGS = [
+    ({"pve_datastore_exporter_instance": "exporter"}, "not \"exporter\""),
+    ({"pve_datastore_exporter_instance": "a/b"}, "names the instance of the templated unit"),
+    ({"pve_datastore_exporter_tls_cert": "-----BEGIN CERTIFICATE-----\nx\n"}, "TLS needs both the certificate"),
+    ({"pve_datastore_exporter_tls_cert": "not pem", "pve_datastore_exporter_tls_key_file": "/k.pem"},
+     "the content given for cert_file is not PEM"),
+    ({"pve_datastore_exporter_tls_cert_file": "/nope/x.crt", "pve_datastore_exporter_tls_key_file": "/nope/x.key"},
+     "/nope/x.crt (cert_file) is not a file"),
+    ({"pve_datastore_exporter_tls_cert_file": "x.crt", "pve_datastore_exporter_tls_key_file": "/x.key"},
+     "cert_file must be an absolute path"),
+    ({"pve_datastore_exporter_tls_client_auth_type": "RequireAndVerifyClientCert",
+      "pve_datastore_exporter_tls_cert_file": "/c", "pve_datastore_exporter_tls_key_file": "/k"},
+     "needs the client CA"),
+    ({"pve_datastore_exporter_basic_auth_users": [{"name": "a", "password": "p", "password_hash": "h"}]},
+     "basic-auth user a needs a password or a password_hash (one of them)"),
+    ({"pve_datastore_exporter_basic_auth_users": [{"name": "a", "password_hash": "$1$md5"}]},
+     "the password_hash of basic-auth user a is not a bcrypt hash"),
+    ({"pve_datastore_exporter_basic_auth_users": [{"name": "a", "password": "p"}],
+      "pve_datastore_exporter_write_users": "a,b"}, "names b, who is not in pve_datastore_exporter_basic_auth_users"),
+    ({"pve_datastore_exporter_basic_auth_users": [{"name": "a", "password": "p"}],
+      "pve_datastore_exporter_web_config_file": "/etc/own.yml"}, "web config of your own"),
+    ({"pve_datastore_exporter_basic_auth_users": [{"name": "a", "password": "p"}],
+      "pve_datastore_exporter_api_url": "http://127.0.0.1:9", "pve_datastore_exporter_default_hdd_datastore": "tank"},
+     "the defaults step needs a user who may write"),
+    ({"pve_datastore_exporter_basic_auth_users": [{"name": "a", "pasword": "p"}]}, "pasword"),
+]
+
+
+@pytest.mark.parametrize("settings,message", BAD_SETTINGS, ids=[m[:40] for _, m in BAD_SETTINGS])
+def test_preflight_refuses_bad_tls_auth_and_instance_settings(tmp_path, settings, message):
+    """Preflight (or the argument spec) stops before anything is installed, naming what is wrong."""
+    variables = role_vars(tmp_path / "prefix", "pve-datastore-exporter==0.1.0", **settings)
+    result = apply(tmp_path, variables)
+    assert result.rc != 0 and message in result.output, result.output[-3000:]
+    assert not (tmp_path / "prefix" / "opt").exists()

@@ -26,10 +26,13 @@ from tests.ansible_helpers import (
     variables_table,
 )
 
-PLAYBOOKS = ("deploy", "set_defaults", "create_vm_on_default")
+PLAYBOOKS = ("deploy", "set_defaults", "create_vm_on_default", "ha")
 # The example playbook creates its VM with community.proxmox (from the `ansible` package in requirements-test.txt).
 PLAYBOOK_COLLECTIONS = {"create_vm_on_default": "community.proxmox"}
-PLUGINS = (("module", "datastore_defaults"), ("module", "datastore_info"), ("lookup", "default_datastore"))
+PLUGINS = (("module", "datastore_defaults"), ("module", "datastore_info"), ("lookup", "default_datastore"),
+           ("filter", "bcrypt_hash"))
+# The reading plugins, whose every option ansible/README.md names in a section of its own.
+READING_PLUGINS = PLUGINS[1:3]
 # ansible-test fetches this script from the internet before it creates a sanity virtualenv and
 # runs it only to put pip into that empty venv; it first looks in its cache, so a local
 # stand-in there lets every sanity test run offline (the test requirements still come from PyPI).
@@ -110,15 +113,41 @@ def test_argument_specs_match_defaults():
             assert defaults[name] in spec["choices"], name
 
 
+# Secrets of the role's own beside the settings' ones, and why.
+ROLE_SECRETS = {
+    "pve_datastore_exporter_database_url": "a PostgreSQL URL holds the database's password",
+    "pve_datastore_exporter_tls_key": "the TLS private key",
+    "pve_datastore_exporter_basic_auth_users": "the basic-auth passwords",
+    "pve_datastore_exporter_api_password": "the password the defaults step logs in with",
+}
+# Templates that hold secrets: a task writing one must be no_log.
+SECRET_TEMPLATES = ("exporter.env.j2", "web-config.yml.j2")
+
+
+def _without_no_log_module_options(task: dict) -> dict:
+    """The task without the options its module hides itself (uri's url_password; datastore_defaults' whole
+    call: its api_token and url_password are no_log in its argument spec)."""
+    if "pvedx.datastore_exporter.datastore_defaults" in task:
+        return {}
+    args = task.get("ansible.builtin.uri")
+    if isinstance(args, dict):
+        return {**task, "ansible.builtin.uri": {k: v for k, v in args.items() if k != "url_password"}}
+    return task
+
+
 def test_secret_variables_are_no_log():
-    """The settings' secrets are marked no_log in the spec, and every task touching them has no_log."""
-    secrets = {env_key_variable(s.env) for s in SETTINGS if s.secret}
-    assert {n for n, s in role_options().items() if s.get("no_log")} == secrets
+    """The settings' secrets and the role's own are marked no_log in the spec, and every task touching them
+    (or writing a template that holds them) has no_log, unless only a module's own no_log option gets them."""
+    secrets = {env_key_variable(s.env) for s in SETTINGS if s.secret} | set(ROLE_SECRETS)
+    options = role_options()
+    assert {n for n, s in options.items() if s.get("no_log")} == secrets
+    assert all(spec.get("no_log") for name, spec in options["pve_datastore_exporter_basic_auth_users"]["options"].items()
+               if name != "name")
     for path in (ROLE / "tasks").glob("*.yml"):
         for task in load_yaml(path) or []:
-            text = repr(task)
-            touches = any(s in text for s in secrets) or "exporter.env.j2" in text
-            if touches and "datastore_defaults" not in text:  # the module's api_token is no_log itself
+            text = repr(_without_no_log_module_options(task))
+            touches = any(s in text for s in secrets) or any(name in text for name in SECRET_TEMPLATES)
+            if touches:
                 assert task.get("no_log") is True, f"{path.name}: {task['name']}"
 
 
@@ -143,11 +172,15 @@ def test_every_setting_is_a_role_variable_with_the_exporters_default(setting):
         assert setting.parse(str(choice)) == choice, f"{name}: the exporter refuses the choice {choice!r}"
 
 
+# Settings the .env takes from a value the role derives, and why.
+DERIVED_SETTINGS = {"EXPORTER_WEB_CONFIG_FILE": "__pve_datastore_exporter_web_config_file"}  # or the role's own file
+
+
 def test_env_template_lists_every_setting():
     """Every setting of config.SETTINGS is a line of the .env template, from its role variable, in order."""
     template = (ROLE / "templates" / "exporter.env.j2").read_text()
     assert re.findall(r"\{\{ line\('([A-Z0-9_]+)', (\w+)\) \}\}", template) == \
-        [(s.env, env_key_variable(s.env)) for s in SETTINGS]
+        [(s.env, DERIVED_SETTINGS.get(s.env, env_key_variable(s.env))) for s in SETTINGS]
 
 
 def test_readme_variables_table_is_generated_from_the_spec():
@@ -178,24 +211,31 @@ def test_collection_metadata():
     assert "requires_ansible" in load_yaml(COLLECTION / "meta" / "runtime.yml")
     for name in ("README.md", "CHANGELOG.md", "LICENSE", "inventory.example.yml",
                  *(f"playbooks/{playbook}.yml" for playbook in PLAYBOOKS),
-                 "plugins/modules/datastore_defaults.py", "plugins/modules/datastore_info.py",
-                 "plugins/lookup/default_datastore.py", "plugins/module_utils/exporter_api.py"):
+                 "inventory.ha.example.yml", "plugins/modules/datastore_defaults.py", "plugins/modules/datastore_info.py",
+                 "plugins/lookup/default_datastore.py", "plugins/module_utils/exporter_api.py",
+                 "plugins/filter/bcrypt_hash.py"):
         assert (COLLECTION / name).is_file(), name
 
 
-def test_example_inventory_uses_only_documented_variables():
-    """Every pve_datastore_exporter_* variable in the example inventory exists in the spec."""
-    text = (COLLECTION / "inventory.example.yml").read_text()
+INVENTORIES = {"inventory.example.yml": ["monitoring1.example.org"],
+               "inventory.ha.example.yml": ["monitoring1.example.org", "monitoring2.example.org"]}
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_example_inventory_uses_only_documented_variables(inventory):
+    """Every pve_datastore_exporter_* variable in the example inventories exists in the spec."""
+    text = (COLLECTION / inventory).read_text()
     used = set(re.findall(r"^\s*#?\s*(pve_datastore_exporter_\w+):", text, re.M))
     assert used and used <= set(role_options()), used - set(role_options())
 
 
-def test_example_inventory_parses(tmp_path):
-    """ansible-inventory reads the example inventory and puts the host in the deploy playbook's group."""
-    proc = subprocess.run([tool("ansible-inventory"), "-i", str(COLLECTION / "inventory.example.yml"), "--list"],
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_example_inventory_parses(tmp_path, inventory):
+    """ansible-inventory reads each example inventory and puts its hosts in the playbooks' group."""
+    proc = subprocess.run([tool("ansible-inventory"), "-i", str(COLLECTION / inventory), "--list"],
                           env=ansible_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["pve_datastore_exporter"]["hosts"] == ["monitoring1.example.org"]
+    assert json.loads(proc.stdout)["pve_datastore_exporter"]["hosts"] == INVENTORIES[inventory]
 
 
 def _plugin_doc(tmp_path, kind: str, name: str) -> dict:
@@ -221,7 +261,7 @@ def test_ansible_doc_is_clean(tmp_path, kind, name):
     assert "EXAMPLES:" in proc.stdout and "RETURN VALUES:" in proc.stdout
 
 
-@pytest.mark.parametrize("kind,name", PLUGINS[1:], ids=[name for _, name in PLUGINS[1:]])
+@pytest.mark.parametrize("kind,name", READING_PLUGINS, ids=[name for _, name in READING_PLUGINS])
 def test_readme_documents_every_option_of_the_reading_plugins(tmp_path, kind, name):
     """ansible/README.md has a section per reading plugin naming every option ansible-doc lists."""
     text = (COLLECTION / "README.md").read_text()

@@ -16,6 +16,8 @@ description:
   - The defaults live in the exporter's database. The C(PROXMOX_HDD_DATASTORE) and
     C(PROXMOX_SSD_DATASTORE) settings of its C(.env) only give their initial values, so this module and the
     role's C(.env) template never undo each other.
+  - Speaks HTTPS with a private CA (O(ca_path)) and basic auth (O(url_username)/O(url_password)) to an exporter
+    with a web config; the user must then be one of the exporter's C(EXPORTER_WRITE_USERS).
   - Uses only Ansible's own HTTP client; nothing needs to be installed on the target.
 author:
   - pve-datastore-exporter team (@pvedx)
@@ -29,7 +31,20 @@ options:
     description:
       - "The exporter's C(EXPORTER_API_TOKEN), sent as C(Authorization: Bearer <token>)."
       - Without it the exporter accepts changes from loopback clients only.
+      - An exporter with basic auth (C(basic_auth_users) in its web config) does not use the token; give
+        O(url_username) and O(url_password) instead.
     type: str
+  url_username:
+    description:
+      - User of HTTP basic auth, sent with the first request, for an exporter whose web config has
+        C(basic_auth_users). To change the defaults it must be listed in the exporter's C(EXPORTER_WRITE_USERS).
+    type: str
+    version_added: "1.2.0"
+  url_password:
+    description:
+      - Password of O(url_username).
+    type: str
+    version_added: "1.2.0"
   hdd_datastore:
     description:
       - ID of the datastore to make the default HDD datastore.
@@ -43,6 +58,22 @@ options:
       - Verify the exporter's TLS certificate when O(url) is C(https).
     type: bool
     default: true
+  ca_path:
+    description:
+      - CA file (PEM) to verify the exporter's certificate with, for a certificate from a private CA.
+    type: path
+    version_added: "1.2.0"
+  client_cert:
+    description:
+      - Client certificate (PEM) for an exporter that requires one (C(client_auth_type) in its web config).
+      - It may hold the key as well; otherwise give O(client_key).
+    type: path
+    version_added: "1.2.0"
+  client_key:
+    description:
+      - Private key of O(client_cert).
+    type: path
+    version_added: "1.2.0"
   timeout:
     description:
       - Seconds to wait for each answer of the exporter.
@@ -50,6 +81,7 @@ options:
     default: 10
 notes:
   - At least one of O(hdd_datastore) and O(ssd_datastore) is required.
+  - O(api_token) and O(url_username) exclude each other.
   - An unknown datastore fails with the exporter's own message and changes nothing.
 attributes:
   check_mode:
@@ -61,7 +93,7 @@ attributes:
   platform:
     support: full
     platforms: posix
-    description: Runs on any target that reaches the exporter over HTTP.
+    description: Runs on any target that reaches the exporter over HTTP or HTTPS.
 """
 
 EXAMPLES = r"""
@@ -74,10 +106,18 @@ EXAMPLES = r"""
 
 - name: Change only the default SSD datastore, from the controller
   pvedx.datastore_exporter.datastore_defaults:
-    url: https://exporter.example.org:9863
+    url: http://exporter.example.org:9863
     api_token: "{{ exporter_api_token }}"
     ssd_datastore: tank
   delegate_to: localhost
+
+- name: An exporter with TLS from a private CA and basic auth (a user of EXPORTER_WRITE_USERS)
+  pvedx.datastore_exporter.datastore_defaults:
+    url: https://exporter.example.org:9863
+    ca_path: /etc/ssl/private-ca.pem
+    url_username: ansible
+    url_password: "{{ vault_exporter_ansible_password }}"
+    hdd_datastore: local-lvm
 """
 
 RETURN = r"""
@@ -112,15 +152,18 @@ import json
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import fetch_url
+from ansible_collections.pvedx.datastore_exporter.plugins.module_utils.exporter_api import request_headers
 
 ROLES = ("hdd_datastore", "ssd_datastore")
 
 
 def _request(module, method, path, payload=None):
     """Call the exporter; return (status, JSON body or None, raw text, error message)."""
-    url = module.params["url"].rstrip("/") + path
-    headers = {"Accept": "application/json"}
-    token = module.params["api_token"]
+    params = module.params
+    url = params["url"].rstrip("/") + path
+    # Basic auth goes with the first request (no 401 round trip first); else the bearer token, if any.
+    headers = request_headers(params["url_username"], params["url_password"])
+    token = params["api_token"]
     if token:
         headers["Authorization"] = "Bearer " + token
     data = None
@@ -128,7 +171,7 @@ def _request(module, method, path, payload=None):
         data = json.dumps(payload)
         headers["Content-Type"] = "application/json"
     resp, info = fetch_url(module, url, data=data, headers=headers, method=method,
-                           timeout=module.params["timeout"])
+                           timeout=params["timeout"], ca_path=params["ca_path"])
     # On an HTTP error fetch_url hands back the error, already read, with its body in info.
     if "body" in info:
         raw = info["body"]
@@ -139,10 +182,10 @@ def _request(module, method, path, payload=None):
         body = json.loads(text) if text else None
     except ValueError:
         body = None
-    return info["status"], body, text, info.get("msg", "")
+    return info["status"], body, text, info.get("msg", ""), info.get("www-authenticate", "")
 
 
-def _fail(module, method, path, status, body, text, msg):
+def _fail(module, method, path, status, body, text, msg, challenge=""):
     """Turn an exporter error into a clear failure that passes on its message."""
     message = body.get("message") if isinstance(body, dict) else None
     code = body.get("error") if isinstance(body, dict) else None
@@ -150,8 +193,15 @@ def _fail(module, method, path, status, body, text, msg):
     if status == -1 or status is None:
         module.fail_json(msg="cannot reach the exporter (%s): %s" % (where, msg), status=status)
     if status in (401, 403):
-        module.fail_json(msg="the exporter rejected the API token (HTTP %d, %s): %s"
-                         % (status, code or "auth", message or msg), status=status, error=code)
+        user = module.params["url_username"]
+        if user:
+            rejected = "the exporter rejected user %r" % user
+        elif challenge.lower().startswith("basic"):
+            rejected = "the exporter wants basic auth (url_username and url_password, a user of EXPORTER_WRITE_USERS)"
+        else:
+            rejected = "the exporter rejected the API token"
+        module.fail_json(msg="%s (HTTP %d, %s): %s" % (rejected, status, code or "auth", message or msg),
+                         status=status, error=code)
     if status == 404 and code == "unknown_datastore":
         module.fail_json(msg="unknown datastore: %s" % (message or text), status=status, error=code)
     module.fail_json(msg="the exporter answered HTTP %s to %s: %s"
@@ -160,9 +210,9 @@ def _fail(module, method, path, status, body, text, msg):
 
 def _call(module, method, path, payload=None):
     """Call the exporter and return its JSON body, failing on anything but a success."""
-    status, body, text, msg = _request(module, method, path, payload)
+    status, body, text, msg, challenge = _request(module, method, path, payload)
     if status != 200 or not isinstance(body, dict) or body.get("success") is not True:
-        _fail(module, method, path, status, body, text, msg)
+        _fail(module, method, path, status, body, text, msg, challenge)
     return body
 
 
@@ -172,12 +222,19 @@ def main():
         argument_spec=dict(
             url=dict(type="str", required=True),
             api_token=dict(type="str", no_log=True),
+            url_username=dict(type="str"),
+            url_password=dict(type="str", no_log=True),
             hdd_datastore=dict(type="str"),
             ssd_datastore=dict(type="str"),
             validate_certs=dict(type="bool", default=True),
+            ca_path=dict(type="path"),
+            client_cert=dict(type="path"),
+            client_key=dict(type="path"),
             timeout=dict(type="int", default=10),
         ),
         required_one_of=[ROLES],
+        mutually_exclusive=[("api_token", "url_username")],
+        required_by={"url_password": "url_username", "client_key": "client_cert"},
         supports_check_mode=True,
     )
     current = _call(module, "GET", "/api/datastores/default")

@@ -207,6 +207,14 @@ cluster:
   returned: when the exporter sends it
   type: str
   sample: pve-prod
+role:
+  description:
+    - V(leader) on the replica that reads Proxmox, V(follower) on the others (replicas sharing a PostgreSQL
+      database), passed on when the exporter's answer has it.
+  returned: when the exporter sends it
+  type: str
+  sample: leader
+  version_added: "1.2.0"
 last_refresh:
   description:
     - Seconds since the exporter last read Proxmox successfully (its C(last_refresh.age_seconds)),
@@ -251,8 +259,9 @@ def summary(answer, datastores):
     result = dict(changed=False, datastores=datastores, default_hdd=answer.get("default_hdd"),
                   default_ssd=answer.get("default_ssd"), source=answer.get("source"),
                   last_refresh=refresh_age(answer), refresh=answer.get("last_refresh"))
-    if "cluster" in answer:  # a later exporter names its cluster; older ones do not
-        result["cluster"] = answer["cluster"]
+    for key in ("cluster", "role"):  # later exporters name their cluster and their replica's role; older ones do not
+        if key in answer:
+            result[key] = answer[key]
     return result
 
 
