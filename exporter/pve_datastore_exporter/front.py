@@ -11,12 +11,13 @@ import json
 
 from werkzeug.http import parse_accept_header
 
+from . import web
 from .guard import REALM, BasicAuth, TokenBucket
 from .metrics import CONTENT_TYPE, Exposition
 from .webconfig import WebConfig
 
-SECURITY_HEADERS = ((b"x-frame-options", b"DENY"), (b"content-security-policy", b"frame-ancestors 'none'"),
-                    (b"x-content-type-options", b"nosniff"))
+# The app's own security headers (web.py), as ASGI wants them: one declaration for both paths.
+SECURITY_HEADERS = tuple((name.lower().encode(), value.encode()) for name, value in web.SECURITY_HEADERS)
 
 
 def _header(scope, name: bytes) -> str:

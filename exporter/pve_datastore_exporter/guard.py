@@ -60,14 +60,14 @@ class BasicAuth:
             return None
         return name.decode("utf-8", "replace"), password, hashlib.sha256(name + b"\0" + password).digest()
 
+    def _known(self, user: str, digest: bytes) -> bool:
+        known = self._verified.get(user)
+        return known is not None and hmac.compare_digest(known, digest)
+
     def remembered(self, header: str) -> str | None:
         """The user if this password was verified before (cheap: no bcrypt), else None."""
         found = self._credentials(header)
-        if found is None:
-            return None
-        user, _, digest = found
-        known = self._verified.get(user)
-        return user if known is not None and hmac.compare_digest(known, digest) else None
+        return found[0] if found and self._known(found[0], found[2]) else None
 
     def user(self, header: str) -> str | None:
         """The authenticated user name, or None (bcrypt unless remembered)."""
@@ -75,7 +75,7 @@ class BasicAuth:
         if found is None:
             return None
         user, password, digest = found
-        if self.remembered(header) == user:
+        if self._known(user, digest):
             return user
         if not check_password(self.users, user, password):
             return None
