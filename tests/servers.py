@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import requests
 
-from pve_datastore_exporter.listener import HttpServer, listening_socket
+from pve_datastore_exporter.http.assemble import build_front
+from pve_datastore_exporter.http.listener import HttpServer, listening_socket
 from pve_datastore_exporter.metrics import Exposition
-from pve_datastore_exporter.server import build_front
 from pve_datastore_exporter.service import Service
 from pve_datastore_exporter.store import Store
 

@@ -175,7 +175,7 @@ def test_serving_imports_no_simulator_module(tmp_path, sim):
         proc.terminate()
         _, imports = proc.communicate(timeout=15)
     loaded = [line.rsplit("|", 1)[-1].strip() for line in imports.splitlines() if "|" in line]
-    assert "pve_datastore_exporter.web" in loaded and "pve_datastore_exporter.proxmox" in loaded
+    assert "pve_datastore_exporter.http.app" in loaded and "pve_datastore_exporter.proxmox" in loaded
     assert [m for m in loaded if "simulator" in m or m.startswith("tools")] == []
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from pve_datastore_exporter.http.app import datastores_answer
 from pve_datastore_exporter.metrics import Exposition
 from pve_datastore_exporter.service import Service
 from pve_datastore_exporter.store import Store
-from pve_datastore_exporter.web import datastores_answer
 
 from .factories import FakeReader, cluster, config, record
 from .needs import require_tool

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from pve_datastore_exporter.listener import MAX_HEAD, HttpServer, listening_socket, wsgi_pool
+from pve_datastore_exporter.http.listener import MAX_HEAD, HttpServer, listening_socket, wsgi_pool
 from pve_datastore_exporter.simulator import Simulator
 from tools.processes import ExporterProcess
 

@@ -67,7 +67,7 @@ def test_every_text_of_the_code_and_the_templates_is_translated_and_nothing_else
     po = catalogue()
     wanted = extracted()
     held = {m.id for m in po if m.id}
-    assert len(wanted) > 80  # the extraction found the templates and web.py, not nothing
+    assert len(wanted) > 80  # the extraction found the templates and http/app.py, not nothing
     assert sorted(map(str, wanted - held)) == [], "untranslated: run `make messages`, then translate"
     assert sorted(map(str, held - wanted)) == [], "no longer used: run `make messages`"
     assert [m.id for m in po if m.id and m.fuzzy] == [], "fuzzy: check the translation, drop the flag"

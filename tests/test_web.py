@@ -5,8 +5,8 @@ import sqlite3
 
 import pytest
 
+from pve_datastore_exporter.http.app import create_app
 from pve_datastore_exporter.records import RefreshFailed
-from pve_datastore_exporter.web import create_app
 
 from .factories import FakeReader, config
 from .servers import Exporter
@@ -148,7 +148,7 @@ def test_right_token_is_accepted(guarded):
 def test_without_token_only_loopback_may_post(tmp_path):
     e = Exporter(config(tmp_path), FakeReader())
     try:
-        client = create_app(e.service, e.config).test_client()
+        client = create_app(e.service, e.config, refresh_waiters=1).test_client()
         response = client.post("/api/datastores/refresh", environ_base={"REMOTE_ADDR": "192.0.2.10"})
         assert response.status_code == 403 and response.get_json()["error"] == "forbidden"
         response = client.post("/api/datastores/refresh", environ_base={"REMOTE_ADDR": "::1"})

@@ -7,11 +7,11 @@ import ssl
 import bcrypt
 import pytest
 
-from pve_datastore_exporter import webconfig
 from pve_datastore_exporter.config import ConfigError
-from pve_datastore_exporter.front import Front
-from pve_datastore_exporter.guard import BasicAuth, TokenBucket
-from pve_datastore_exporter.tls import CertificateWatcher, server_context
+from pve_datastore_exporter.http import webconfig
+from pve_datastore_exporter.http.front import Front
+from pve_datastore_exporter.http.guard import BasicAuth, TokenBucket
+from pve_datastore_exporter.http.tls import CertificateWatcher, server_context
 from tools.certs import PrivateCA
 
 HASH = bcrypt.hashpw(b"scrape-pw", bcrypt.gensalt(4)).decode()
@@ -163,7 +163,7 @@ async def inner(scope, receive, send):
 def test_the_front_asks_for_a_user_on_every_route_and_sets_the_configured_headers():
     web = webconfig.WebConfig(path="x", users={"alice": HASH.encode()},
                               headers=(("X-Frame-Options", "sameorigin"), ("Strict-Transport-Security", "max-age=1")))
-    front = Front(inner, exposition=None, web=web)
+    front = Front(inner, exposition=None, web_config=web)
     status, headers, body, _ = call(front)
     assert status == 401 and headers[b"www-authenticate"].startswith(b"Basic realm=")
     assert b'"error": "unauthorized"' in body
@@ -175,7 +175,7 @@ def test_the_front_asks_for_a_user_on_every_route_and_sets_the_configured_header
 
 
 def test_the_rate_limit_answers_429_in_the_envelope():
-    front = Front(inner, exposition=None, web=webconfig.WebConfig(path="x", rate_limit=(60.0, 2)))
+    front = Front(inner, exposition=None, web_config=webconfig.WebConfig(path="x", rate_limit=(60.0, 2)))
     statuses = [call(front)[0] for _ in range(3)]
     assert statuses == [200, 200, 429]
 

@@ -79,7 +79,7 @@ def cmd_refresh(config: Config, args) -> int:
     coordinator = coordination.for_command(config)
     service = Service(config, coordinator=coordinator)
     service.start()
-    coordinator.start(service, refresh_now=lambda: None)
+    coordinator.start(prepare=service.init_db, follow=service.display.follow, role_changed=service.display.announce_role)
     try:
         count = service.refresh()
     except RefreshFailed as exc:
@@ -97,7 +97,7 @@ def cmd_list(config: Config, args) -> int:
     view = service.datastores()
     if args.json:
         # The API's own builder, so the two cannot drift; it brings Flask, so only for --json.
-        from .web import datastores_answer
+        from .http.app import datastores_answer
 
         print(json.dumps(datastores_answer(view, service.age()), indent=2))
         return 0
@@ -139,7 +139,7 @@ def cmd_check_config(config: Config, args) -> int:
         print(f"{name:<27} {printable(value):<40} # {help_text}")
     config.check_proxmox()
     if config.web_config_file:
-        from . import webconfig
+        from .http import webconfig
 
         print(f"web config {config.web_config_file}: {webconfig.load(config.web_config_file).summary()}")
     return 0

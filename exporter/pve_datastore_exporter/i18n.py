@@ -2,7 +2,7 @@
 
 Babel is the one door: the catalogues are gettext `.po` text under `locales/`, compiled in memory
 when first used (no `.mo` to build or ship), and numbers and times follow the locale's CLDR data.
-web.py says which language a request gets (`use`) and asks for texts (`gettext`, `ngettext`);
+http/app.py says which language a request gets (`use`) and asks for texts (`gettext`, `ngettext`);
 the templates call `_()` and the figure filters `install` gives them. How to add a string:
 docs/architecture.md#languages.
 """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pve_datastore_exporter.listener import HttpServer, listening_socket, wsgi_pool
+from pve_datastore_exporter.http.listener import HttpServer, listening_socket, wsgi_pool
 from pve_datastore_exporter.metrics import CONTENT_TYPE
 
 PLAIN, GZIP = "metrics.txt", "metrics.gz"

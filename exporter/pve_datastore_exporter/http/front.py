@@ -11,13 +11,13 @@ import json
 
 from werkzeug.http import parse_accept_header
 
-from . import web
+from ..metrics import CONTENT_TYPE, Exposition
+from . import SECURITY_HEADERS as HEADERS
 from .guard import REALM, BasicAuth, TokenBucket
-from .metrics import CONTENT_TYPE, Exposition
 from .webconfig import WebConfig
 
-# The app's own security headers (web.py), as ASGI wants them: one declaration for both paths.
-SECURITY_HEADERS = tuple((name.lower().encode(), value.encode()) for name, value in web.SECURITY_HEADERS)
+# The app's own security headers (http/__init__.py), as ASGI wants them: one declaration for both paths.
+SECURITY_HEADERS = tuple((name.lower().encode(), value.encode()) for name, value in HEADERS)
 
 
 def _header(scope, name: bytes) -> str:
@@ -38,12 +38,12 @@ async def _error(send, status: int, code: str, message: str, extra=()) -> None:
 class Front:
     """ASGI app: guard, then /metrics here, the rest to `app` (the Flask app behind a2wsgi)."""
 
-    def __init__(self, app, exposition: Exposition, web: WebConfig | None = None):
+    def __init__(self, app, exposition: Exposition, web_config: WebConfig | None = None):
         self.app, self.exposition = app, exposition
-        web = web or WebConfig(path="")
-        self.auth = BasicAuth(web.users) if web.users else None
-        self.bucket = TokenBucket(*web.rate_limit) if web.rate_limit else None
-        self.extra = [(name.lower().encode(), value.encode()) for name, value in web.headers]
+        web_config = web_config or WebConfig(path="")
+        self.auth = BasicAuth(web_config.users) if web_config.users else None
+        self.bucket = TokenBucket(*web_config.rate_limit) if web_config.rate_limit else None
+        self.extra = [(name.lower().encode(), value.encode()) for name, value in web_config.headers]
         self._replaced = {name for name, _ in self.extra}
 
     async def __call__(self, scope, receive, send):
@@ -71,7 +71,7 @@ class Front:
             user = await asyncio.get_running_loop().run_in_executor(None, self.auth.user, header)
         if user is None:
             return False
-        scope["pvedx.user"] = user  # a scope key no client can send; web.check_auth reads it
+        scope["pvedx.user"] = user  # a scope key no client can send; the app's policy reads it
         return True
 
     async def _metrics(self, scope, send) -> None:

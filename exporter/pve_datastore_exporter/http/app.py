@@ -8,21 +8,21 @@ import ipaddress
 import json
 import logging
 import threading
+from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from . import i18n
-from .config import DATASTORE_ID, Config
-from .records import RefreshFailed, View
-from .service import Service, StoreError, UnknownDatastore, default_warnings
+from .. import i18n
+from ..config import DATASTORE_ID, Config
+from ..records import RefreshFailed, View
+from ..service import Service, StoreError, UnknownDatastore, default_warnings
+from . import SECURITY_HEADERS
 
 log = logging.getLogger(__name__)
 
+PACKAGE = Path(__file__).resolve().parent.parent  # templates/ and static/ sit beside the modules, not in http/
 MAX_BODY = 16 * 1024
-REFRESH_WAITERS = 4  # of the server's 8 HTTP threads, at most 4 wait for a refresh at once
-SECURITY_HEADERS = (("X-Frame-Options", "DENY"), ("Content-Security-Policy", "frame-ancestors 'none'"),
-                    ("X-Content-Type-Options", "nosniff"))
 DEFAULT_FIELDS = {"hdd_datastore_id": "hdd", "ssd_datastore_id": "ssd"}
 ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "payload_too_large", 429: "too_many_requests"}
@@ -145,9 +145,9 @@ def check_auth(config: Config) -> None:
         raise ApiError(401, "unauthorized", i18n.gettext("A valid 'Authorization: Bearer <token>' header is required."))
 
 
-def create_app(service: Service, config: Config, refresh_waiters: int = REFRESH_WAITERS) -> Flask:
-    """The Flask app with every route and error handler."""
-    app = Flask(__name__)
+def create_app(service: Service, config: Config, refresh_waiters: int) -> Flask:
+    """The Flask app with every route and error handler; at most `refresh_waiters` requests wait for a refresh."""
+    app = Flask(__name__, root_path=str(PACKAGE))
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False
     _register_errors(app)

@@ -1,4 +1,4 @@
-"""The HTTP(S) listener: uvicorn with its httptools parser, /metrics answered in its event loop.
+"""The listener: uvicorn with its httptools parser serving HTTP(S), /metrics answered in its event loop.
 
 Chosen by measurement (docs/architecture.md#the-listener): an event loop reads requests, so slow
 or idle clients cost a socket, never a thread; `/metrics` is served from the cached bytes without
