@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hmac
-import ipaddress
 import json
 import logging
 import threading
@@ -17,7 +15,7 @@ from .. import i18n
 from ..config import DATASTORE_ID, Config
 from ..records import RefreshFailed, View
 from ..service import Service, StoreError, UnknownDatastore, default_warnings
-from . import SECURITY_HEADERS
+from . import SECURITY_HEADERS, policy
 
 log = logging.getLogger(__name__)
 
@@ -98,51 +96,15 @@ def parse_defaults_body(raw: bytes) -> dict[str, str]:
     return chosen
 
 
-def _is_loopback(address: str | None) -> bool:
-    try:
-        ip = ipaddress.ip_address((address or "").split("%")[0])
-    except ValueError:
-        return False
-    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback  # ::ffff:127.0.0.1 on a dual-stack listener
-
-
-def _local_host_header(host: str) -> bool:
-    """True when the Host header names this machine by a loopback name or address."""
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    name = name.strip("[]").lower().rstrip(".")
-    # Not *.localhost: a name only a resolver decides about is not a loopback name.
-    return name == "localhost" or _is_loopback(name)
-
-
-def _token_required(config: Config) -> bool:
-    # With basic auth the browser's own credentials authorise writes; the token is not used.
-    return bool(config.api_token) and not request.environ.get("pvedx.basic_auth")
-
-
-def check_auth(config: Config) -> None:
-    """POSTs need a writer user with basic auth, else the bearer token when set, else a loopback client."""
-    origin = request.headers.get("Origin")
-    if origin and origin.rstrip("/") != request.host_url.rstrip("/"):
-        # A browser on the exporter's host must not let another site change the defaults (CSRF).
-        raise ApiError(403, "forbidden", i18n.gettext(
-            "Cross-site requests are refused; call the API directly or use its page."))
-    if request.environ.get("pvedx.basic_auth"):
-        # Basic auth (the web config) is on: a user who may scrape may not change defaults by that alone.
-        if request.remote_user not in config.write_users.split(","):
-            raise ApiError(403, "forbidden", i18n.gettext(
-                "User %(user)s may read but not change anything: list it in EXPORTER_WRITE_USERS.",
-                user=repr(request.remote_user)))
-        return
-    if not config.api_token:
-        # Loopback clients only, and by a loopback name: a rebound DNS name that resolves to
-        # 127.0.0.1 carries the attacker's Host header and is refused.
-        if not _is_loopback(request.remote_addr) or not _local_host_header(request.host):
-            raise ApiError(403, "forbidden", i18n.gettext("Changes are accepted from loopback only (Host localhost "
-                           "or a loopback address) while EXPORTER_API_TOKEN is not set."))
-        return
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), config.api_token.encode()):
-        raise ApiError(401, "unauthorized", i18n.gettext("A valid 'Authorization: Bearer <token>' header is required."))
+def check_auth(writers: frozenset[str], api_token: str) -> None:
+    """Raise the policy's refusal (policy.py) for this request, in the request's language."""
+    basic_auth = bool(request.environ.get("pvedx.basic_auth"))  # set by the front once it authenticated a user
+    refused = policy.refusal(method=request.method, origin=request.headers.get("Origin"), host=request.host,
+                             host_url=request.host_url, remote_addr=request.remote_addr,
+                             user=request.remote_user if basic_auth else None, basic_auth=basic_auth,
+                             writers=writers, api_token=api_token, authorization=request.headers.get("Authorization", ""))
+    if refused:
+        raise ApiError(refused.status, refused.code, i18n.gettext(refused.message, **dict(refused.values)))
 
 
 def create_app(service: Service, config: Config, refresh_waiters: int) -> Flask:
@@ -207,13 +169,14 @@ def _register_reads(app: Flask, service: Service) -> None:
 
 
 def _register_writes(app: Flask, service: Service, config: Config, refresh_waiters: int) -> None:
+    writers = policy.writers(config.write_users)
     # Requests for a refresh share the one in progress, each holding an HTTP thread while it waits:
     # a few may wait, the others are told to come back, so a scrape always finds a free thread.
     waiting = threading.BoundedSemaphore(refresh_waiters)
 
     @app.post("/api/datastores/refresh")
     def refresh():
-        check_auth(config)
+        check_auth(writers, config.api_token)
         request.get_data(cache=False)  # takes no body, but a huge one still gets its 413
         if not waiting.acquire(blocking=False):
             raise ApiError(429, "refresh_busy", i18n.gettext("A refresh is running and %(waiters)d requests already "
@@ -231,7 +194,7 @@ def _register_writes(app: Flask, service: Service, config: Config, refresh_waite
 
     @app.post("/api/datastores/default")
     def set_defaults():
-        check_auth(config)
+        check_auth(writers, config.api_token)
         chosen = parse_defaults_body(request.get_data(cache=False))
         try:
             view, changed = service.set_defaults(hdd=chosen.get("hdd"), ssd=chosen.get("ssd"))
@@ -274,7 +237,8 @@ def _register_page(app: Flask, service: Service, config: Config) -> None:
         # The status part, polled every 15 s by every open page, skips the list and its 10,000 nodes.
         answer = (datastores_answer if part is None else summary_answer)(service.datastores(), service.age())
         template = "index.html" if part is None else "_status.html"
-        response = app.make_response(render_template(template, answer=answer, token_required=_token_required(config)))
+        response = app.make_response(render_template(template, answer=answer, token_required=policy.token_required(
+            bool(request.environ.get("pvedx.basic_auth")), config.api_token)))
         response.headers["Cache-Control"] = "no-store"  # the page shows live state; never a stale copy
         response.vary.add("Cookie")
         if asked:

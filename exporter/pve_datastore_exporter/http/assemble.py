@@ -10,7 +10,7 @@ import ssl
 from ..config import Config, ConfigError, parse_listen_address
 from ..metrics import Exposition
 from ..service import Service
-from . import webconfig
+from . import policy, webconfig
 from .app import create_app
 from .front import Front, with_user
 from .listener import HTTP_THREADS, listening_socket, wsgi_pool
@@ -48,7 +48,7 @@ def load_web_config(config: Config):
     context, watcher = tls_for(web_config)
     if web_config:
         log.info("web config %s: %s", config.web_config_file, web_config.summary())
-        if web_config.users and config.api_token:
+        if policy.token_unused(bool(web_config.users), config.api_token):
             log.warning("EXPORTER_API_TOKEN is not used while basic auth is on: writers are EXPORTER_WRITE_USERS")
     return web_config, context, watcher
 
