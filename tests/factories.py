@@ -64,6 +64,10 @@ class FakeReader:
         self.gate = gate
         self.calls = 0
 
+    def name(self, stored: str = "") -> str:
+        """As proxmox.Reader.name, with no PROXMOX_CLUSTER_NAME."""
+        return stored or self.cluster
+
     def read(self):
         self.calls += 1
         if self.gate:

@@ -6,7 +6,7 @@ from pve_datastore_exporter.records import RefreshInfo
 from pve_datastore_exporter.service import Service, default_warnings
 from pve_datastore_exporter.store import SessionError, Store, StoreError, UnknownDatastore
 from pve_datastore_exporter.store.leader import LOCK_CLASS, PgLock
-from pve_datastore_exporter.store.notify import CHANGES, REFRESH, PgListener
+from pve_datastore_exporter.store.notify import CHANGES, REFRESH, PgSignals
 
 from .factories import FakeReader, cluster, config, record
 from .pg import new_database, serving
@@ -45,9 +45,9 @@ def test_snapshot_defaults_and_vanishing_on_postgres(store):
     store.set_defaults(hdd="ceph-vm")
     # IDs that a linguistic collation (en_US) orders unlike Python: the views must not care.
     odd = [record(i) for i in ("cephfs", "ceph-pool", "Zeta", "a.b")]
-    written = store.replace_snapshot([r for r in cluster() if r.id != "ceph-vm"] + odd, DEFAULTS, DEFAULTS,
-                                     bookkeeping)
-    view = store.view()
+    _, written = store.replace_snapshot([r for r in cluster() if r.id != "ceph-vm"] + odd, DEFAULTS, DEFAULTS,
+                                        bookkeeping)
+    view = store.load()[1]
     assert written == view  # what the snapshot returns is what PostgreSQL holds
     assert [r.id for r in view.rows] == sorted(r.id for r in view.rows)
     assert (view.default_hdd, view.default_ssd) == ("ceph-vm", "local")
@@ -121,20 +121,19 @@ def test_a_new_leader_waits_out_the_read_its_predecessor_marked(postgres_server,
         second.release()
 
 
-def test_every_write_raises_the_generation_and_tells_the_listeners(store):
-    listener = PgListener(store.url)
+def test_every_write_raises_the_generation_and_tells_the_listening_replicas(store):
+    signals = PgSignals(store.url)
     try:
-        assert listener.wait(0) == [(CHANGES, "")]  # a new session has missed everything before it
-        store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
-        assert listener.wait(5) == [(CHANGES, str(store.generation))] and listener.generation() == store.generation
+        assert signals.wait(0) == [(CHANGES, "")]  # a new session has missed everything before it
+        written, _ = store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
+        assert signals.wait(5) == [(CHANGES, str(written))] and signals.generation() == written
         with pytest.raises(UnknownDatastore):
             store.set_defaults(hdd="nope")  # rolled back: no new number, no notification
         store.ask_for_refresh()
-        assert listener.wait(5) == [(REFRESH, "")] and listener.generation() == store.generation
-        generation, view = store.load()
-        assert generation == store.generation and view == store.view()
+        assert signals.wait(5) == [(REFRESH, "")] and signals.generation() == written
+        assert store.load()[0] == written
     finally:
-        listener.close()
+        signals.close()
 
 
 def test_refresh_times_made_real_by_an_older_version_are_widened_in_place(postgres_server):

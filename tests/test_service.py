@@ -135,8 +135,8 @@ def test_concurrent_refreshes_share_one_call(tmp_path):
     service, _ = make(tmp_path, reader)
     threads, results = in_threads(3, service.refresh)
     # Release the one running refresh only once the two others wait on it (not before, not after).
-    wait_until(lambda: len(service._cond._waiters) >= 2)
-    assert reader.calls == 1 and len(service._cond._waiters) == 2
+    wait_until(lambda: len(service._refresher._cond._waiters) >= 2)
+    assert reader.calls == 1 and len(service._refresher._cond._waiters) == 2
     gate.set()
     for t in threads:
         t.join(5)
@@ -256,7 +256,7 @@ def test_a_bug_past_the_read_is_a_counted_failure_and_concurrent_callers_hear_of
                for _ in range(2)]
     for t in callers:
         t.start()
-    wait_until(lambda: len(service._cond._waiters) >= 1)  # the second waits on the first
+    wait_until(lambda: len(service._refresher._cond._waiters) >= 1)  # the second waits on the first
     gate.set()
     for t in callers:
         t.join(5)
@@ -316,7 +316,7 @@ def replica(tmp_path, lock, reader=None, store=None):
     exposition = Exposition(process=False)
     service.subscribe(exposition)
     service.start()
-    coordinator.start(service, refresh_now=lambda: None)
+    coordinator.start(prepare=service.init_db, follow=service.display.follow, role_changed=service.display.announce_role)
     return service, coordinator, exposition
 
 

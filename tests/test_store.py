@@ -56,7 +56,7 @@ def test_seed_era_database_is_upgraded_with_rows_and_flags_intact(path):
     store.migrate()
     store.migrate()  # idempotent
     assert rows(path) == [("HDD-Storage", 1, 1, 0), ("local", 1, 0, 1)]
-    view = store.view()
+    view = store.load()[1]
     assert (view.default_hdd, view.default_ssd) == ("HDD-Storage", "local")
     assert view.row("HDD-Storage").size == 1073741824000
     assert {"shared", "active", "present"} <= {r[1] for r in rows(path, "PRAGMA table_info(datastores)")}
@@ -77,7 +77,7 @@ def test_snapshot_takes_the_initial_defaults_from_env_once(store, path):
     assert rows(path) == [("ceph-vm", 1, 0, 0), ("local", 1, 0, 1), ("local-lvm", 1, 1, 0), ("old-iso", 0, 0, 0)]
     store.set_defaults(hdd="ceph-vm")
     store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
-    assert store.view().default_hdd == "ceph-vm"
+    assert store.load()[1].default_hdd == "ceph-vm"
     assert rows(path, "SELECT id FROM datastores WHERE is_system_default ORDER BY id") == [("local",), ("local-lvm",)]
 
 
@@ -86,7 +86,7 @@ def test_vanished_datastore_keeps_its_row_and_its_flag(store, path):
     store.set_defaults(hdd="ceph-vm")
     store.replace_snapshot([r for r in cluster() if r.id != "ceph-vm"], DEFAULTS, DEFAULTS, bookkeeping)
     assert ("ceph-vm", 0, 1, 0) in rows(path)
-    view = store.view()
+    view = store.load()[1]
     assert view.default_hdd == "ceph-vm" and not view.row("ceph-vm").enabled
     assert view.row("ceph-vm").nodes == ()
     store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
@@ -95,7 +95,7 @@ def test_vanished_datastore_keeps_its_row_and_its_flag(store, path):
 
 def test_configured_default_missing_from_cluster_is_kept_by_name(store, path):
     store.replace_snapshot(cluster(), {"hdd": "HDD-Storage", "ssd": "local"}, DEFAULTS, bookkeeping)
-    view = store.view()
+    view = store.load()[1]
     assert view.default_hdd == "HDD-Storage"
     assert view.row("HDD-Storage").type == "unknown" and not view.row("HDD-Storage").enabled
     assert not any(r.is_default_hdd for r in view.rows if r.id != "HDD-Storage")
@@ -112,8 +112,8 @@ def test_set_defaults_refuses_unknown_and_disabled_and_changes_nothing(store, pa
 
 def test_never_two_defaults_of_a_kind_even_by_hand(store, path):
     store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
-    assert store.set_defaults(hdd="local", ssd="local") is True
-    assert store.set_defaults(hdd="local") is False
+    assert store.set_defaults(hdd="local", ssd="local") == (2, True)
+    assert store.set_defaults(hdd="local") == (3, False)  # a write all the same: the generation moves
     assert rows(path, "SELECT count(*) FROM datastores WHERE is_default_hdd") == [(1,)]
     with pytest.raises(sqlite3.IntegrityError):
         with sqlite3.connect(path) as conn:
@@ -132,7 +132,7 @@ def test_failed_snapshot_leaves_the_old_one(store, path):
 def test_per_node_figures_and_unknown_sizes_round_trip(store):
     recs = cluster()
     store.replace_snapshot(recs, DEFAULTS, DEFAULTS, bookkeeping)
-    view = store.view()
+    view = store.load()[1]
     assert view.row("local").nodes == recs[0].nodes
     assert view.row("ceph-vm").size == 5000  # shared: once
     assert view.row("local").size == 2000  # local: summed
@@ -181,7 +181,7 @@ def test_another_process_writing_waits_for_the_busy_timeout_not_fails(path):
     other.rollback()
     other.close()
     worker.join(10)
-    assert done == [True]
+    assert done == [(2, True)]
 
 
 def _refreshes(store):
@@ -198,8 +198,8 @@ def test_a_snapshot_returns_exactly_what_a_later_read_finds(store):
     for number, (datastores, initial) in enumerate(_refreshes(store), 1):
         info = RefreshInfo(last_attempt=float(number), last_success=float(number), ok=True, duration=0.25,
                            count=number)
-        written = store.replace_snapshot(datastores, initial, DEFAULTS, lambda info=info: info)
-        assert written == store.view(), f"refresh {number}"
+        generation, written = store.replace_snapshot(datastores, initial, DEFAULTS, lambda info=info: info)
+        assert (generation, written) == store.load(), f"refresh {number}"
         assert written.refresh == info
 
 
@@ -241,13 +241,13 @@ def test_a_datastore_field_gets_the_column_its_type_says_or_a_clear_error():
 
 def test_every_write_raises_the_generation_and_the_cluster_name_is_kept_for_the_replicas(store, path):
     assert store.load()[0] == 0
-    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping, "prod")
-    store.set_defaults(hdd="ceph-vm")
+    assert store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping, "prod")[0] == 1
+    assert store.set_defaults(hdd="ceph-vm") == (2, True)
     with pytest.raises(UnknownDatastore):
         store.set_defaults(hdd="nope")  # rolled back, the generation with it
     store.migrate()  # not a change
     generation, view = store.load()
-    assert generation == store.generation == 2 and rows(path, "SELECT value FROM generation") == [(2,)]
+    assert generation == 2 and rows(path, "SELECT value FROM generation") == [(2,)]
     assert view.cluster == "prod" and store.refresh_state() == (2, INFO)
 
 
@@ -259,6 +259,6 @@ def test_a_refresh_state_table_from_before_the_cluster_column_gets_it(path):
         conn.execute("INSERT INTO refresh_state VALUES (1, 1.0, 1.0, 1, NULL, NULL, 0.5, 7)")
     store = Store(f"sqlite:///{path}")
     store.migrate()
-    assert store.view().refresh.count == 7 and store.view().cluster == ""
-    store.record_refresh(INFO, "prod")
-    assert store.view().cluster == "prod"
+    assert store.load()[1].refresh.count == 7 and store.load()[1].cluster == ""
+    assert store.record_refresh(INFO, "prod") == 1
+    assert store.load()[1].cluster == "prod"

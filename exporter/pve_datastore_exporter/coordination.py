@@ -16,10 +16,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from urllib.parse import urlparse
 
 from .config import Config, ConfigError
-from .store import AlreadyServed, SessionError, StoreError, open_coordination
+from .store import AlreadyServed, HeldLock, NoSignals, SessionError, StoreError, is_sqlite, open_coordination
 from .store.notify import CHANGES, REFRESH
 
 log = logging.getLogger(__name__)
@@ -35,25 +34,8 @@ class NotLeader(Exception):
     """This replica does not hold the lock, or lost it during the read: it must not read, or use what it read."""
 
 
-class Solo:
-    """A process that leads alone and hears nothing: the one-shot commands and the tests."""
-
-    role = "leader"
-
-    def leads(self) -> bool:
-        """Always."""
-        return True
-
-    @contextlib.contextmanager
-    def reading(self, seconds: float):
-        """Nothing to fence."""
-        yield
-
-    def start(self, service, refresh_now: Callable[[], None], on_lead: Callable[[], None] | None = None) -> None:
-        """Nothing to run."""
-
-    def stop(self) -> None:
-        """Nothing to stop."""
+def _nothing() -> None:
+    """What a duty nobody gave does."""
 
 
 class Coordinator:
@@ -67,12 +49,19 @@ class Coordinator:
         self._prepared = True  # Service.start() made the schema; after a failure it is made again first
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="coordination", daemon=True)
-        self._service = None
-        self._refresh_now: Callable[[], None] = lambda: None
-        self._on_lead: Callable[[], None] = lambda: None
+        self._prepare = self._role_changed = self._refresh_now = self._took_lead = _nothing
+        self._follow: Callable[[int], None] = lambda generation: None
+        self._alone = False  # alone(): no loop to run
         self._retry = {"lock": 0.0, "signals": 0.0}  # when to try a session again
         self._failures = {"lock": 0, "signals": 0}
         self._due = {"heartbeat": 0.0, "generation": 0.0}
+
+    @classmethod
+    def alone(cls) -> Coordinator:
+        """A process that leads alone and hears nobody: the one-shot commands on SQLite, and the tests."""
+        coordinator = cls(HeldLock(), NoSignals())
+        coordinator._leading = coordinator._alone = True
+        return coordinator
 
     @property
     def role(self) -> str:
@@ -83,13 +72,19 @@ class Coordinator:
         """True while this replica holds the lock."""
         return self._leading
 
-    def start(self, service, refresh_now: Callable[[], None], on_lead: Callable[[], None] | None = None) -> None:
+    def start(self, prepare: Callable[[], None], follow: Callable[[int], None], role_changed: Callable[[], None],
+              refresh_now: Callable[[], None] = _nothing, took_lead: Callable[[], None] = _nothing) -> None:
         """Try to lead at once (a lone replica leads from its first second), then loop in a thread.
 
-        `refresh_now` answers a follower's request; `on_lead` runs when this replica takes the lead.
+        `prepare` makes the schema (the lock's table) before the lock is tried again after a failure;
+        `follow(generation)` shows what another process committed; `role_changed` runs when this
+        replica starts or stops leading; `refresh_now` answers a follower's request; `took_lead` runs
+        when this replica takes the lead.
         """
-        self._service, self._refresh_now = service, refresh_now
-        self._on_lead = on_lead or (lambda: None)
+        self._prepare, self._follow, self._role_changed = prepare, follow, role_changed
+        self._refresh_now, self._took_lead = refresh_now, took_lead
+        if self._alone:
+            return
         self._lead_or_check()
         self._thread.start()
 
@@ -150,7 +145,7 @@ class Coordinator:
 
     def _try_to_lead(self) -> None:
         if not self._prepared:  # the lock's bookkeeping lives in a table: the database may be new or back
-            self._service.init_db()  # StoreError: the database is away, as SessionError would say
+            self._prepare()  # StoreError: the database is away, as SessionError would say
             self._prepared = True
         grace = self._lock.try_acquire()
         if grace is None:
@@ -159,8 +154,8 @@ class Coordinator:
             self._ready_at, self._leading = self._clock() + grace, True
         log.info("leading: this replica reads Proxmox%s",
                  f" once the last leader's read has ended ({grace:.1f} s)" if grace else "")
-        self._service.announce_role()
-        self._on_lead()
+        self._role_changed()
+        self._took_lead()
 
     def _step_down(self, exc: Exception) -> str:
         """Follow from now on; the reason, for the log and the error."""
@@ -170,7 +165,7 @@ class Coordinator:
         if was_leading:
             log.warning("%s: another replica may take over", reason)
             self._lock.release()
-            self._service.announce_role()
+            self._role_changed()
         return reason
 
     def _listen(self) -> None:
@@ -179,12 +174,16 @@ class Coordinator:
             self._stop.wait(self._tick)
             return
         try:
-            heard = {channel for channel, _ in self._signals.wait(self._tick)}
-            if REFRESH in heard and self._leading:
+            heard = self._signals.wait(self._tick)
+            if self._leading and any(channel == REFRESH for channel, _ in heard):
                 self._refresh_now()  # a follower's POST /api/datastores/refresh
-            if CHANGES in heard or now >= self._due["generation"]:
+            told = [payload for channel, payload in heard if channel == CHANGES]
+            said = [int(payload) for payload in told if payload.isdigit()]  # NOTIFY's payload: the generation committed
+            if now >= self._due["generation"] or len(said) < len(told):  # a reconnect says no number
                 self._due["generation"] = now + SAFETY_CHECK
-                self._service.follow(self._signals.generation())
+                self._follow(self._signals.generation())
+            elif said:
+                self._follow(max(said))
             self._recovered("signals")
         except SessionError as exc:
             self._back_off("signals", exc)
@@ -204,13 +203,13 @@ class Coordinator:
         self._failures[name] = 0
 
 
-def for_command(config: Config) -> Coordinator | Solo:
+def for_command(config: Config) -> Coordinator:
     """The `refresh` command's: on PostgreSQL it leads if no replica does, else the leader refreshes for it.
 
     On SQLite it reads alone, as it always did, even beside a `serve` (one more read, never a lasting one).
     """
-    if urlparse(config.database_url).scheme.startswith("sqlite"):
-        return Solo()
+    if is_sqlite(config.database_url):
+        return Coordinator.alone()
     return for_serving(config)
 
 

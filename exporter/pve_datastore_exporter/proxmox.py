@@ -141,6 +141,10 @@ class Reader:
         self._name_read = self._name_failing = False
         self._failing_nodes: set[str] = set()  # nodes whose avail could not be read last time
 
+    def name(self, stored: str = "") -> str:
+        """The cluster's name to show: PROXMOX_CLUSTER_NAME, else `stored` (what the replica that read it stored), else ours."""
+        return self._config.proxmox_cluster_name or stored or self.cluster
+
     def read(self) -> list[Datastore]:
         """Fetch and parse; raise RefreshFailed with a reason and a message free of secrets."""
         with self._lock:

@@ -115,6 +115,11 @@ class View:
         """The datastore with that ID, or None."""
         return next((r for r in self.rows if r.id == datastore_id), None)
 
+    def flagged(self, hdd: str | None, ssd: str | None) -> View:
+        """This view with `hdd` and `ssd` as its defaults, every row's flags set to match."""
+        rows = tuple(dataclasses.replace(r, is_default_hdd=r.id == hdd, is_default_ssd=r.id == ssd) for r in self.rows)
+        return dataclasses.replace(self, rows=rows, default_hdd=hdd, default_ssd=ssd)
+
     @property
     def enabled(self) -> tuple[Datastore, ...]:
         """The datastores the seed lists: enabled and present in the cluster."""

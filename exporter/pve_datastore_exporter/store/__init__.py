@@ -1,4 +1,4 @@
-"""The one door to the database (peewee is imported here and in tables.py only): snapshots and defaults."""
+"""The one door to the database (peewee is imported in this package only): snapshots and defaults."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import datetime as dt
 import threading
 from collections.abc import Callable
 
-from peewee import DatabaseError, SqliteDatabase
+from peewee import DatabaseError
 from peewee import __exception_wrapper__ as driver_errors  # turns DB-API errors into peewee's
 
 from ..records import REFRESHED, Datastore, NodeFigures, RefreshInfo, View
-from .leader import LOCK_CLASS, LOCK_KEY, AlreadyServed, open_coordination
-from .notify import CHANGES, REFRESH
-from .sessions import SessionError
+from .leader import LOCK_CLASS, LOCK_KEY, AlreadyServed, HeldLock, open_coordination
+from .notify import CHANGES, GENERATION, REFRESH, NoSignals
+from .sessions import SessionError, is_sqlite
 from .tables import (
-    ROLES,
+    KINDS,
     DatastoreModel,
     DatastoreNodeModel,
     GenerationModel,
@@ -40,6 +40,13 @@ class UnknownDatastore(LookupError):
     """A default was asked for a datastore the cluster does not have (or has disabled)."""
 
 
+@dataclasses.dataclass
+class Commit:
+    """What a write committed: the generation it raised the database to (0 for a write that announces nothing)."""
+
+    generation: int = 0
+
+
 class Store:
     """The cache and the defaults, each call in its own connection and transaction.
 
@@ -50,28 +57,29 @@ class Store:
         self.url = url
         self.database = open_database(url, busy_timeout_ms)
         self._writing = threading.Lock()  # one writer at a time inside the process
-        self._postgres = not isinstance(self.database, SqliteDatabase)
-        self.generation = 0  # of the last write this Store committed
+        self._postgres = not is_sqlite(url)
         db.initialize(self.database)
 
     @contextlib.contextmanager
     def _write(self, announce: bool = True):
+        """One transaction; it yields the Commit whose generation is set when the body is done."""
         # SQLite: take the write lock at BEGIN. A deferred transaction that reads first cannot be
         # upgraded while another writer holds the lock, and then fails at once ("database is locked").
         immediate = {} if self._postgres else {"lock_type": "IMMEDIATE"}
+        commit = Commit()
         with self._writing, self.database.connection_context(), self.database.atomic(**immediate):
             if self._postgres:  # one writer at a time among replicas too: two CREATE TABLEs at once collide
                 self.database.execute_sql(WRITER_LOCK)
             migrate_schema(self.database)  # also what recreates a DB file deleted under us
-            yield
+            yield commit
             if announce:
-                self.generation = self._announce()
+                commit.generation = self._announce()
 
     def _announce(self) -> int:
         """Raise the generation in the write's transaction, and tell the listening replicas on commit."""
         g = GenerationModel
         g.insert(id=1, value=1).on_conflict(conflict_target=[g.id], update={g.value: g.value + 1}).execute()
-        generation = g.select(g.value).where(g.id == 1).scalar()
+        generation = self._generation()
         if self._postgres:  # NOTIFY is transactional: delivered at COMMIT, never for a rolled-back write
             self.database.execute_sql("SELECT pg_notify(%s, %s)", (CHANGES, str(generation)))
         return generation
@@ -88,16 +96,16 @@ class Store:
 
     def replace_snapshot(self, datastores: list[Datastore], initial_defaults: dict[str, str],
                          system_defaults: dict[str, str], bookkeeping: Callable[[], RefreshInfo],
-                         cluster: str = "") -> View:
-        """Swap in a new snapshot and its bookkeeping in one transaction; return the view it wrote.
+                         cluster: str = "") -> tuple[int, View]:
+        """Swap in a new snapshot and its bookkeeping in one transaction; return its generation and the view it wrote.
 
-        Every default flag is kept; a role no row carries yet takes `initial_defaults[role]`. Of what
+        Every default flag is kept; a kind of default no row carries yet takes `initial_defaults[kind]`. Of what
         is stored only the small `datastores` table is read: the flags and the datastores that vanished.
         `bookkeeping()` is called last, so that the refresh's duration includes its write. `cluster` is
         the cluster's name as the reader knows it, kept for the replicas that do not read.
         """
         now = utcnow()
-        with self._write():
+        with self._write() as commit:
             before = {row.id: row for row in self._locked(DatastoreModel.select())}
             self._upsert(datastores, now)
             seen = {d.id for d in datastores}
@@ -115,9 +123,9 @@ class Store:
         rows.update({i: dataclasses.replace(rows[i], enabled=False, active=False, updated_at=iso(now))
                      for i in vanished})
         rows.update({d.id: dataclasses.replace(d, updated_at=iso(now)) for d in datastores})
-        return to_view([dataclasses.replace(rows[i], is_system_default=i in system,
-                                            **{f"is_default_{r}": defaults[r] == i for r in ROLES})
-                        for i in sorted(rows)], refresh, cluster)
+        return commit.generation, to_view([dataclasses.replace(rows[i], is_system_default=i in system,
+                                                               **{f"is_default_{r}": defaults[r] == i for r in KINDS})
+                                           for i in sorted(rows)], refresh, cluster)
 
     def _locked(self, query):
         # PostgreSQL: a default changed by another process waits for this snapshot, so the view it
@@ -126,20 +134,20 @@ class Store:
 
     def _apply_initial_defaults(self, before: dict[str, DatastoreModel], seen: set[str],
                                 initial: dict[str, str], now: dt.datetime) -> tuple[dict, dict]:
-        """Flag the initial default of each role no row carries; return the defaults and new rows."""
-        defaults = {role: next((i for i, row in before.items() if getattr(row, f"is_default_{role}")), None)
-                    for role in ROLES}
+        """Flag the initial default of each kind no row carries; return the defaults and new rows."""
+        defaults = {kind: next((i for i, row in before.items() if getattr(row, f"is_default_{kind}")), None)
+                    for kind in KINDS}
         added = {}
-        for role in ROLES:
-            if defaults[role] is not None or role not in initial:
+        for kind in KINDS:
+            if defaults[kind] is not None or kind not in initial:
                 continue  # the .env value is only the first default: once a row has the flag, the DB rules
-            defaults[role] = datastore_id = initial[role]
+            defaults[kind] = datastore_id = initial[kind]
             if datastore_id not in seen and datastore_id not in before and datastore_id not in added:
                 # Keep the configured name though the cluster lacks it, so that the answers can say so.
                 added[datastore_id] = DatastoreModel.create(id=datastore_id, name=datastore_id, type="unknown",
                                                             enabled=False, present=False, created_at=now,
                                                             updated_at=now)
-            DatastoreModel.update({f"is_default_{role}": True}).where(DatastoreModel.id == datastore_id).execute()
+            DatastoreModel.update({f"is_default_{kind}": True}).where(DatastoreModel.id == datastore_id).execute()
         return defaults, added
 
     def _insert_nodes(self, rows: list[tuple]) -> None:
@@ -160,27 +168,23 @@ class Store:
             (DatastoreModel.insert_many(chunk)
              .on_conflict(conflict_target=[DatastoreModel.id], preserve=rewritten).execute())
 
-    def set_defaults(self, hdd: str | None = None, ssd: str | None = None) -> bool:
-        """Move the default flags; raise UnknownDatastore unless each target is an enabled datastore."""
+    def set_defaults(self, hdd: str | None = None, ssd: str | None = None) -> tuple[int, bool]:
+        """Move the default flags; the generation and whether a flag moved; UnknownDatastore unless each target is enabled."""
         changed = False
-        with self._write():
-            for role, datastore_id in (("hdd", hdd), ("ssd", ssd)):
+        with self._write() as commit:
+            for kind, datastore_id in (("hdd", hdd), ("ssd", ssd)):
                 if datastore_id is None:
                     continue
                 row = DatastoreModel.get_or_none(DatastoreModel.id == datastore_id)
                 if row is None or not row.enabled or not row.present:
                     raise UnknownDatastore(datastore_id)
-                if getattr(row, f"is_default_{role}"):
+                if getattr(row, f"is_default_{kind}"):
                     continue
-                flag = getattr(DatastoreModel, f"is_default_{role}")
+                flag = getattr(DatastoreModel, f"is_default_{kind}")
                 DatastoreModel.update({flag: False}).where(flag == True).execute()  # noqa: E712
                 DatastoreModel.update({flag: True}).where(DatastoreModel.id == datastore_id).execute()
                 changed = True
-        return changed
-
-    def view(self) -> View:
-        """Every datastore with its nodes, the defaults, and the refresh bookkeeping."""
-        return self.load()[1]
+        return commit.generation, changed
 
     def load(self) -> tuple[int, View]:
         """The view and the generation it belongs to, read from one snapshot of the database."""
@@ -208,7 +212,8 @@ class Store:
         return self.database.atomic(**({"isolation_level": "REPEATABLE READ"} if self._postgres else {}))
 
     def _generation(self) -> int:
-        return GenerationModel.select(GenerationModel.value).where(GenerationModel.id == 1).scalar() or 0
+        row = self.database.execute_sql(GENERATION).fetchone()
+        return row[0] if row else 0
 
     def ask_for_refresh(self) -> None:
         """Ask the leader (the replica holding the lock) to refresh now; PostgreSQL only."""
@@ -216,10 +221,11 @@ class Store:
             with self.database.connection_context():
                 self.database.execute_sql("SELECT pg_notify(%s, '')", (REFRESH,))
 
-    def record_refresh(self, info: RefreshInfo, cluster: str = "") -> None:
-        """Write the bookkeeping of a refresh that stored no snapshot."""
-        with self._write():
+    def record_refresh(self, info: RefreshInfo, cluster: str = "") -> int:
+        """Write the bookkeeping of a refresh that stored no snapshot; the generation it raised the database to."""
+        with self._write() as commit:
             self._save_refresh(info, cluster)
+        return commit.generation
 
     def _save_refresh(self, info: RefreshInfo, cluster: str = "") -> None:
         fields = dataclasses.asdict(info) | ({"cluster": cluster} if cluster else {})
@@ -228,4 +234,5 @@ class Store:
 
 
 # What the coordination (coordination.py) takes from here: the store stays the one door to the database.
-__all__ = ["AlreadyServed", "SessionError", "Store", "StoreError", "UnknownDatastore", "open_coordination"]
+__all__ = ["AlreadyServed", "HeldLock", "NoSignals", "SessionError", "Store", "StoreError", "UnknownDatastore", "is_sqlite",
+           "open_coordination"]

@@ -14,10 +14,9 @@ import fcntl
 import logging
 import os
 import threading
-from urllib.parse import urlparse
 
-from .notify import NoSignals, PgListener, SqliteWatcher
-from .sessions import SessionError, driver_error, first_line, pg_connect, sqlite_path
+from .notify import NoSignals, PgSignals, SqliteWatcher
+from .sessions import SessionError, driver_error, first_line, is_sqlite, pg_connect, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +148,13 @@ class AlreadyServed(Exception):
 
 
 def open_coordination(url: str, holder: str) -> tuple:
-    """The leader's lock and the change signals for `url`: (PgLock, PgListener) or (HeldLock, SqliteWatcher).
+    """The leader's lock and the change signals for `url`: (PgLock, PgSignals) or (HeldLock, SqliteWatcher).
 
     A SQLite file is served by one process: its lock file is taken here, or AlreadyServed raised.
     """
     path = sqlite_path(url)
-    if path is None and not urlparse(url).scheme.startswith("sqlite"):
-        return PgLock(url, holder), PgListener(url)
+    if not is_sqlite(url):
+        return PgLock(url, holder), PgSignals(url)
     if path is None:  # an in-memory database: nobody else can see it
         return HeldLock(), NoSignals()
     lock = FileLock(path + ".lock")

@@ -2,9 +2,9 @@
 
 Every write raises the `generation` row in its own transaction (store/__init__.py) and, on
 PostgreSQL, sends NOTIFY on CHANGES with the new number; a follower that asks for a refresh sends
-NOTIFY on REFRESH. A notification can be lost (the listener's session was down when it was sent),
-so the generation itself is the truth: the coordinator reads it after every notification, after
-every reconnect, and every few seconds anyway.
+NOTIFY on REFRESH. The coordinator takes a notification's generation as it comes; a notification
+can be lost (the listening session was down when it was sent), so the generation row itself is the
+truth: the coordinator reads it after every reconnect and every few seconds anyway.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from .sessions import SessionError, driver_error, first_line, pg_connect
 
 CHANGES = "pve_datastore_changes"  # payload: the new generation
 REFRESH = "pve_datastore_refresh"  # a follower asks the leader to refresh now
-GENERATION = "SELECT value FROM generation WHERE id = 1"
+GENERATION = "SELECT value FROM generation WHERE id = 1"  # the one read of it, the Store's too
 
 
-class PgListener:
-    """LISTEN on a session of its own: the changes other replicas commit, and requests for a refresh."""
+class PgSignals:
+    """LISTEN on a session of its own: the changes other replicas commit (with their generation), and requests for a refresh."""
 
     def __init__(self, url: str, connect=pg_connect):
         self._url, self._connect = url, connect

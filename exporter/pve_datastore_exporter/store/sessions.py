@@ -1,4 +1,4 @@
-"""Connections beside peewee's: the PostgreSQL sessions of the leader's lock and of the listener.
+"""Connections beside peewee's: the PostgreSQL sessions of the leader's lock and of the change signals.
 
 psycopg2 is imported here (and only when PostgreSQL is configured: it is an optional extra).
 """
@@ -25,9 +25,14 @@ class SessionError(Exception):
     """A dedicated session cannot be opened, or has ended: its lock and its notifications are gone."""
 
 
+def is_sqlite(url: str) -> bool:
+    """True for a sqlite:// URL (a file or memory), False for PostgreSQL: the one test of which database it is."""
+    return urlparse(url).scheme.startswith("sqlite")
+
+
 def sqlite_path(url: str) -> str | None:
     """The file of a sqlite:/// URL (relative to the working directory), None for another database or memory."""
-    if not urlparse(url).scheme.startswith("sqlite") or ":///" not in url:
+    if not is_sqlite(url) or ":///" not in url:
         return None
     path = url.split(":///", 1)[1]
     return path if path and path != ":memory:" else None

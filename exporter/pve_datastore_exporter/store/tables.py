@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 import functools
 import os
-from urllib.parse import urlparse
 
 from peewee import (
     BigIntegerField,
@@ -25,7 +24,7 @@ from playhouse.db_url import connect
 from playhouse.migrate import SchemaMigrator, migrate
 
 from ..records import COLUMNS, Datastore, RefreshInfo, View
-from .sessions import MAIN, sqlite_path, with_defaults
+from .sessions import MAIN, is_sqlite, sqlite_path, with_defaults
 
 db = DatabaseProxy()
 
@@ -146,14 +145,14 @@ class LeaderModel(BaseModel):
 
 MODELS = (DatastoreModel, DatastoreNodeModel, RefreshStateModel, GenerationModel, LeaderModel)
 # A database-level guarantee of "never two default HDD (or SSD) datastores".
-ONE_DEFAULT = ("CREATE UNIQUE INDEX IF NOT EXISTS datastores_one_default_{role} "
-               "ON datastores (is_default_{role}) WHERE is_default_{role}")
-ROLES = ("hdd", "ssd")
+ONE_DEFAULT = ("CREATE UNIQUE INDEX IF NOT EXISTS datastores_one_default_{kind} "
+               "ON datastores (is_default_{kind}) WHERE is_default_{kind}")
+KINDS = ("hdd", "ssd")  # the kinds of default datastore (the metric labels them `role`)
 
 
 def open_database(url: str, busy_timeout_ms: int = 5000):
     """Connect by URL; SQLite gets WAL and a busy timeout, and its folder is created; PostgreSQL short timeouts."""
-    if urlparse(url).scheme.startswith("sqlite"):
+    if is_sqlite(url):
         path = sqlite_path(url)
         if path and os.path.dirname(path):
             # A folder that cannot be made surfaces as a DatabaseError at first use: the .env fallback.
@@ -175,9 +174,9 @@ def migrate_schema(database) -> None:
         if missing:
             migrator = SchemaMigrator.from_database(database)
             migrate(*(migrator.add_column(table, f.column_name, f) for f in missing))
-    for role in ROLES:
-        _keep_one_default(role)
-        database.execute_sql(ONE_DEFAULT.format(role=role))
+    for kind in KINDS:
+        _keep_one_default(kind)
+        database.execute_sql(ONE_DEFAULT.format(kind=kind))
     _widen_floats(database)
 
 
@@ -189,9 +188,9 @@ def _widen_floats(database) -> None:
                 database.execute_sql(f'ALTER TABLE refresh_state ALTER COLUMN "{column.name}" TYPE DOUBLE PRECISION')
 
 
-def _keep_one_default(role: str) -> None:
+def _keep_one_default(kind: str) -> None:
     # A seed-era DB may hold two flagged rows; keep the most recently updated one.
-    flag = getattr(DatastoreModel, f"is_default_{role}")
+    flag = getattr(DatastoreModel, f"is_default_{kind}")
     rows = list(DatastoreModel.select(DatastoreModel.id).where(flag == True)  # noqa: E712
                 .order_by(DatastoreModel.updated_at.desc(), DatastoreModel.id))
     if len(rows) > 1:
