@@ -8,13 +8,40 @@ ANSIBLE_PYTHON ?= $(shell for p in python3.13 python3.12 $(wildcard $(HOME)/.pye
 	$$p -c 'import sys; assert sys.version_info >= (3, 12); print(sys.executable)' 2>/dev/null && break; done)
 ANSIBLE_VENV   := .venv-ansible
 ANSIBLE_STAMP  := $(ANSIBLE_VENV)/.installed
+BENCH_VENV     := .venv-bench
+BENCH_STAMP    := $(BENCH_VENV)/.installed
 
-.PHONY: help venv demo test lint bench golden docs messages screenshot dashboard-picture clean
+# Each virtualenv installs from its lock, requirements/*.txt: every package pinned with its hashes,
+# written by `make lock` (uv pip compile) from the ranges in setup.cfg, ansible/requirements-test.txt
+# and requirements/*.in. A new machine gets the versions the repository was tested with, not what PyPI
+# released since (issue 18). A stamp depends on its lock, so a changed lock rebuilds the venv (--clear:
+# nothing of the old one stays). --no-deps: the lock is the whole set; `pip check` after it fails when a
+# range was changed without `make lock`. --only-binary: no sdist build, so no unpinned build dependency.
+# The machine's pip configuration (an index mirror, find-links) still applies: hash checking refuses a
+# file that is not byte-for-byte the one locked, and pip prefers a candidate whose hash it knows.
+# The venv's own pip (from ensurepip) is left as it is: no unpinned upgrade.
+PIP_LOCKED := --quiet --disable-pip-version-check install --require-hashes --no-deps --only-binary :all: -r
+VENV_LOCK    := requirements/venv.txt
+ANSIBLE_LOCK := requirements/ansible.txt
+BENCH_LOCK   := requirements/bench.txt
+# The locking tool, pinned, in a throw-away venv of its own; PyPI is the index the locks are written from.
+UV_VERSION := 0.13.9
+LOCK_VENV  := .venv-lock
+LOCK_STAMP := $(LOCK_VENV)/.uv-$(UV_VERSION)
+LOCK_INDEX ?= https://pypi.org/simple
+# --universal: one lock for every Python from --python-version up and every platform (markers where they
+# differ); .venv is built by python3 (>= 3.11), .venv-ansible by a Python >= 3.12 (3.12 or 3.13).
+# Without UPGRADE=1 the pins of the current lock are kept where the ranges still allow them.
+UV_COMPILE = $(LOCK_VENV)/bin/uv pip compile --quiet --no-config --default-index $(LOCK_INDEX) --universal \
+	--generate-hashes --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade)
+
+.PHONY: help venv lock demo test lint bench golden docs messages screenshot dashboard-picture clean
 
 help:
 	@echo "make demo   - run the exporter against the simulated Proxmox cluster"
 	@echo "make test   - run the test suite"
 	@echo "make lint   - ruff"
+	@echo "make lock   - regenerate the virtualenvs' locks (requirements/*.txt); UPGRADE=1 takes the newest releases"
 	@echo "make bench  - benchmark against prometheus-pve-exporter (writes tools/bench/results.md)"
 	@echo "make golden - regenerate golden files (exposition, seed JSON)"
 	@echo "make docs   - regenerate .env.example and the README settings table from config.SETTINGS"
@@ -22,18 +49,40 @@ help:
 	@echo "make screenshot - docs/screenshot*.png of the page from a real browser run"
 	@echo "make dashboard-picture - docs/dashboard.png: the dashboard's layout and data from a real Prometheus run"
 
-$(STAMP): setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+# The project itself goes in editable, without its dependencies (the lock brought them) and with the
+# lock's setuptools/wheel as build backend (no isolated build env downloading an unpinned one).
+$(STAMP): $(VENV_LOCK) setup.cfg pyproject.toml
+	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/pip $(PIP_LOCKED) $(VENV_LOCK)
+	$(BIN)/pip --quiet --disable-pip-version-check install --no-deps --no-build-isolation -e .
+	$(BIN)/pip --disable-pip-version-check check
 	touch $(STAMP)
 
-$(ANSIBLE_STAMP): ansible/requirements-test.txt
+$(ANSIBLE_STAMP): $(ANSIBLE_LOCK)
 	@test -n "$(ANSIBLE_PYTHON)" || { echo "make: Python >= 3.12 is needed for the Ansible tests (set ANSIBLE_PYTHON)"; exit 1; }
-	$(ANSIBLE_PYTHON) -m venv $(ANSIBLE_VENV)
-	$(ANSIBLE_VENV)/bin/pip install --quiet --upgrade pip
-	$(ANSIBLE_VENV)/bin/pip install --quiet -r ansible/requirements-test.txt
+	$(ANSIBLE_PYTHON) -m venv --clear $(ANSIBLE_VENV)
+	$(ANSIBLE_VENV)/bin/pip $(PIP_LOCKED) $(ANSIBLE_LOCK)
+	$(ANSIBLE_VENV)/bin/pip --disable-pip-version-check check
 	touch $(ANSIBLE_STAMP)
+
+# prometheus-pve-exporter for `make bench` (tools/bench/exporters.py runs it from here).
+$(BENCH_STAMP): $(BENCH_LOCK)
+	$(PYTHON) -m venv --clear $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip $(PIP_LOCKED) $(BENCH_LOCK)
+	$(BENCH_VENV)/bin/pip --disable-pip-version-check check
+	touch $(BENCH_STAMP)
+
+$(LOCK_STAMP):
+	$(PYTHON) -m venv --clear $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip --quiet --disable-pip-version-check install uv==$(UV_VERSION)
+	touch $(LOCK_STAMP)
+
+# Run after changing a range (setup.cfg, ansible/requirements-test.txt, requirements/*.in), or with
+# UPGRADE=1 to take newer releases on purpose; commit the locks it rewrites.
+lock: $(LOCK_STAMP)
+	$(UV_COMPILE) --python-version 3.11 --extra test pyproject.toml requirements/venv.in -o $(VENV_LOCK)
+	$(UV_COMPILE) --python-version 3.12 ansible/requirements-test.txt -o $(ANSIBLE_LOCK)
+	$(UV_COMPILE) --python-version 3.11 requirements/bench.in -o $(BENCH_LOCK)
 
 venv: $(STAMP) $(ANSIBLE_STAMP)
 
@@ -60,7 +109,7 @@ messages: $(STAMP)
 	$(BIN)/pybabel extract -F babel.cfg -w 110 --add-location=file --sort-by-file -o build/messages.pot exporter/pve_datastore_exporter
 	$(BIN)/pybabel update -i build/messages.pot -d $(LOCALES) -w 110 --ignore-obsolete
 
-bench: $(STAMP)
+bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m tools.bench.run
 
 screenshot: $(STAMP)
@@ -70,4 +119,4 @@ dashboard-picture: $(STAMP)
 	$(BIN)/python -m tools.dashboard_picture
 
 clean:
-	rm -rf $(VENV) $(ANSIBLE_VENV) .venv-bench build *.egg-info exporter/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(ANSIBLE_VENV) $(BENCH_VENV) $(LOCK_VENV) build *.egg-info exporter/*.egg-info .pytest_cache

@@ -12,7 +12,8 @@ from pathlib import Path
 from ..processes import free_port
 from .procs import REPO, Proc, clean_env, http_get, http_post, wait_until
 
-PEER_REQUIREMENT = "prometheus-pve-exporter>=3.10,<3.11"
+# The peer, 3.10.x, is installed by `make bench` from this lock (requirements/bench.in holds the range).
+PEER_LOCK = REPO / "requirements" / "bench.txt"
 PEER_VENV = REPO / ".venv-bench"
 # Every collector off except the two that report storage: the peer's cheapest honest setup.
 PEER_FLAGS = ("--collector.status", "--collector.resources", "--no-collector.version", "--no-collector.node",
@@ -76,18 +77,13 @@ def peer_versions(venv: Path = PEER_VENV) -> dict[str, str] | None:
     return json.loads(done.stdout) if done.returncode == 0 else None
 
 
-def ensure_peer_venv(venv: Path = PEER_VENV) -> dict[str, str]:
-    """Create the bench venv with prometheus-pve-exporter 3.10.x unless it is there already."""
+def require_peer_venv(venv: Path = PEER_VENV) -> dict[str, str]:
+    """The bench venv's versions; fails unless it holds prometheus-pve-exporter 3.10.x."""
     versions = peer_versions(venv)
-    if versions and versions["prometheus-pve-exporter"].startswith("3.10."):
-        return versions
-    print(f"bench: installing {PEER_REQUIREMENT} into {venv}", file=sys.stderr, flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
-                    PEER_REQUIREMENT], check=True)
-    versions = peer_versions(venv)
-    if not versions:
-        raise RuntimeError(f"{venv}: pve_exporter is not usable after pip install")
+    if not (versions and versions["prometheus-pve-exporter"].startswith("3.10.")):
+        # One way in, the Makefile's: pinned with hashes from PEER_LOCK, rebuilt when the lock changes.
+        raise RuntimeError(f"{venv}: no prometheus-pve-exporter 3.10.x; `make bench` builds it from {PEER_LOCK.relative_to(REPO)}"
+                           " (or run with --no-peer)")
     return versions
 
 

@@ -21,7 +21,7 @@ from pve_datastore_exporter import __version__
 
 from . import replicas, report
 from . import tls as tls_bench
-from .exporters import PEER_VENV, Ours, Peer, Static, ensure_peer_venv
+from .exporters import PEER_VENV, Ours, Peer, Static, require_peer_venv
 from .loadgen import Run, Target, fetch, load
 from .procs import SimulatorProc
 from .static import write as write_static
@@ -194,7 +194,7 @@ def run(plan: Plan, out_dir: Path, work: Path) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     meta = report.machine() | {"ours_version": __version__, "server": "uvicorn {} + httptools {} + a2wsgi {}".format(
                                    *(importlib.metadata.version(d) for d in ("uvicorn", "httptools", "a2wsgi"))),
-                               "peer": ensure_peer_venv() if plan.with_peer else None}
+                               "peer": require_peer_venv() if plan.with_peer else None}
     results = {"meta": meta, "plan": dataclasses.asdict(plan), "sizes": {}}
     for name in plan.sizes:
         results["sizes"][name] = bench_size(name, plan, work)
