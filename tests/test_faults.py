@@ -218,7 +218,7 @@ def test_db_read_only(tmp_path, sim, what, source, hdd):
         assert response.status_code == 503 and response.json()["error"] == "db_unavailable"
         response = e.post("/api/datastores/refresh")
         assert response.status_code == 503, e.logs()[-3000:]
-        assert 'pve_datastore_size_bytes{pve_cluster="pve-sim",datastore="ceph-vm",node="pve1"}' in e.get("/metrics").text
+        assert 'pve_datastore_size_bytes{pve_cluster="pve-sim",datastore="ceph-vm",node="pve1"}' in e.get("/metrics").text, e.logs()[-4000:]
     finally:
         e.stop()
     with sqlite3.connect(first.db) as conn:

@@ -384,3 +384,22 @@ def test_a_follower_asked_to_refresh_with_no_leader_takes_the_lead_and_refreshes
         assert follower.role == "leader" and leader_gauge(exposition) == "pve_datastore_leader 1.0"
     finally:
         coordinator.stop()
+
+
+class RenamingReader(FakeReader):
+    """Learns the cluster's name with its first read, as proxmox.Reader does from /cluster/status."""
+
+    cluster = "127.0.0.1"
+
+    def read(self):
+        self.cluster = "pve-sim"
+        return super().read()
+
+
+def test_fresh_data_the_database_cannot_take_is_shown_under_the_name_read_with_it(tmp_path):
+    service, _ = make(tmp_path, RenamingReader(), database_url="sqlite:////proc/no-such-folder/db.sqlite")
+    with pytest.raises(RefreshFailed) as failed:
+        service.refresh()
+    assert failed.value.reason == "db"
+    assert service.view.source == "env" and len(service.view.enabled) == 3
+    assert service.view.cluster == "pve-sim"  # not the name the process started with

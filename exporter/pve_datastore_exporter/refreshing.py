@@ -109,8 +109,10 @@ class Refresher:
         try:
             stored = self._display.read()
         except StoreError:
-            return self._fallback.instead(self._display.present(View(rows=rows)))
-        return dataclasses.replace(stored, rows=rows).flagged(stored.default_hdd, stored.default_ssd)
+            unsaved = self._fallback.instead(dataclasses.replace(self._display.present(View()), rows=rows))
+        else:
+            unsaved = dataclasses.replace(stored, rows=rows).flagged(stored.default_hdd, stored.default_ssd)
+        return dataclasses.replace(unsaved, cluster=self._reader.cluster)  # named by the read that found them
 
     def _fail(self, started: float, reason: str, message: str, unsaved: View | None = None) -> RefreshFailed:
         """Record and publish a failed refresh (with the fresh data when only the DB failed); the error to raise."""
