@@ -12,8 +12,9 @@ from peewee import DatabaseError
 from peewee import __exception_wrapper__ as driver_errors  # turns DB-API errors into peewee's
 
 from ..records import REFRESHED, Datastore, NodeFigures, RefreshInfo, View
-from .leader import LOCK_CLASS, LOCK_KEY, AlreadyServed, HeldLock, open_coordination
+from .leader import LOCK_CLASS, LOCK_KEY, HeldLock
 from .notify import CHANGES, GENERATION, REFRESH, NoSignals
+from .replicas import AlreadyServed, open_coordination
 from .sessions import SessionError, is_sqlite
 from .tables import (
     KINDS,

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 import threading
 
-from .notify import NoSignals, PgSignals, SqliteWatcher
-from .sessions import SessionError, driver_error, first_line, is_sqlite, pg_connect, sqlite_path
-
-log = logging.getLogger(__name__)
+from .sessions import SessionError, driver_error, first_line, pg_connect
 
 LOCK_CLASS = 0x70766478  # "pvdx": the first of the lock's two keys
 LOCK_KEY = "hashtext(current_database() || '.' || current_schema())"  # the second: this database and schema
@@ -141,29 +137,3 @@ class HeldLock:
         """Release the lock file, if any."""
         if self._file_lock is not None:
             self._file_lock.release()
-
-
-class AlreadyServed(Exception):
-    """Another process serves this SQLite file: replicas need PostgreSQL."""
-
-
-def open_coordination(url: str, holder: str) -> tuple:
-    """The leader's lock and the change signals for `url`: (PgLock, PgSignals) or (HeldLock, SqliteWatcher).
-
-    A SQLite file is served by one process: its lock file is taken here, or AlreadyServed raised.
-    """
-    path = sqlite_path(url)
-    if not is_sqlite(url):
-        return PgLock(url, holder), PgSignals(url)
-    if path is None:  # an in-memory database: nobody else can see it
-        return HeldLock(), NoSignals()
-    lock = FileLock(path + ".lock")
-    try:
-        holder_seen = lock.acquire()
-    except OSError as exc:  # e.g. a read-only folder: serve anyway, as before there was a lock file
-        log.warning("cannot take %s.lock (%s): a second `serve` on this file would not be refused", path, exc)
-        return HeldLock(), SqliteWatcher(path)
-    if holder_seen is not None:
-        raise AlreadyServed(f"{path} is served by another process ({holder_seen}); one `serve` per SQLite file: "
-                            "for replicas use PostgreSQL (DATABASE_URL=postgresql://...)")
-    return HeldLock(lock), SqliteWatcher(path)
