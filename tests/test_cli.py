@@ -325,6 +325,27 @@ def test_list_json_is_the_apis_answer_for_the_same_database(tmp_path, sim):
     assert len(listed["datastores"]) == 5 and listed["default_hdd"] == "ceph-vm" and listed["success"] is True
 
 
+LIST_JSON_WITHOUT_FLASK = """
+import sys
+from pve_datastore_exporter.cli import main
+code = main(sys.argv[1:])
+loaded = ["flask" in sys.modules, "werkzeug" in sys.modules]
+import pve_datastore_exporter.http.app  # the control: the same check sees Flask once the app is imported
+print(code, *loaded, "flask" in sys.modules, file=sys.stderr)
+"""
+
+
+def test_list_json_runs_without_flask(tmp_path, sim):
+    env_file = write_env(tmp_path / "x.env", {**sim.env(), "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite"})
+    assert bare(tmp_path, "refresh", "--env-file", env_file).returncode == 0
+    done = subprocess.run([str(BIN.parent / "python"), "-c", LIST_JSON_WITHOUT_FLASK, "list", "--env-file", env_file,
+                           "--json"], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[-1] == "0 False False True"
+    assert len(json.loads(done.stdout)["datastores"]) == 5
+
+
 @pytest.mark.parametrize("url,password", [("postgresql://exporter:Db@Secret99@127.0.0.1:1/pve", "Secret99"),
                                           ("postgresql://exporter@127.0.0.1:1/pve?password=QueryS3cretPw",
                                            "QueryS3cretPw"),

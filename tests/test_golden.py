@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pve_datastore_exporter.http.app import datastores_answer
+from pve_datastore_exporter.answers import datastores_answer
 from pve_datastore_exporter.metrics import Exposition
 from pve_datastore_exporter.service import Service
 from pve_datastore_exporter.store import Store

@@ -16,8 +16,8 @@ from babel.messages.pofile import read_po
 from werkzeug import exceptions
 
 from pve_datastore_exporter import i18n
+from pve_datastore_exporter.answers import WARNINGS, DefaultWarning, default_warnings
 from pve_datastore_exporter.records import FAILURE_REASONS, Datastore, RefreshFailed, View
-from pve_datastore_exporter.service import default_warnings
 
 from .factories import FakeReader, config
 from .servers import Exporter
@@ -131,15 +131,21 @@ def test_figures_follow_the_locale(speaking):
     assert i18n.moment("2023-11-14T22:13:20Z") == "2023년 11월 14일 오후 10시 13분 20초 UTC"
 
 
-def test_every_warning_of_the_service_is_translated_with_its_datastore(speaking):
+def test_every_warning_is_translated_by_its_code_with_its_datastore(speaking):
     rows = (Datastore("off", "dir", enabled=False), Datastore("idle", "dir", enabled=True, active=False))
     views = [View(rows=rows, default_hdd=None, default_ssd="gone-ds"), View(rows=rows, default_hdd="off", default_ssd="idle")]
-    sentences = [w for v in views for w in default_warnings(v)]
-    assert len(sentences) == 4
-    assert [i18n.warning(s) for s in sentences] == sentences  # English: the service's own words
+    found = [w for v in views for w in default_warnings(v)]
+    assert found == [DefaultWarning("no_default", "HDD"), DefaultWarning("missing", "SSD", "gone-ds"),
+                     DefaultWarning("disabled", "HDD", "off"), DefaultWarning("inactive", "SSD", "idle")]
+    assert {w.code for w in found} == set(WARNINGS)  # every code is met
+    sentences = [w.english() for w in found]
+    assert sentences == ["no default HDD datastore is set", "default SSD datastore 'gone-ds' does not exist in the cluster",
+                         "default HDD datastore 'off' is disabled or gone from the cluster",
+                         "default SSD datastore 'idle' is not active on any node"]
+    assert [i18n.warning(w) for w in found] == sentences  # English: the JSON's own words
     speaking("ko")
-    for sentence in sentences:
-        korean = i18n.warning(sentence)
+    for warning, sentence in zip(found, sentences, strict=True):
+        korean = i18n.warning(warning)
         assert HANGUL.search(korean) and not re.search(r"\b(default|datastore is|does not|is not)\b", korean), korean
         assert re.findall(r"'[^']+'|HDD|SSD", korean) == re.findall(r"'[^']+'|HDD|SSD", sentence)
 

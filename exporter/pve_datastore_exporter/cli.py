@@ -10,6 +10,7 @@ import tempfile
 
 from . import __version__, coordination
 from . import config as configuration
+from .answers import datastores_answer
 from .config import Config, ConfigError
 from .formatting import format_table, printable
 from .logs import setup_logging
@@ -96,9 +97,7 @@ def cmd_list(config: Config, args) -> int:
     service = build(config)
     view = service.datastores()
     if args.json:
-        # The API's own builder, so the two cannot drift; it brings Flask, so only for --json.
-        from .http.app import datastores_answer
-
+        # The API's own builder (answers.py, plain Python), so the two cannot drift.
         print(json.dumps(datastores_answer(view, service.age()), indent=2))
         return 0
     print(format_table(view))

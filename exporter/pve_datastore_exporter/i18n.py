@@ -24,6 +24,7 @@ from babel.numbers import format_decimal
 from babel.support import NullTranslations, Translations
 
 from . import formatting
+from .answers import N_, WARNINGS, DefaultWarning
 
 LANGUAGES = ("en", "ko")
 DEFAULT = "en"  # what Ansible, Prometheus and every client that names no language get
@@ -34,12 +35,6 @@ LOCALES = Path(__file__).with_name("locales")
 AGE_STEPS = ((60, 1), (3600, 60), (86400, 3600))  # (below, unit): whole seconds, minutes, hours, then days
 
 _language = contextvars.ContextVar("language", default=DEFAULT)
-
-
-def N_(message: str) -> str:
-    """Mark a message for extraction; it is translated where it is used."""
-    return message
-
 
 # A refresh failure's reason is fixed and translated; its detail (Proxmox's or the DB's words) is kept.
 REFRESH_FAILED = {
@@ -60,15 +55,6 @@ HTTP_MESSAGES = {
     405: N_("The method is not allowed for the requested URL."),
     413: N_("The data value transmitted exceeds the capacity limit."),
 }
-# service.default_warnings writes these in English (the JSON keeps them so); the page translates them.
-# Each message is also its own pattern: %(name)s matches the value it stands for.
-WARNINGS = (
-    N_("no default %(role)s datastore is set"),
-    N_("default %(role)s datastore '%(id)s' does not exist in the cluster"),
-    N_("default %(role)s datastore '%(id)s' is disabled or gone from the cluster"),
-    N_("default %(role)s datastore '%(id)s' is not active on any node"),
-)
-_WARNING_PATTERNS = tuple((re.compile(re.sub(r"%\\\((\w+)\\\)s", r"(?P<\1>.+)", re.escape(m))), m) for m in WARNINGS)
 
 
 # -- which language ----------------------------------------------------------------------
@@ -161,13 +147,9 @@ def http_message(code: int, description: str, default: str) -> str:
     return description
 
 
-def warning(sentence: str) -> str:
-    """One of service.default_warnings' sentences in the current language (as it is if unknown)."""
-    for pattern, message in _WARNING_PATTERNS:
-        found = pattern.fullmatch(sentence)
-        if found:
-            return gettext(message, **found.groupdict())
-    return sentence
+def warning(found: DefaultWarning) -> str:
+    """A warning about the defaults (answers.default_warnings) in the current language, by its code."""
+    return gettext(WARNINGS[found.code], **found.values())
 
 
 # -- figures -----------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import threading
@@ -11,10 +10,11 @@ from pathlib import Path
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from .. import i18n
+from .. import answers, i18n
+from ..answers import datastores_answer, defaults_answer, error_body, summary_answer
 from ..config import DATASTORE_ID, Config
-from ..records import RefreshFailed, View
-from ..service import Service, StoreError, UnknownDatastore, default_warnings
+from ..records import RefreshFailed
+from ..service import Service, StoreError, UnknownDatastore
 from . import SECURITY_HEADERS, policy
 
 log = logging.getLogger(__name__)
@@ -32,41 +32,6 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-
-
-def error_body(code: str, message: str) -> dict:
-    """The one error shape of every JSON error."""
-    return {"success": False, "error": code, "message": message}
-
-
-def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def refresh_answer(view: View, age: float | None) -> dict:
-    """The `last_refresh` object: when, whether it worked, how old the data is."""
-    info = view.refresh
-    return {"ok": info.ok, "last_attempt": _iso(info.last_attempt), "last_success": _iso(info.last_success),
-            "age_seconds": None if age is None else round(age, 3), "error": info.error, "reason": info.reason}
-
-
-def summary_answer(view: View, age: float | None) -> dict:
-    """GET /api/datastores without the list: the defaults, the cluster, the source, the warnings, the data's age."""
-    return {"default_hdd": view.default_hdd, "default_ssd": view.default_ssd, "cluster": view.cluster, "source": view.source,
-            "role": view.role, "warnings": default_warnings(view), "last_refresh": refresh_answer(view, age)}
-
-
-def datastores_answer(view: View, age: float | None) -> dict:
-    """GET /api/datastores: the seed's keys first, then ours. The page renders the same dict."""
-    return {"success": True, "datastores": [d.as_dict() for d in view.enabled], **summary_answer(view, age)}
-
-
-def defaults_answer(view: View) -> dict:
-    """GET /api/datastores/default: a cheap read for idempotent clients."""
-    return {"success": True, "hdd_datastore": view.default_hdd, "ssd_datastore": view.default_ssd,
-            "cluster": view.cluster, "source": view.source, "role": view.role, "warnings": default_warnings(view)}
 
 
 def parse_defaults_body(raw: bytes) -> dict[str, str]:
@@ -234,11 +199,16 @@ def _register_page(app: Flask, service: Service, config: Config) -> None:
         if part not in (None, "status"):
             raise ApiError(404, "not_found", i18n.gettext("The page has no part %(part)s; the one part is 'status'.",
                                                           part=repr(part)))
-        # The status part, polled every 15 s by every open page, skips the list and its 10,000 nodes.
-        answer = (datastores_answer if part is None else summary_answer)(service.datastores(), service.age())
+        # The status part, polled every 15 s by every open page, renders neither the list nor its
+        # 10,000 nodes (the view is loaded whole all the same).
+        view = service.datastores()
+        answer = (datastores_answer if part is None else summary_answer)(view, service.age())
         template = "index.html" if part is None else "_status.html"
-        response = app.make_response(render_template(template, answer=answer, token_required=policy.token_required(
-            bool(request.environ.get("pvedx.basic_auth")), config.api_token)))
+        token_required = policy.token_required(bool(request.environ.get("pvedx.basic_auth")), config.api_token)
+        # The warnings as records beside the answer's English sentences: the page says them by code.
+        html = render_template(template, answer=answer, warnings=answers.default_warnings(view),
+                               token_required=token_required)
+        response = app.make_response(html)
         response.headers["Cache-Control"] = "no-store"  # the page shows live state; never a stale copy
         response.vary.add("Cookie")
         if asked:

@@ -12,7 +12,7 @@ import hmac
 import ipaddress
 from typing import NamedTuple
 
-from ..i18n import N_
+from ..answers import N_
 
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
