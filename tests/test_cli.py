@@ -257,6 +257,13 @@ def test_global_options_parse_before_or_after_every_command_and_keep_their_defau
     assert parser().parse_args(["--env-file", "a.env", command, "--env-file", "b.env"]).env_file == "b.env"
 
 
+def test_help_describes_the_program_to_its_users(capsys):
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert "Proxmox VE" in out and "/metrics" in out and "wiring" not in out
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_commands_help_lists_the_global_options_once(command, capsys):
     with pytest.raises(SystemExit) as done:

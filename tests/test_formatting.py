@@ -9,7 +9,7 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from pve_datastore_exporter.formatting import ago, format_table, iec, level, percent, printable
+from pve_datastore_exporter.formatting import format_table, iec, level, percent, printable
 from pve_datastore_exporter.records import Datastore, View
 
 KIB, MIB, GIB, TIB, PIB, EIB = (1 << (10 * n) for n in range(1, 7))
@@ -77,25 +77,6 @@ def test_level(used, size, text):
     assert level(used, size) == text
 
 
-@pytest.mark.parametrize(("seconds", "text"), [
-    (None, "never"),
-    (-3.5, "just now"),  # a clock stepped back
-    (0, "just now"),
-    (9.99, "just now"),
-    (10, "10 seconds ago"),
-    (59.9, "59 seconds ago"),
-    (60, "1 minute ago"),
-    (119, "1 minute ago"),
-    (120, "2 minutes ago"),
-    (3599, "59 minutes ago"),
-    (3600, "1 hour ago"),
-    (7200, "2 hours ago"),
-    (86399, "23 hours ago"),
-    (86400, "1 day ago"),
-    (3 * 86400 + 5, "3 days ago"),
-])
-def test_ago(seconds, text):
-    assert ago(seconds) == text
 
 
 def test_list_writes_the_figures_as_the_page_does():

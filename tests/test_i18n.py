@@ -131,6 +131,27 @@ def test_figures_follow_the_locale(speaking):
     assert i18n.moment("2023-11-14T22:13:20Z") == "2023년 11월 14일 오후 10시 13분 20초 UTC"
 
 
+@pytest.mark.parametrize(("seconds", "text"), [
+    (None, "never"),
+    (-3.5, "just now"),  # a clock stepped back
+    (0, "just now"),
+    (9.99, "just now"),
+    (10, "10 seconds ago"),
+    (59.9, "59 seconds ago"),
+    (60, "1 minute ago"),
+    (119, "1 minute ago"),
+    (120, "2 minutes ago"),
+    (3599, "59 minutes ago"),
+    (3600, "1 hour ago"),
+    (7200, "2 hours ago"),
+    (86399, "23 hours ago"),
+    (86400, "1 day ago"),
+    (3 * 86400 + 5, "3 days ago"),
+])
+def test_an_age_in_english_whole_units_floored(seconds, text):  # formatting.ago's table, kept for i18n.ago
+    assert i18n.ago(seconds) == text
+
+
 def test_every_warning_is_translated_by_its_code_with_its_datastore(speaking):
     rows = (Datastore("off", "dir", enabled=False), Datastore("idle", "dir", enabled=True, active=False))
     views = [View(rows=rows, default_hdd=None, default_ssd="gone-ds"), View(rows=rows, default_hdd="off", default_ssd="idle")]

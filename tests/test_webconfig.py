@@ -2,11 +2,13 @@
 
 import asyncio
 import base64
+import json
 import ssl
 
 import bcrypt
 import pytest
 
+from pve_datastore_exporter.answers import error_body
 from pve_datastore_exporter.config import ConfigError
 from pve_datastore_exporter.http import webconfig
 from pve_datastore_exporter.http.front import Front
@@ -178,6 +180,25 @@ def test_the_rate_limit_answers_429_in_the_envelope():
     front = Front(inner, exposition=None, web_config=webconfig.WebConfig(path="x", rate_limit=(60.0, 2)))
     statuses = [call(front)[0] for _ in range(3)]
     assert statuses == [200, 200, 429]
+
+
+KO = [(b"accept-language", b"ko-KR,ko;q=0.9,en;q=0.8")]
+
+
+def test_the_fronts_refusals_are_the_one_envelope_in_the_clients_language():
+    guarded = Front(inner, exposition=None, web_config=webconfig.WebConfig(path="x", users={"alice": HASH.encode()}))
+    limited = Front(inner, exposition=None, web_config=webconfig.WebConfig(path="x", rate_limit=(60.0, 1)))
+    call(limited)
+    for front, status, code, english, korean in (
+            (guarded, 401, "unauthorized", "Basic authentication with a user of the web config is required.",
+             "web config에 등록된 사용자의 Basic 인증이 필요합니다."),
+            (limited, 429, "too_many_requests", "Too many requests (rate_limit in the web config); retry later.",
+             "요청이 너무 많습니다 (web config의 rate_limit). 잠시 뒤에 다시 시도하세요.")):
+        got, headers, body, _ = call(front)
+        assert (got, json.loads(body)) == (status, error_body(code, english))
+        assert headers[b"content-language"] == b"en" and headers[b"vary"] == b"Accept-Language"
+        got, headers, body, _ = call(front, KO)
+        assert (got, json.loads(body)) == (status, error_body(code, korean)) and headers[b"content-language"] == b"ko"
 
 
 def test_a_renewed_certificate_is_loaded_into_the_same_context_and_a_broken_one_is_not(pem, ca):

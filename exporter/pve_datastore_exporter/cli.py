@@ -145,6 +145,9 @@ def cmd_check_config(config: Config, args) -> int:
 
 
 PROG = "pve-datastore-exporter"
+DESCRIPTION = ("Prometheus exporter and JSON API for the datastores of a Proxmox VE cluster: reads their capacity, "
+               "caches it with the default HDD and SSD datastores in a database, and serves /metrics, the API and "
+               "a page. Without a command it serves.")
 
 
 def global_options(with_defaults: bool) -> argparse.ArgumentParser:
@@ -170,7 +173,7 @@ def global_options(with_defaults: bool) -> argparse.ArgumentParser:
 
 def parser() -> argparse.ArgumentParser:
     """The command line: every sub-command sets `func(config, args) -> int`, and `needs_config`."""
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, parents=[global_options(with_defaults=True)])
+    p = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, parents=[global_options(with_defaults=True)])
     p.set_defaults(func=cmd_serve, needs_config=True)  # no sub-command: serve
     sub = p.add_subparsers(dest="command")
 

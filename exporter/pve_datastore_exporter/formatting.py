@@ -1,4 +1,5 @@
-"""Sizes, usage and ages as people read them: the one formatter of the page and the `list` command."""
+"""Sizes and usage as people read them: the one formatter of the page (through i18n, which says ages
+the locale's way) and of the `list` command."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from .records import View
 UNKNOWN = "–"  # an en dash: a size or a ratio Proxmox did not report
 UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 HIGH, CRITICAL = 80, 90  # per cent used: the page's amber and red, as on the dashboard (docs/dashboard.md)
-AGE_STEPS = ((60, 1, "second"), (3600, 60, "minute"), (86400, 3600, "hour"))
 
 
 def iec(value: int | None) -> str:
@@ -40,21 +40,6 @@ def level(used: int | None, size: int | None) -> str:
     if used * 100 >= size * CRITICAL:
         return "critical"
     return "high" if used * 100 >= size * HIGH else "ok"
-
-
-def ago(seconds: float | None) -> str:
-    """An age in whole seconds, minutes, hours or days: "just now" under 10 s, "never" when unknown."""
-    if seconds is None:
-        return "never"
-    s = int(seconds)
-    if s < 10:
-        return "just now"
-    n, unit = s // 86400, "day"
-    for limit, length, name in AGE_STEPS:
-        if s < limit:
-            n, unit = s // length, name
-            break
-    return f"{n} {unit}{'' if n == 1 else 's'} ago"
 
 
 def printable(text: object) -> str:

@@ -128,6 +128,11 @@ def gettext(message: str, **values) -> str:
     return translations(current()).gettext(message) % values
 
 
+def translate(language: str, message: str, **values) -> str:
+    """`message` in `language`, outside any request's language (the front's own answers)."""
+    return translations(supported(language) or DEFAULT).gettext(message) % values
+
+
 def ngettext(singular: str, plural: str, n: int, **values) -> str:
     """The singular or plural message for `n` in the current language; %(num)d is `n`."""
     return translations(current()).ngettext(singular, plural, n) % {"num": n, **values}

@@ -1,4 +1,7 @@
-"""The WSGI app: the seed's JSON API, /metrics, /healthz and the page, with one error envelope."""
+"""The Flask app: the routes of the seed's JSON API, /healthz and the page, every error in the one envelope.
+
+The answers are built in answers.py, who may write is decided in policy.py; here they meet a request.
+"""
 
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ import json
 
 from werkzeug.http import parse_accept_header
 
+from .. import i18n
+from ..answers import N_, error_body
 from ..metrics import CONTENT_TYPE, Exposition
 from . import SECURITY_HEADERS as HEADERS
 from .guard import REALM, BasicAuth, TokenBucket
@@ -18,6 +20,8 @@ from .webconfig import WebConfig
 
 # The app's own security headers (http/__init__.py), as ASGI wants them: one declaration for both paths.
 SECURITY_HEADERS = tuple((name.lower().encode(), value.encode()) for name, value in HEADERS)
+TOO_MANY = N_("Too many requests (rate_limit in the web config); retry later.")
+UNAUTHENTICATED = N_("Basic authentication with a user of the web config is required.")
 
 
 def _header(scope, name: bytes) -> str:
@@ -27,11 +31,14 @@ def _header(scope, name: bytes) -> str:
     return ""
 
 
-async def _error(send, status: int, code: str, message: str, extra=()) -> None:
-    body = json.dumps({"success": False, "error": code, "message": message}).encode()
+async def _error(scope, send, status: int, code: str, message: str, extra=()) -> None:
+    """The one error envelope (answers.error_body), its sentence in the client's language as the app's are."""
+    language = i18n.negotiate(_header(scope, b"accept-language"))
+    body = json.dumps(error_body(code, i18n.translate(language, message))).encode()
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"), *SECURITY_HEADERS, *extra]})
+        (b"cache-control", b"no-store"), (b"content-language", language.encode()), (b"vary", b"Accept-Language"),
+        *SECURITY_HEADERS, *extra]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -52,12 +59,9 @@ class Front:
         if self.extra:
             send = self._with_headers(send)
         if self.bucket and not self.bucket.take():
-            return await _error(send, 429, "too_many_requests",
-                                "Too many requests (rate_limit in the web config); retry later.",
-                                [(b"retry-after", b"1")])
+            return await _error(scope, send, 429, "too_many_requests", TOO_MANY, [(b"retry-after", b"1")])
         if self.auth and not await self._authenticated(scope):
-            return await _error(send, 401, "unauthorized",
-                                "Basic authentication with a user of the web config is required.",
+            return await _error(scope, send, 401, "unauthorized", UNAUTHENTICATED,
                                 [(b"www-authenticate", REALM.encode())])
         if scope["path"] == "/metrics" and scope["method"] in ("GET", "HEAD"):
             return await self._metrics(scope, send)
