@@ -2,8 +2,9 @@
 
 import pytest
 
+from pve_datastore_exporter.answers import defaults_answer
 from pve_datastore_exporter.records import RefreshInfo
-from pve_datastore_exporter.service import Service, default_warnings
+from pve_datastore_exporter.service import Service
 from pve_datastore_exporter.store import SessionError, Store, StoreError, UnknownDatastore
 from pve_datastore_exporter.store.leader import LOCK_CLASS, PgLock
 from pve_datastore_exporter.store.notify import CHANGES, REFRESH, PgSignals
@@ -70,7 +71,7 @@ def test_service_on_postgres(store, tmp_path):
     service.start()
     view = service.datastores()
     assert [r.id for r in view.rows if r.enabled] == ["ceph-vm", "local", "local-lvm"]
-    assert default_warnings(view) == ["default HDD datastore 'HDD-Storage' does not exist in the cluster"]
+    assert defaults_answer(view)["warnings"] == ["default HDD datastore 'HDD-Storage' does not exist in the cluster"]
     assert service.refresh() == 3 and service.view.refresh.ok
 
 

@@ -7,10 +7,11 @@ import time
 
 import pytest
 
+from pve_datastore_exporter.answers import defaults_answer
 from pve_datastore_exporter.coordination import MARGIN, Coordinator
 from pve_datastore_exporter.metrics import Exposition
 from pve_datastore_exporter.records import RefreshFailed
-from pve_datastore_exporter.service import Service, StoreError, default_warnings
+from pve_datastore_exporter.service import Service, StoreError
 from pve_datastore_exporter.store import SessionError, Store
 from pve_datastore_exporter.store.notify import SqliteWatcher
 
@@ -53,14 +54,14 @@ def test_defaults_survive_refresh_restart_and_vanishing(tmp_path):
     restarted.refresh()
     view = restarted.datastores()
     assert (view.default_hdd, view.default_ssd) == ("ceph-vm", "local-lvm")
-    assert "default HDD datastore 'ceph-vm' is disabled or gone from the cluster" in default_warnings(view)
+    assert "default HDD datastore 'ceph-vm' is disabled or gone from the cluster" in defaults_answer(view)["warnings"]
 
 
 def test_configured_default_missing_is_reported_not_replaced(tmp_path):
     service, _ = make(tmp_path, hdd_datastore="HDD-Storage")
     view = service.datastores()
     assert view.default_hdd == "HDD-Storage"
-    assert default_warnings(view) == ["default HDD datastore 'HDD-Storage' does not exist in the cluster"]
+    assert defaults_answer(view)["warnings"] == ["default HDD datastore 'HDD-Storage' does not exist in the cluster"]
     assert not any(r.is_default_hdd for r in view.rows if r.id != "HDD-Storage")
 
 

@@ -141,22 +141,5 @@ class Service:
         return None if last is None else max(self._clock() - last, 0.0)
 
 
-def default_warnings(view: View) -> list[str]:
-    """Sentences about defaults that point nowhere useful; the answers carry them."""
-    found = []
-    for role, datastore_id in (("HDD", view.default_hdd), ("SSD", view.default_ssd)):
-        if not datastore_id:
-            found.append(f"no default {role} datastore is set")
-            continue
-        row = view.row(datastore_id)
-        if row is None or row.type == "unknown" and not row.nodes:
-            found.append(f"default {role} datastore '{datastore_id}' does not exist in the cluster")
-        elif not row.enabled:
-            found.append(f"default {role} datastore '{datastore_id}' is disabled or gone from the cluster")
-        elif not row.active:
-            found.append(f"default {role} datastore '{datastore_id}' is not active on any node")
-    return found
-
-
-# The store's errors are named here too: web and cli talk to the service, never to the store.
-__all__ = ["Service", "StoreError", "UnknownDatastore", "default_warnings"]
+# The store's errors are named here too: http/app.py and cli talk to the service, never to the store.
+__all__ = ["Service", "StoreError", "UnknownDatastore"]
