@@ -404,3 +404,40 @@ def test_fresh_data_the_database_cannot_take_is_shown_under_the_name_read_with_i
     assert failed.value.reason == "db"
     assert service.view.source == "env" and len(service.view.enabled) == 3
     assert service.view.cluster == "pve-sim"  # not the name the process started with
+
+
+class ScriptedSignals:
+    """Change signals that say what the test scripts, and count reads of the generation row."""
+
+    def __init__(self, *heard):
+        self.heard, self.reads = list(heard), 0
+
+    def wait(self, timeout):
+        return self.heard.pop(0) if self.heard else []
+
+    def generation(self):
+        self.reads += 1
+        return 40
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("heard,due,followed,reads", [
+    ([("pve_datastore_changes", "7"), ("pve_datastore_changes", "9")], False, [9], 0),  # the payload is enough
+    ([("pve_datastore_changes", "")], False, [40], 1),  # a reconnect says no number: read the row
+    ([("pve_datastore_changes", "7"), ("pve_datastore_changes", "")], False, [40], 1),
+    ([("pve_datastore_changes", "x7")], False, [40], 1),  # not a number: read the row, never trust it
+    ([], False, [], 0),  # nothing heard, no check due: nothing to do
+    ([], True, [40], 1),  # the periodic check
+    ([("pve_datastore_changes", "7")], True, [40], 1),  # due anyway: the row wins over the payload
+])
+def test_the_coordinator_follows_the_generation_a_notification_carries(heard, due, followed, reads):
+    clock = Clock()
+    signals = ScriptedSignals(heard)
+    coordinator = Coordinator(FakeLock(free=False), signals, clock=clock, tick=0)
+    seen = []
+    coordinator._follow = seen.append
+    coordinator._due["generation"] = clock.now + (0 if due else 60)
+    coordinator._listen()
+    assert (seen, signals.reads) == (followed, reads)

@@ -31,12 +31,12 @@ class DefaultWarning(NamedTuple):
     """A default HDD/SSD datastore that points nowhere useful: a code of WARNINGS and its figures."""
 
     code: str
-    role: str  # "HDD" or "SSD", as the sentences say it
+    kind: str  # "HDD" or "SSD", as the sentences say it (their placeholder keeps its old name, %(role)s)
     datastore: str | None = None
 
     def values(self) -> dict[str, str]:
         """The sentence's placeholders."""
-        return {"role": self.role, "id": self.datastore or ""}
+        return {"role": self.kind, "id": self.datastore or ""}
 
     def english(self) -> str:
         """The sentence the JSON carries."""
@@ -46,17 +46,17 @@ class DefaultWarning(NamedTuple):
 def default_warnings(view: View) -> list[DefaultWarning]:
     """What is wrong with the defaults of `view`, HDD first."""
     found = []
-    for role, datastore_id in (("HDD", view.default_hdd), ("SSD", view.default_ssd)):
+    for kind, datastore_id in (("HDD", view.default_hdd), ("SSD", view.default_ssd)):
         if not datastore_id:
-            found.append(DefaultWarning("no_default", role))
+            found.append(DefaultWarning("no_default", kind))
             continue
         row = view.row(datastore_id)
         if row is None or row.type == "unknown" and not row.nodes:
-            found.append(DefaultWarning("missing", role, datastore_id))
+            found.append(DefaultWarning("missing", kind, datastore_id))
         elif not row.enabled:
-            found.append(DefaultWarning("disabled", role, datastore_id))
+            found.append(DefaultWarning("disabled", kind, datastore_id))
         elif not row.active:
-            found.append(DefaultWarning("inactive", role, datastore_id))
+            found.append(DefaultWarning("inactive", kind, datastore_id))
     return found
 
 

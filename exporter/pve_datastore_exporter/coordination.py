@@ -58,7 +58,7 @@ class Coordinator:
 
     @classmethod
     def alone(cls) -> Coordinator:
-        """A process that leads alone and hears nobody: the one-shot commands on SQLite, and the tests."""
+        """A process that leads alone and hears nobody: `list` and `set-default`, `refresh` on SQLite, and the tests."""
         coordinator = cls(HeldLock(), NoSignals())
         coordinator._leading = coordinator._alone = True
         return coordinator

@@ -58,12 +58,21 @@ class Display:
         return error
 
     def present(self, stored: View) -> View:
-        """A view the store holds, with what only this process knows: the last refresh's outcome, the name, the role."""
+        """A view the store holds, with what only this process knows: the last refresh's outcome, the name, the role.
+
+        The refresh's outcome is the one in memory: a failure the database could not take (read-only,
+        full, away) is known here only, and the answers must tell it.
+        """
         return dataclasses.replace(stored, refresh=self.view.refresh, cluster=self.view.cluster, role=self._role())
 
+    def load(self) -> tuple[int, View]:
+        """What the database holds now, as this process shows it, and its generation (StoreError when unreadable)."""
+        generation, stored = self._store.load()
+        return generation, self._complete(self.present(stored))
+
     def read(self) -> View:
-        """What the database holds now, as this process shows it (StoreError when it cannot be read)."""
-        return self._complete(self.present(self._store.load()[1]))
+        """`load` without the generation: the answers' GETs."""
+        return self.load()[1]
 
     def follow(self, generation: int) -> None:
         """Show what another process committed: reload when the store's `generation` is not the one shown."""

@@ -106,7 +106,7 @@ class Exposition:
         self._own_lock = threading.Lock()
 
     def __call__(self, view: View, event: str) -> None:
-        """Service listener: re-render on every change, count refresh outcomes."""
+        """A Display subscriber: re-render on every change, count refresh outcomes."""
         plain = render_datastores(view)
         self._parts = (plain, _deflate(plain, 6, final=False), zlib.crc32(plain))
         info = view.refresh
@@ -121,7 +121,7 @@ class Exposition:
 
     def _count(self, info: RefreshInfo) -> None:
         """Observe a refresh once, and its failure once, however often its view is published."""
-        # The service publishes a refresh again, as failed, when a listener could not take its view.
+        # A refresh is published again, as failed, when a subscriber could not take its view.
         refresh = (info.last_attempt, info.count)
         if refresh != self._counted[0] and info.duration is not None:
             self.duration.observe(info.duration)

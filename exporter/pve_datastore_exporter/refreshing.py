@@ -109,10 +109,10 @@ class Refresher:
         try:
             stored = self._display.read()
         except StoreError:
-            unsaved = self._fallback.instead(dataclasses.replace(self._display.present(View()), rows=rows))
-        else:
-            unsaved = dataclasses.replace(stored, rows=rows).flagged(stored.default_hdd, stored.default_ssd)
-        return dataclasses.replace(unsaved, cluster=self._reader.cluster)  # named by the read that found them
+            # Named by the read that found them: the DB holds no name this process could show.
+            shown = dataclasses.replace(self._display.present(View()), rows=rows, cluster=self._reader.cluster)
+            return self._fallback.instead(shown)
+        return dataclasses.replace(stored, rows=rows).flagged(stored.default_hdd, stored.default_ssd)
 
     def _fail(self, started: float, reason: str, message: str, unsaved: View | None = None) -> RefreshFailed:
         """Record and publish a failed refresh (with the fresh data when only the DB failed); the error to raise."""
@@ -161,9 +161,9 @@ class Refresher:
 
         if not self._display.wait(lambda: done() or self._coordinator.leads(), limit):
             raise RefreshFailed("timeout", f"no replica stored a refresh within {limit} s of asking")
+        view = self._display.view  # one snapshot: a later follow must not mix into the answer
         if not done():  # there was no leader to ask: this replica took the lead meanwhile
             return self.refresh()
-        info = self._display.view.refresh
-        if not info.ok:
-            raise RefreshFailed(info.reason or "internal", info.error or "the leader's refresh failed")
-        return len(self._display.view.enabled)
+        if not view.refresh.ok:
+            raise RefreshFailed(view.refresh.reason or "internal", view.refresh.error or "the leader's refresh failed")
+        return len(view.enabled)

@@ -47,12 +47,10 @@ def serve(config: Config, ready=None) -> int:
     service = Service(config, coordinator=coordinator)
     service.start()
     poller = Poller(service, config.refresh_interval, leads=coordinator.leads)
-    front = build_front(service, config, web_config)
+    server = HttpServer(build_front(service, config, web_config), sock, context)  # before any thread starts
     poller.start()
     coordinator.start(prepare=service.init_db, follow=service.display.follow,
                       role_changed=service.display.announce_role, refresh_now=poller.poke, took_lead=poller.take_over)
-
-    server = HttpServer(front, sock, context)
     if watcher:
         watcher.start()
     every = f"every {config.refresh_interval}s" if config.refresh_interval else "on demand only"

@@ -105,7 +105,7 @@ class Service:
         try:
             # Once: one GET may fetch, the others answer at once; a cluster that is down must not
             # hold every GET (and every HTTP thread) for a timeout.
-            with self._first_lock:
+            with self._first_lock:  # a refresh starting meanwhile is harmless: the claimed fetch joins it
                 first, self._first_fetch = self._first_fetch and not self._refresher.running, False
             if first and self._coordinator.leads() and self.view.refresh.last_attempt is None and self._store.is_empty():
                 with contextlib.suppress(RefreshFailed):  # logged and counted by the refresh itself
@@ -129,8 +129,10 @@ class Service:
     def set_defaults(self, hdd: str | None = None, ssd: str | None = None) -> tuple[View, bool]:
         """Change the default HDD and/or SSD datastore; raise UnknownDatastore or StoreError."""
         with self.display.publishing:
-            generation, changed = self._store.set_defaults(hdd=hdd, ssd=ssd)
-            view = self.display.read()
+            changed = self._store.set_defaults(hdd=hdd, ssd=ssd)[1]
+            # Read back whole, with the generation it belongs to: another process may have committed
+            # since the view shown, and a view derived from it would hide that change.
+            generation, view = self.display.load()
             self.display.publish(view, "defaults", generation)
         log.info("defaults set: hdd=%r ssd=%r (changed=%s)", view.default_hdd, view.default_ssd, changed)
         return view, changed

@@ -51,14 +51,14 @@ def parse_defaults_body(raw: bytes) -> dict[str, str]:
         raise ApiError(400, "invalid_field", i18n.gettext(
             "Unknown field(s): %(fields)s; expected hdd_datastore_id and/or ssd_datastore_id.", fields=", ".join(unknown)))
     chosen = {}
-    for field, role in DEFAULT_FIELDS.items():
+    for field, kind in DEFAULT_FIELDS.items():
         value = body.get(field)
         if value is None:
             continue
         if not isinstance(value, str) or not DATASTORE_ID.fullmatch(value):
             raise ApiError(400, "invalid_field", i18n.gettext("%(field)s must be a Proxmox datastore ID "
                            "(letters, digits, '-', '_', '.', at least 2 characters).", field=field))
-        chosen[role] = value
+        chosen[kind] = value
     if not chosen:
         raise ApiError(400, "invalid_field", i18n.gettext("Give hdd_datastore_id and/or ssd_datastore_id."))
     return chosen
