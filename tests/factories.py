@@ -64,6 +64,10 @@ class FakeReader:
         self.gate = gate
         self.calls = 0
 
+    def known(self) -> str:
+        """As proxmox.Reader.known, for a reader that read the name."""
+        return self.cluster
+
     def name(self, stored: str = "") -> str:
         """As proxmox.Reader.name, with no PROXMOX_CLUSTER_NAME."""
         return stored or self.cluster

@@ -441,3 +441,24 @@ def test_the_coordinator_follows_the_generation_a_notification_carries(heard, du
     coordinator._due["generation"] = clock.now + (0 if due else 60)
     coordinator._listen()
     assert (seen, signals.reads) == (followed, reads)
+
+
+class NamelessReader(FakeReader):
+    """A reader whose reads fail before it ever learned the cluster's name, as a one-shot `refresh` against a 595."""
+
+    cluster = "127.0.0.1"  # PROXMOX_HOST standing in
+
+    def known(self):
+        return ""
+
+
+def test_a_failed_refresh_by_a_reader_that_never_learned_the_name_keeps_the_stored_one(tmp_path):
+    service, _ = make(tmp_path)
+    service.refresh()  # stores "pve-test"
+    cli = Service(config(tmp_path), NamelessReader(error=RefreshFailed("http_5xx", "595 No route to host")),
+                  Store(config(tmp_path).database_url))
+    cli.start()
+    with pytest.raises(RefreshFailed):
+        cli.refresh()
+    assert service._store.load()[1].cluster == "pve-test"
+    assert service._store.refresh_state()[1].reason == "http_5xx"  # the failure is recorded all the same

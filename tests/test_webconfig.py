@@ -168,7 +168,7 @@ def test_the_front_asks_for_a_user_on_every_route_and_sets_the_configured_header
     front = Front(inner, exposition=None, web_config=web)
     status, headers, body, _ = call(front)
     assert status == 401 and headers[b"www-authenticate"].startswith(b"Basic realm=")
-    assert b'"error": "unauthorized"' in body
+    assert body.startswith(b'{"success":false,"error":"unauthorized","message":') and body.endswith(b'}\n')  # as the app's
     status, headers, body, scope = call(front, [(b"authorization", basic(b"alice", b"scrape-pw").encode())])
     assert status == 200 and body == b"ok" and scope["pvedx.user"] == "alice"
     assert headers[b"x-frame-options"] == b"sameorigin" and headers[b"strict-transport-security"] == b"max-age=1"

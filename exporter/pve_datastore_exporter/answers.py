@@ -8,6 +8,7 @@ the JSON says them in English (WARNINGS), the page and the Korean answers transl
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import NamedTuple
 
 from .records import View
@@ -63,6 +64,11 @@ def default_warnings(view: View) -> list[DefaultWarning]:
 def error_body(code: str, message: str) -> dict:
     """The one error shape of every JSON error."""
     return {"success": False, "error": code, "message": message}
+
+
+def encoded(answer: dict) -> bytes:
+    """An answer's bytes as the Flask app sends them (compact, ASCII, a final newline): the front's answers match."""
+    return json.dumps(answer, separators=(",", ":")).encode() + b"\n"
 
 
 def _iso(timestamp: float | None) -> str | None:

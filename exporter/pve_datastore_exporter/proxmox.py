@@ -141,6 +141,10 @@ class Reader:
         self._name_read = self._name_failing = False
         self._failing_nodes: set[str] = set()  # nodes whose avail could not be read last time
 
+    def known(self) -> str:
+        """The name a failed refresh may store: PROXMOX_CLUSTER_NAME or one /cluster/status gave, "" for the stand-in."""
+        return self.cluster if self._config.proxmox_cluster_name or self._name_read else ""
+
     def name(self, stored: str = "") -> str:
         """The cluster's name to show: PROXMOX_CLUSTER_NAME, else `stored` (what the replica that read it stored), else ours."""
         return self._config.proxmox_cluster_name or stored or self.cluster

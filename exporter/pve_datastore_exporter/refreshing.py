@@ -140,7 +140,8 @@ class Refresher:
     def _record(self, info: RefreshInfo) -> int | None:
         """Store a refresh's bookkeeping; the generation it committed, None when the DB did not take it."""
         try:
-            return self._store.record_refresh(info, self._reader.cluster)
+            # A reader that never learned the name (a one-shot `refresh` whose read failed) keeps the stored one.
+            return self._store.record_refresh(info, self._reader.known())
         except Exception as exc:  # noqa: BLE001 - the bookkeeping is kept in memory anyway; the next refresh retries
             log.debug("could not record the refresh: %r", exc)
             return None

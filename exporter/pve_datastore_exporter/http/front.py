@@ -7,12 +7,11 @@ A scrape therefore never queues behind requests that wait (a refresh, a slow dat
 from __future__ import annotations
 
 import asyncio
-import json
 
 from werkzeug.http import parse_accept_header
 
 from .. import i18n
-from ..answers import N_, error_body
+from ..answers import N_, encoded, error_body
 from ..metrics import CONTENT_TYPE, Exposition
 from . import SECURITY_HEADERS as HEADERS
 from .guard import REALM, BasicAuth, TokenBucket
@@ -34,7 +33,7 @@ def _header(scope, name: bytes) -> str:
 async def _error(scope, send, status: int, code: str, message: str, extra=()) -> None:
     """The one error envelope (answers.error_body), its sentence in the client's language as the app's are."""
     language = i18n.negotiate(_header(scope, b"accept-language"))
-    body = json.dumps(error_body(code, i18n.translate(language, message))).encode()
+    body = encoded(error_body(code, i18n.translate(language, message)))
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"), (b"content-language", language.encode()), (b"vary", b"Accept-Language"),
