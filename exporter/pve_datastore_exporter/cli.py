@@ -194,8 +194,8 @@ def parser() -> argparse.ArgumentParser:
     command("list", cmd_list, "print the datastores like `pvesm status`").add_argument(
         "--json", action="store_true", help="print GET /api/datastores's JSON answer instead of the table")
     s = command("set-default", cmd_set_default, "set the default HDD and/or SSD datastore")
-    s.add_argument("--hdd")
-    s.add_argument("--ssd")
+    s.add_argument("--hdd", metavar="ID", help="the datastore new HDD disks go to (an enabled datastore of the cluster)")
+    s.add_argument("--ssd", metavar="ID", help="the datastore new SSD disks go to (an enabled datastore of the cluster)")
     command("init-db", cmd_init_db, "create or upgrade the database schema")
     command("check-config", cmd_check_config, "print the effective settings")
     _simulate_arguments(command("simulate", cmd_simulate, "serve a simulated Proxmox VE API over HTTPS "
