@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import os
@@ -153,8 +154,10 @@ def _copy_source(dest: Path) -> Path:
 
 @functools.cache
 def wheelhouse() -> Path:
-    """The exporter's wheel, its dependencies and its build backend, built once per test session."""
+    """The exporter's wheel, its dependencies and its build backend, built once per test session: every
+    install of the Ansible tests (each instance, each prefix, the nspawn container) takes it from here."""
     base = Path(tempfile.mkdtemp(prefix="pvedx-wheelhouse-"))
+    atexit.register(shutil.rmtree, base, ignore_errors=True)  # ~16 MB a session otherwise left in /tmp
     src = _copy_source(base)
     out = base / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",

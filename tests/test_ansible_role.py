@@ -1,4 +1,10 @@
-"""The role applied to this machine inside a temporary prefix: no root, no systemd, real pip."""
+"""The role applied to this machine inside a temporary prefix: no root, no systemd, real pip.
+
+One prefix serves most scenarios: the single unit and three instances converge there in one play
+(applied twice: the second run is the idempotence claim), later tests change one setting or one
+instance at a time on it, and the last ones remove the instances, then the single unit. Every run
+installs from one wheelhouse built once per session (tests.ansible_helpers.wheelhouse).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import json
 import os
 import pwd
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -14,8 +21,10 @@ from pathlib import Path
 
 import bcrypt
 import pytest
+import trustme
 
 from tests.ansible_helpers import (
+    ANSIBLE_VENV,
     SECRETS,
     _copy_source,
     assert_no_secrets,
@@ -27,7 +36,7 @@ from tests.ansible_helpers import (
 )
 from tests.needs import require_tool
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # module fixtures run the role several times
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the module fixture runs the role for four exporters, twice
 
 PLAY = """\
 - name: Apply the role into a prefix
@@ -87,19 +96,82 @@ def apply(base: Path, variables: dict, *flags: str, name: str = "vars"):
     return run_playbook(base, args, timeout=600)
 
 
+PASSWORDS = {"prometheus": "pvedx-scrape-pw-3f9a01", "ansible": "pvedx-write-pw-8c27de"}
+ROLES_PLAY_NAME = "Apply the role once per instance"
+
+
+def apply_instances(base: Path, shared: dict, instances: list[dict], *flags: str, name: str):
+    """One play applying the role once per entry of `instances` (role parameters), `shared` as extra vars."""
+    play = base / f"{name}.yml"
+    play.write_text(json.dumps([{"name": ROLES_PLAY_NAME, "hosts": "localhost", "gather_facts": False,
+                                 "roles": [{"role": "pvedx.datastore_exporter.pve_datastore_exporter", **entry}
+                                           for entry in instances]}]))
+    args = [*localhost_args(), "-e", write_vars(base / f"{name}.json", shared), *flags, str(play)]
+    return run_playbook(base, args, timeout=600)
+
+
+def issue(ca, *names: str) -> tuple[str, str]:
+    """(certificate chain, key) PEM text from the throw-away CA."""
+    cert = ca.issue_cert(*names)
+    return "".join(p.bytes().decode() for p in cert.cert_chain_pems), cert.private_key_pem.bytes().decode()
+
+
+def instance_entries(ca, prefix: Path) -> tuple[list[dict], str, str]:
+    """Role parameters of alpha (plain), beta (TLS from content, two basic-auth users) and gamma (TLS from
+    files on the target, links as certbot's live/ files are); also beta's key and the given hash."""
+    cert, key = issue(ca, "localhost", "127.0.0.1")
+    (prefix / "etc/ssl/gamma/archive").mkdir(parents=True)
+    for suffix, text in (("crt", cert), ("key", key)):
+        (prefix / f"etc/ssl/gamma/archive/gamma1.{suffix}").write_text(text)
+        (prefix / f"etc/ssl/gamma/gamma.{suffix}").symlink_to(f"archive/gamma1.{suffix}")
+    hashed = bcrypt.hashpw(PASSWORDS["ansible"].encode(), bcrypt.gensalt(4)).decode()
+    entries = [
+        {"pve_datastore_exporter_instance": "alpha", "pve_datastore_exporter_listen_address": "127.0.0.1:19101",
+         "pve_datastore_exporter_proxmox_cluster_name": "alpha"},
+        {"pve_datastore_exporter_instance": "beta", "pve_datastore_exporter_listen_address": "127.0.0.1:19102",
+         "pve_datastore_exporter_tls_cert": cert, "pve_datastore_exporter_tls_key": key,
+         "pve_datastore_exporter_tls_min_version": "TLS13",
+         "pve_datastore_exporter_basic_auth_users": [{"name": "prometheus", "password": PASSWORDS["prometheus"]},
+                                                     {"name": "ansible", "password_hash": hashed}],
+         "pve_datastore_exporter_write_users": "ansible",
+         "pve_datastore_exporter_web_config_extra": {"http_server_config": {
+             "headers": {"Strict-Transport-Security": "max-age=31536000"}}}},
+        {"pve_datastore_exporter_instance": "gamma", "pve_datastore_exporter_listen_address": "127.0.0.1:19103",
+         "pve_datastore_exporter_tls_cert_file": "/etc/ssl/gamma/gamma.crt",
+         "pve_datastore_exporter_tls_key_file": "/etc/ssl/gamma/gamma.key"},
+    ]
+    return entries, key, hashed
+
+
 @pytest.fixture(scope="module")
 def converged(tmp_path_factory):
-    """A prefix after two runs of the role: (base, prefix, first run, second run)."""
+    """One prefix where one play installs the single unit (an awkward DATABASE_URL) and the instances
+    alpha, beta and gamma beside it; the same play twice. The instances share the single unit's
+    virtualenv: one install from the session's wheel.
+
+    `variables` are the single unit's as extra vars (for plays of the single unit alone); `shared` and
+    `entries` the instances' (extra vars, role parameters). Tests that change a setting for good update them.
+    """
     base = tmp_path_factory.mktemp("role")
     prefix = base / "prefix"
-    variables = role_vars(prefix, str(exporter_wheel()), pve_datastore_exporter_database_url=ODD_DATABASE_URL)
-    first = apply(base, variables, "-v", "--diff")
-    second = apply(base, variables, "-v", "--diff")
-    return base, prefix, variables, first, second
+    ca = trustme.CA()
+    entries, key, hashed = instance_entries(ca, prefix)
+    shared = role_vars(prefix, str(exporter_wheel()))
+    # Extra vars outrank role parameters: the single unit's DATABASE_URL is a role parameter, so the
+    # instances keep their own.
+    single = {"pve_datastore_exporter_database_url": ODD_DATABASE_URL}
+    first = apply_instances(base, shared, [single, *entries], "-v", "--diff", name="converge1")
+    second = apply_instances(base, shared, [single, *entries], "-v", "--diff", name="converge2")
+    return {"base": base, "prefix": prefix, "variables": dict(shared, **single), "shared": shared,
+            "entries": entries, "ca": ca, "hashed": hashed, "key": key, "first": first, "second": second}
+
+
+def instance_secrets(run: dict) -> tuple[str, ...]:
+    return (*SECRETS.values(), *PASSWORDS.values(), run["key"].splitlines()[1])
 
 
 def test_first_run_installs_second_run_changes_nothing(converged):
-    _, prefix, _, first, second = converged
+    first, second = converged["first"], converged["second"]
     assert first.rc == 0, first.output[-4000:]
     assert first.changed() >= 6
     assert second.rc == 0, second.output[-4000:]
@@ -107,7 +179,7 @@ def test_first_run_installs_second_run_changes_nothing(converged):
 
 
 def test_installed_layout_and_modes(converged):
-    _, prefix, _, _, _ = converged
+    prefix = converged["prefix"]
     env_file = prefix / ENV_FILE
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o640
     assert stat.S_IMODE(env_file.parent.stat().st_mode) == 0o750
@@ -136,8 +208,7 @@ def _check_config(prefix: Path) -> str:
 def test_env_file_reads_back_in_the_exporter(converged):
     """The exporter's config reader gets every value the role was given, secrets masked;
     quotes, spaces, # and backslashes (the fixture's DATABASE_URL) come back unchanged."""
-    _, prefix, _, _, _ = converged
-    out = _check_config(prefix)
+    out = _check_config(converged["prefix"])
     settings = dict(re.findall(r"^([A-Z_]+)\s+(\S+)", out, re.M))
     assert settings["PROXMOX_HOST"] == "pve1.example.org"
     assert settings["PROXMOX_TOKEN_NAME"] == "exporter"
@@ -147,10 +218,17 @@ def test_env_file_reads_back_in_the_exporter(converged):
     assert_no_secrets(out)
 
 
+def test_secrets_never_reach_the_output(converged):
+    assert_no_secrets(converged["first"].output + converged["second"].output)
+    # ... but they are in the file the service reads
+    text = (converged["prefix"] / ENV_FILE).read_text()
+    assert all(value in text for value in SECRETS.values())
+
+
 def test_check_mode_on_a_fresh_prefix_creates_nothing(converged, tmp_path):
-    _, _, variables, _, _ = converged
     fresh = tmp_path / "fresh"
-    result = apply(tmp_path, dict(variables, pve_datastore_exporter_prefix=str(fresh)), "--check", "--diff")
+    result = apply(tmp_path, dict(converged["variables"], pve_datastore_exporter_prefix=str(fresh)),
+                   "--check", "--diff")
     assert result.rc == 0, result.output[-4000:]
     assert result.changed() >= 6
     assert not fresh.exists()
@@ -158,30 +236,22 @@ def test_check_mode_on_a_fresh_prefix_creates_nothing(converged, tmp_path):
     assert_no_secrets(result.output)
 
 
-def test_check_mode_on_a_converged_prefix_reports_nothing(converged):
-    base, _, variables, _, _ = converged
-    result = apply(base, variables, "--check", "--diff", name="check")
-    assert result.rc == 0, result.output[-4000:]
-    assert result.changed() == 0
-
-
 def test_a_changed_setting_is_reported_in_check_mode_and_applied(converged):
-    base, prefix, variables, _, _ = converged
+    base, prefix, variables = converged["base"], converged["prefix"], converged["variables"]
     changed = dict(variables, pve_datastore_exporter_refresh_interval=30)
     check = apply(base, changed, "--check", name="check30")
     assert check.changed() == 1, check.output[-4000:]
     assert "EXPORTER_REFRESH_INTERVAL=60" in (prefix / ENV_FILE).read_text()
     assert apply(base, changed, name="apply30").changed() == 1
     assert "EXPORTER_REFRESH_INTERVAL=30" in (prefix / ENV_FILE).read_text()
-    assert apply(base, variables).changed() == 1  # back to the fixture's state
+    converged["variables"] = changed  # the prefix's state from now on (no run to change it back)
 
 
-def test_secrets_never_reach_the_output(converged):
-    _, prefix, _, first, second = converged
-    assert_no_secrets(first.output + second.output)
-    # ... but they are in the file the service reads
-    text = (prefix / ENV_FILE).read_text()
-    assert all(value in text for value in SECRETS.values())
+def test_check_mode_on_a_converged_prefix_reports_nothing(converged):
+    """Check mode against the prefix as the last real run left it (the changed setting, when that ran first)."""
+    result = apply(converged["base"], converged["variables"], "--check", "--diff", name="check")
+    assert result.rc == 0, result.output[-4000:]
+    assert result.changed() == 0
 
 
 def test_source_directory_package_is_idempotent(tmp_path):
@@ -194,25 +264,6 @@ def test_source_directory_package_is_idempotent(tmp_path):
     (src / "exporter" / "pve_datastore_exporter" / "_touched.py").write_text("# changed\n")
     third = apply(tmp_path, variables)
     assert third.changed() == 2, third.output[-4000:]  # reinstall + new fingerprint
-
-
-def test_state_absent_removes_everything(tmp_path):
-    prefix = tmp_path / "prefix"
-    variables = role_vars(prefix, str(exporter_wheel()))
-    assert apply(tmp_path, variables).rc == 0
-    (prefix / "var/lib/pve-datastore-exporter/proxmox_manager.db").write_text("data")
-    kept = apply(tmp_path, dict(variables, pve_datastore_exporter_state="absent",
-                                pve_datastore_exporter_keep_data=True))
-    assert kept.rc == 0, kept.output[-4000:]
-    assert (prefix / "var/lib/pve-datastore-exporter/proxmox_manager.db").exists()
-    gone = apply(tmp_path, dict(variables, pve_datastore_exporter_state="absent"))
-    assert gone.rc == 0 and gone.changed() == 1, gone.output[-4000:]
-    leftovers = [p for p in prefix.rglob("*") if p.is_file() or p.is_symlink()]
-    assert leftovers == []
-    assert not (prefix / "opt/pve-datastore-exporter").exists()
-    assert not (prefix / "etc/pve-datastore-exporter").exists()
-    again = apply(tmp_path, dict(variables, pve_datastore_exporter_state="absent"))
-    assert again.changed() == 0
 
 
 @pytest.fixture(scope="module")
@@ -254,9 +305,8 @@ def test_unit_hardening_exposure_at_most_2(default_unit):
 def test_unit_passes_systemd_analyze_verify(default_unit, converged, tmp_path):
     """systemd-analyze verify accepts the unit (ExecStart rebased onto the test install)."""
     analyze = require_tool("systemd-analyze")
-    _, prefix, _, _, _ = converged
     text = default_unit.read_text().replace(
-        "ExecStart=/opt/pve-datastore-exporter", f"ExecStart={prefix}/opt/pve-datastore-exporter")
+        "ExecStart=/opt/pve-datastore-exporter", f"ExecStart={converged['prefix']}/opt/pve-datastore-exporter")
     unit = tmp_path / "pve-datastore-exporter.service"
     unit.write_text(text)
     proc = subprocess.run([analyze, "verify", "--no-pager", str(unit)], capture_output=True, text=True,
@@ -273,27 +323,7 @@ def test_hardening_directives_present(default_unit):
         assert line in text, line
 
 
-
-# -- several instances, TLS and basic auth (in the converged prefix: they share its virtualenv) ----------------
-
-PASSWORDS = {"prometheus": "pvedx-scrape-pw-3f9a01", "ansible": "pvedx-write-pw-8c27de"}
-ROLES_PLAY_NAME = "Apply the role once per instance"
-
-
-def apply_instances(base: Path, shared: dict, instances: list[dict], *flags: str, name: str):
-    """One play applying the role once per entry of `instances` (role parameters), `shared` as extra vars."""
-    play = base / f"{name}.yml"
-    play.write_text(json.dumps([{"name": ROLES_PLAY_NAME, "hosts": "localhost", "gather_facts": False,
-                                 "roles": [{"role": "pvedx.datastore_exporter.pve_datastore_exporter", **entry}
-                                           for entry in instances]}]))
-    args = [*localhost_args(), "-e", write_vars(base / f"{name}.json", shared), *flags, str(play)]
-    return run_playbook(base, args, timeout=600)
-
-
-def issue(ca, *names: str) -> tuple[str, str]:
-    """(certificate chain, key) PEM text from the throw-away CA."""
-    cert = ca.issue_cert(*names)
-    return "".join(p.bytes().decode() for p in cert.cert_chain_pems), cert.private_key_pem.bytes().decode()
+# -- several instances, TLS and basic auth (converged beside the single unit: they share its virtualenv) -------
 
 
 def load_web_config(path: Path) -> str:
@@ -304,54 +334,15 @@ def load_web_config(path: Path) -> str:
     return proc.stdout.strip()
 
 
-@pytest.fixture(scope="module")
-def instances(converged):
-    """Instances alpha (plain), beta (TLS from content, two basic-auth users) and gamma (TLS from files on the
-    target) beside the converged single unit; two runs."""
-    base, prefix, _, _, _ = converged
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert, key = issue(ca, "localhost", "127.0.0.1")
-    (prefix / "etc/ssl/gamma/archive").mkdir(parents=True)
-    for suffix, text in (("crt", cert), ("key", key)):  # links, as certbot's live/ files are
-        (prefix / f"etc/ssl/gamma/archive/gamma1.{suffix}").write_text(text)
-        (prefix / f"etc/ssl/gamma/gamma.{suffix}").symlink_to(f"archive/gamma1.{suffix}")
-    hashed = bcrypt.hashpw(PASSWORDS["ansible"].encode(), bcrypt.gensalt(4)).decode()
-    entries = [
-        {"pve_datastore_exporter_instance": "alpha", "pve_datastore_exporter_listen_address": "127.0.0.1:19101",
-         "pve_datastore_exporter_proxmox_cluster_name": "alpha"},
-        {"pve_datastore_exporter_instance": "beta", "pve_datastore_exporter_listen_address": "127.0.0.1:19102",
-         "pve_datastore_exporter_tls_cert": cert, "pve_datastore_exporter_tls_key": key,
-         "pve_datastore_exporter_tls_min_version": "TLS13",
-         "pve_datastore_exporter_basic_auth_users": [{"name": "prometheus", "password": PASSWORDS["prometheus"]},
-                                                     {"name": "ansible", "password_hash": hashed}],
-         "pve_datastore_exporter_write_users": "ansible",
-         "pve_datastore_exporter_web_config_extra": {"http_server_config": {
-             "headers": {"Strict-Transport-Security": "max-age=31536000"}}}},
-        {"pve_datastore_exporter_instance": "gamma", "pve_datastore_exporter_listen_address": "127.0.0.1:19103",
-         "pve_datastore_exporter_tls_cert_file": "/etc/ssl/gamma/gamma.crt",
-         "pve_datastore_exporter_tls_key_file": "/etc/ssl/gamma/gamma.key"},
-    ]
-    shared = role_vars(prefix, str(exporter_wheel()))
-    first = apply_instances(base, shared, entries, "-v", "--diff", name="instances1")
-    second = apply_instances(base, shared, entries, "-v", "--diff", name="instances2")
-    return {"base": base, "prefix": prefix, "ca": ca, "shared": shared, "entries": entries, "hashed": hashed,
-            "first": first, "second": second, "key": key}
-
-
-def instance_secrets(run: dict) -> tuple[str, ...]:
-    return (*SECRETS.values(), *PASSWORDS.values(), run["key"].splitlines()[1])
-
-
-def test_instances_install_once_and_converge(instances):
-    first, second = instances["first"], instances["second"]
+def test_instances_install_once_and_converge(converged):
+    first, second = converged["first"], converged["second"]
     assert first.rc == 0, first.output[-4000:]
     assert second.rc == 0 and second.changed() == 0, second.output[-4000:]
-    assert_no_secrets(first.output + second.output, instance_secrets(instances))
+    assert_no_secrets(first.output + second.output, instance_secrets(converged))
 
 
-def test_instance_files_and_templated_unit(instances):
-    prefix = instances["prefix"]
+def test_instance_files_and_templated_unit(converged):
+    prefix = converged["prefix"]
     config = prefix / "etc/pve-datastore-exporter"
     assert sorted(p.name for p in config.iterdir()) == [
         "alpha.env", "beta.crt", "beta.env", "beta.key", "beta.web.yml", "exporter.env", "gamma.env", "gamma.web.yml"]
@@ -373,11 +364,11 @@ def test_instance_files_and_templated_unit(instances):
     assert (prefix / UNIT).read_text().count("EnvironmentFile=/etc/pve-datastore-exporter/exporter.env") == 1
 
 
-def test_web_config_reads_back_in_the_exporter(instances):
+def test_web_config_reads_back_in_the_exporter(converged):
     """The exporter accepts the role's web configs; the passwords were hashed on the controller."""
     import yaml
 
-    config = instances["prefix"] / "etc/pve-datastore-exporter"
+    config = converged["prefix"] / "etc/pve-datastore-exporter"
     assert load_web_config(config / "beta.web.yml") == "TLS TLSv1_3..TLSv1_3, basic auth for 2 user(s)"
     beta = yaml.safe_load((config / "beta.web.yml").read_text())
     assert beta["tls_server_config"] == {"cert_file": "beta.crt", "key_file": "beta.key",
@@ -385,22 +376,36 @@ def test_web_config_reads_back_in_the_exporter(instances):
     assert beta["http_server_config"] == {"headers": {"Strict-Transport-Security": "max-age=31536000"}}
     users = beta["basic_auth_users"]
     assert bcrypt.checkpw(PASSWORDS["prometheus"].encode(), users["prometheus"].encode())
-    assert users["ansible"] == instances["hashed"]  # a hash given is taken as it is
+    assert users["ansible"] == converged["hashed"]  # a hash given is taken as it is
     gamma = yaml.safe_load((config / "gamma.web.yml").read_text())
     assert gamma == {"tls_server_config": {"cert_file": "/etc/ssl/gamma/gamma.crt", "key_file": "/etc/ssl/gamma/gamma.key",
                                            "client_auth_type": "NoClientCert", "min_version": "TLS12"}}
-    assert (config / "beta.key").read_text() == instances["key"].strip() + "\n"
+    assert (config / "beta.key").read_text() == converged["key"].strip() + "\n"
 
 
-def test_renewed_certificate_and_changed_password(instances):
+def beta_only(entries: list[dict], **changes) -> list[dict]:
+    """beta's role parameters with `changes` (None removes a key), as the only entry of a play.
+
+    A play that changes one instance applies the role to that instance alone: that the others report
+    nothing on an unchanged run is the fixture's second run.
+    """
+    (beta,) = [e for e in entries if e["pve_datastore_exporter_instance"] == "beta"]
+    beta = {k: v for k, v in {**beta, **changes}.items() if v is not None}
+    return [beta]
+
+
+def with_beta(entries: list[dict], beta: dict) -> list[dict]:
+    return [beta if e["pve_datastore_exporter_instance"] == "beta" else e for e in entries]
+
+
+def test_renewed_certificate_and_changed_password(converged):
     """A new certificate rewrites only its files (the exporter re-reads them: nothing restarts); a new
     password rewrites the web config; the same password keeps its hash although bcrypt salts anew."""
-    base, prefix, shared, entries = instances["base"], instances["prefix"], instances["shared"], instances["entries"]
+    base, prefix, shared, entries = converged["base"], converged["prefix"], converged["shared"], converged["entries"]
     config = prefix / "etc/pve-datastore-exporter"
     web_before = (config / "beta.web.yml").read_text()
-    cert, key = issue(instances["ca"], "localhost", "127.0.0.1")
-    renewed = [dict(e, pve_datastore_exporter_tls_cert=cert, pve_datastore_exporter_tls_key=key)
-               if e["pve_datastore_exporter_instance"] == "beta" else e for e in entries]
+    cert, key = issue(converged["ca"], "localhost", "127.0.0.1")
+    renewed = beta_only(entries, pve_datastore_exporter_tls_cert=cert, pve_datastore_exporter_tls_key=key)
     check = apply_instances(base, shared, renewed, "--check", name="renew-check")
     assert check.rc == 0 and check.changed() == 1, check.output[-4000:]  # one loop task: the cert and the key
     run = apply_instances(base, shared, renewed, name="renew")
@@ -409,9 +414,8 @@ def test_renewed_certificate_and_changed_password(instances):
     assert (config / "beta.web.yml").read_text() == web_before
 
     new_password = "pvedx-new-scrape-pw-77d1e0"
-    changed_users = [dict(e, pve_datastore_exporter_basic_auth_users=[
-        {"name": "prometheus", "password": new_password}, {"name": "ansible", "password_hash": instances["hashed"]}])
-        if e["pve_datastore_exporter_instance"] == "beta" else e for e in renewed]
+    changed_users = beta_only(renewed, pve_datastore_exporter_basic_auth_users=[
+        {"name": "prometheus", "password": new_password}, {"name": "ansible", "password_hash": converged["hashed"]}])
     run = apply_instances(base, shared, changed_users, name="password")
     assert run.rc == 0 and run.changed() == 1, run.output[-4000:]
     assert new_password not in run.output
@@ -421,12 +425,12 @@ def test_renewed_certificate_and_changed_password(instances):
     assert bcrypt.checkpw(new_password.encode(), users["prometheus"].encode())
     again = apply_instances(base, shared, changed_users, name="password2")
     assert again.rc == 0 and again.changed() == 0, again.output[-4000:]
-    instances["entries"] = changed_users
+    converged["entries"] = with_beta(entries, changed_users[0])
 
 
-def test_instance_unit_hardening_exposure_at_most_2(instances, tmp_path):
+def test_instance_unit_hardening_exposure_at_most_2(converged, tmp_path):
     """The templated unit, as one of its instances, scores what the single unit scores."""
-    template = instances["prefix"] / "etc/systemd/system/pve-datastore-exporter@.service"
+    template = converged["prefix"] / "etc/systemd/system/pve-datastore-exporter@.service"
     unit = tmp_path / "pve-datastore-exporter@alpha.service"
     unit.write_text(template.read_text())
     score = exposure(unit)
@@ -434,34 +438,68 @@ def test_instance_unit_hardening_exposure_at_most_2(instances, tmp_path):
     assert score <= 2.0
 
 
-def test_turning_tls_and_basic_auth_off_removes_their_files(instances):
-    base, prefix, shared, entries = instances["base"], instances["prefix"], instances["shared"], instances["entries"]
+def test_turning_tls_and_basic_auth_off_removes_their_files(converged):
+    base, prefix, shared, entries = converged["base"], converged["prefix"], converged["shared"], converged["entries"]
     config = prefix / "etc/pve-datastore-exporter"
-    plain = [{k: v for k, v in e.items() if not k.startswith(("pve_datastore_exporter_tls_", "pve_datastore_exporter_basic",
-                                                                "pve_datastore_exporter_web_config_extra"))}
-             if e["pve_datastore_exporter_instance"] == "beta" else e for e in entries]
+    (beta,) = beta_only(entries)
+    plain = [{k: v for k, v in beta.items() if not k.startswith(("pve_datastore_exporter_tls_", "pve_datastore_exporter_basic",
+                                                                   "pve_datastore_exporter_web_config_extra"))}]
     run = apply_instances(base, shared, plain, name="plain")
     assert run.rc == 0 and run.changed() == 2, run.output[-4000:]  # the .env, and one loop removing three files
     assert not any((config / name).exists() for name in ("beta.web.yml", "beta.crt", "beta.key"))
     assert "# EXPORTER_WEB_CONFIG_FILE=" in (config / "beta.env").read_text()
-    instances["entries"] = plain
+    converged["entries"] = with_beta(entries, plain[0])
 
 
-def test_instances_go_one_by_one_and_the_last_takes_the_shared_files(instances):
-    base, prefix, shared, entries = instances["base"], instances["prefix"], instances["shared"], instances["entries"]
-    config, unit = prefix / "etc/pve-datastore-exporter", prefix / "etc/systemd/system/pve-datastore-exporter@.service"
+def remove_instances(run: dict) -> tuple:
+    """alpha and beta in one play, then gamma, the last: the two plays' results."""
+    base, shared, entries = run["base"], run["shared"], run["entries"]
     gone = apply_instances(base, shared, [dict(e, pve_datastore_exporter_state="absent") for e in entries[:2]],
                            name="absent12")
-    assert gone.rc == 0, gone.output[-4000:]
-    assert sorted(p.name for p in config.iterdir()) == ["exporter.env", "gamma.env", "gamma.web.yml"]
-    assert not (prefix / "var/lib/pve-datastore-exporter/alpha").exists()
-    assert unit.exists() and (prefix / VENV).exists()  # gamma still uses them
+    listing = sorted(p.name for p in (run["prefix"] / "etc/pve-datastore-exporter").iterdir())
+    shared_kept = (run["prefix"] / "etc/systemd/system/pve-datastore-exporter@.service").exists()
     last = apply_instances(base, shared, [dict(entries[2], pve_datastore_exporter_state="absent")], name="absent3")
+    run["entries"] = []
+    # gamma's certificate files were the test's, not the role's: they go with gamma
+    shutil.rmtree(run["prefix"] / "etc/ssl")
+    return gone, listing, shared_kept, last
+
+
+def test_instances_go_one_by_one_and_the_last_takes_the_shared_files(converged):
+    prefix = converged["prefix"]
+    config, unit = prefix / "etc/pve-datastore-exporter", prefix / "etc/systemd/system/pve-datastore-exporter@.service"
+    alpha_state = prefix / "var/lib/pve-datastore-exporter/alpha"
+    gone, listing, unit_kept, last = remove_instances(converged)
+    assert gone.rc == 0, gone.output[-4000:]
+    assert listing == ["exporter.env", "gamma.env", "gamma.web.yml"]
+    assert not alpha_state.exists()
+    assert unit_kept and (prefix / VENV).exists()  # gamma still used them
     assert last.rc == 0, last.output[-4000:]
     assert not unit.exists(), "the last instance takes the templated unit"
     # the single unit remains, with what it needs
     assert sorted(p.name for p in config.iterdir()) == ["exporter.env"] and (prefix / VENV).exists()
     assert (prefix / "var/lib/pve-datastore-exporter").is_dir()
+
+
+def test_state_absent_removes_everything(converged):
+    """The single unit, the last exporter of the prefix once the instances are gone, removed with and
+    without its data."""
+    if converged["entries"]:  # the test before did not run (-k): the instances go first
+        remove_instances(converged)
+    base, prefix, variables = converged["base"], converged["prefix"], converged["variables"]
+    (prefix / "var/lib/pve-datastore-exporter/proxmox_manager.db").write_text("data")
+    kept = apply(base, dict(variables, pve_datastore_exporter_state="absent", pve_datastore_exporter_keep_data=True),
+                 name="absent-keep")
+    assert kept.rc == 0, kept.output[-4000:]
+    assert (prefix / "var/lib/pve-datastore-exporter/proxmox_manager.db").exists()
+    gone = apply(base, dict(variables, pve_datastore_exporter_state="absent"), name="absent")
+    assert gone.rc == 0 and gone.changed() == 1, gone.output[-4000:]
+    leftovers = [p for p in prefix.rglob("*") if p.is_file() or p.is_symlink()]
+    assert leftovers == []
+    assert not (prefix / "opt/pve-datastore-exporter").exists()
+    assert not (prefix / "etc/pve-datastore-exporter").exists()
+    again = apply(base, dict(variables, pve_datastore_exporter_state="absent"), name="absent-again")
+    assert again.changed() == 0
 
 
 BAD_SETTINGS = [
@@ -492,10 +530,34 @@ BAD_SETTINGS = [
 ]
 
 
-@pytest.mark.parametrize("settings,message", BAD_SETTINGS, ids=[m[:40] for _, m in BAD_SETTINGS])
-def test_preflight_refuses_bad_tls_auth_and_instance_settings(tmp_path, settings, message):
+# A failed task ("fatal: [host]: FAILED! => {...}") or loop item ("failed: [host] (item=...) => {...}").
+_FAILED = re.compile(r"^(?:fatal|failed): \[([^]]+)\](?:: FAILED!| \(item=.*?\)) => (\{.*\})$", re.M)
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory):
+    """One play over one inventory host per bad setting (all this machine, each with its own prefix):
+    {host: (PlayResult, the messages of that host's failures, its prefix)}."""
+    base = tmp_path_factory.mktemp("preflight")
+    hosts = {f"bad{i}": dict(role_vars(base / f"prefix{i}", "pve-datastore-exporter==0.1.0", **settings),
+                             ansible_connection="local", ansible_python_interpreter=str(ANSIBLE_VENV / "bin/python"))
+             for i, (settings, _) in enumerate(BAD_SETTINGS)}
+    inventory = base / "inventory.json"
+    inventory.write_text(json.dumps({"all": {"hosts": hosts}}))
+    play = base / "play.yml"
+    play.write_text(PLAY.replace("hosts: localhost", "hosts: all"))
+    result = run_playbook(base, ["-i", str(inventory), "--forks", "4", str(play)], timeout=600)
+    messages = {host: [] for host in hosts}
+    for host, text in _FAILED.findall(result.output):
+        messages[host].append(json.loads(text).get("msg", ""))
+    return {host: (result, messages[host], base / f"prefix{i}") for i, host in enumerate(hosts)}
+
+
+@pytest.mark.parametrize("index,message", [(i, m) for i, (_, m) in enumerate(BAD_SETTINGS)],
+                         ids=[m[:40] for _, m in BAD_SETTINGS])
+def test_preflight_refuses_bad_tls_auth_and_instance_settings(refused, index, message):
     """Preflight (or the argument spec) stops before anything is installed, naming what is wrong."""
-    variables = role_vars(tmp_path / "prefix", "pve-datastore-exporter==0.1.0", **settings)
-    result = apply(tmp_path, variables)
-    assert result.rc != 0 and message in result.output, result.output[-3000:]
-    assert not (tmp_path / "prefix" / "opt").exists()
+    result, messages, prefix = refused[f"bad{index}"]
+    assert result.rc != 0 and result.stats(f"bad{index}")["failed"] == 1, result.output[-3000:]
+    assert any(message in text for text in messages), messages or result.output[-3000:]
+    assert not (prefix / "opt").exists()
