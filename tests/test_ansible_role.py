@@ -166,6 +166,21 @@ def converged(tmp_path_factory):
             "entries": entries, "ca": ca, "hashed": hashed, "key": key, "first": first, "second": second}
 
 
+INSTALL_TASK = "pvedx.datastore_exporter.pve_datastore_exporter : Install the exporter from the local package"
+
+
+def changed_tasks_per_application(output: str) -> list[list[str]]:
+    """The tasks that reported a change, per application of the role in a play (each begins with its preflight)."""
+    blocks = re.split(r"^TASK \[(.+?)\] \**$", output, flags=re.M)
+    runs: list[list[str]] = []
+    for name, text in zip(blocks[1::2], blocks[2::2], strict=True):
+        if name.endswith(" : Preflight checks"):
+            runs.append([])
+        if runs and re.search(r"^changed: \[", text, re.M):
+            runs[-1].append(name)
+    return runs
+
+
 def instance_secrets(run: dict) -> tuple[str, ...]:
     return (*SECRETS.values(), *PASSWORDS.values(), run["key"].splitlines()[1])
 
@@ -173,7 +188,7 @@ def instance_secrets(run: dict) -> tuple[str, ...]:
 def test_first_run_installs_second_run_changes_nothing(converged):
     first, second = converged["first"], converged["second"]
     assert first.rc == 0, first.output[-4000:]
-    assert first.changed() >= 6
+    assert len(changed_tasks_per_application(first.output)[0]) >= 6  # the single unit's
     assert second.rc == 0, second.output[-4000:]
     assert second.stats()["changed"] == 0 and second.stats()["failed"] == 0, second.output[-4000:]
 
@@ -338,6 +353,10 @@ def test_instances_install_once_and_converge(converged):
     first, second = converged["first"], converged["second"]
     assert first.rc == 0, first.output[-4000:]
     assert second.rc == 0 and second.changed() == 0, second.output[-4000:]
+    # one install into the one virtualenv, by the single unit from the session's wheel; the instances find it done
+    single, *instances = changed_tasks_per_application(first.output)
+    assert len(instances) == 3 and INSTALL_TASK in single, single
+    assert not any(INSTALL_TASK in names for names in instances), instances
     assert_no_secrets(first.output + second.output, instance_secrets(converged))
 
 
@@ -452,28 +471,29 @@ def test_turning_tls_and_basic_auth_off_removes_their_files(converged):
 
 
 def remove_instances(run: dict) -> tuple:
-    """alpha and beta in one play, then gamma, the last: the two plays' results."""
-    base, shared, entries = run["base"], run["shared"], run["entries"]
+    """alpha and beta in one play, then gamma, the last: (first play, what it left, last play)."""
+    base, shared, entries, prefix = run["base"], run["shared"], run["entries"], run["prefix"]
     gone = apply_instances(base, shared, [dict(e, pve_datastore_exporter_state="absent") for e in entries[:2]],
                            name="absent12")
-    listing = sorted(p.name for p in (run["prefix"] / "etc/pve-datastore-exporter").iterdir())
-    shared_kept = (run["prefix"] / "etc/systemd/system/pve-datastore-exporter@.service").exists()
+    left = {"config": sorted(p.name for p in (prefix / "etc/pve-datastore-exporter").iterdir()),
+            "alpha state": (prefix / "var/lib/pve-datastore-exporter/alpha").exists(),
+            "templated unit": (prefix / "etc/systemd/system/pve-datastore-exporter@.service").exists(),
+            "virtualenv": (prefix / VENV).exists()}
     last = apply_instances(base, shared, [dict(entries[2], pve_datastore_exporter_state="absent")], name="absent3")
     run["entries"] = []
     # gamma's certificate files were the test's, not the role's: they go with gamma
-    shutil.rmtree(run["prefix"] / "etc/ssl")
-    return gone, listing, shared_kept, last
+    shutil.rmtree(prefix / "etc/ssl")
+    return gone, left, last
 
 
 def test_instances_go_one_by_one_and_the_last_takes_the_shared_files(converged):
     prefix = converged["prefix"]
     config, unit = prefix / "etc/pve-datastore-exporter", prefix / "etc/systemd/system/pve-datastore-exporter@.service"
-    alpha_state = prefix / "var/lib/pve-datastore-exporter/alpha"
-    gone, listing, unit_kept, last = remove_instances(converged)
+    gone, left, last = remove_instances(converged)
     assert gone.rc == 0, gone.output[-4000:]
-    assert listing == ["exporter.env", "gamma.env", "gamma.web.yml"]
-    assert not alpha_state.exists()
-    assert unit_kept and (prefix / VENV).exists()  # gamma still used them
+    assert left["config"] == ["exporter.env", "gamma.env", "gamma.web.yml"]
+    assert not left["alpha state"]
+    assert left["templated unit"] and left["virtualenv"]  # gamma still uses them
     assert last.rc == 0, last.output[-4000:]
     assert not unit.exists(), "the last instance takes the templated unit"
     # the single unit remains, with what it needs
