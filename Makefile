@@ -24,6 +24,9 @@ PIP_LOCKED := --quiet --disable-pip-version-check install --require-hashes --no-
 VENV_LOCK    := requirements/venv.txt
 ANSIBLE_LOCK := requirements/ansible.txt
 BENCH_LOCK   := requirements/bench.txt
+# The Ansible tests' wheelhouse (tests/ansible_helpers.py): the package's runtime dependencies and build
+# backend, at .venv's versions, downloaded by hash for every install the role makes in the tests.
+WHEELHOUSE_LOCK := requirements/wheelhouse.txt
 # The locking tool, pinned, in a throw-away venv of its own; PyPI is the index the locks are written from.
 UV_VERSION := 0.13.9
 LOCK_VENV  := .venv-lock
@@ -81,6 +84,7 @@ $(LOCK_STAMP):
 # UPGRADE=1 to take newer releases on purpose; commit the locks it rewrites.
 lock: $(LOCK_STAMP)
 	$(UV_COMPILE) --python-version 3.11 --extra test pyproject.toml requirements/venv.in -o $(VENV_LOCK)
+	$(UV_COMPILE) --python-version 3.11 --constraint $(VENV_LOCK) pyproject.toml requirements/venv.in -o $(WHEELHOUSE_LOCK)
 	$(UV_COMPILE) --python-version 3.12 ansible/requirements-test.txt -o $(ANSIBLE_LOCK)
 	$(UV_COMPILE) --python-version 3.11 requirements/bench.in -o $(BENCH_LOCK)
 

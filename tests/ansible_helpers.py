@@ -160,8 +160,14 @@ def wheelhouse() -> Path:
     atexit.register(shutil.rmtree, base, ignore_errors=True)  # ~16 MB a session otherwise left in /tmp
     src = _copy_source(base)
     out = base / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
-                    "-w", str(out), str(src), "setuptools>=68", "wheel"], check=True, capture_output=True, text=True, timeout=300)
+    pip = [sys.executable, "-m", "pip", "--quiet", "--disable-pip-version-check"]
+    # Nothing unpinned: the exporter's wheel built by .venv's own (locked) setuptools, everything else
+    # downloaded by the hashes of requirements/wheelhouse.txt (`make lock`), never what PyPI serves today.
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(src)],
+                   check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run([*pip, "download", "--no-deps", "--require-hashes", "--only-binary", ":all:", "-d", str(out),
+                    "-r", str(ROOT / "requirements" / "wheelhouse.txt")], check=True, capture_output=True, text=True,
+                   timeout=300)
     return out
 
 
@@ -224,7 +230,7 @@ def require_collection(name: str) -> Path:
     found = sorted(ANSIBLE_VENV.glob(pattern))
     if found:
         return found[0].parent
-    message = f"{name} is not in {ANSIBLE_VENV} (pip install -r ansible/requirements-test.txt)"
+    message = f"{name} is not in {ANSIBLE_VENV} (`make venv` builds it from requirements/ansible.txt)"
     if in_ci():
         pytest.fail(message, pytrace=False)
     pytest.skip(message)

@@ -343,7 +343,7 @@ def test_hardening_directives_present(default_unit):
 
 def load_web_config(path: Path) -> str:
     """The exporter's own reading of a web config (its summary line); fails on anything it refuses."""
-    code = "import sys; from pve_datastore_exporter import webconfig; print(webconfig.load(sys.argv[1]).summary())"
+    code = "import sys; from pve_datastore_exporter.http import webconfig; print(webconfig.load(sys.argv[1]).summary())"
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout.strip()
