@@ -1,11 +1,11 @@
 """The Flask app: the routes of the seed's JSON API, /healthz and the page, every error in the one envelope.
 
-The answers are built in answers.py, who may write is decided in policy.py; here they meet a request.
+The answers are built in answers.py, who may write is decided in policy.py, a body is checked in
+bodies.py; here they meet a request.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
@@ -15,53 +15,17 @@ from werkzeug.exceptions import HTTPException
 
 from .. import answers, i18n
 from ..answers import datastores_answer, defaults_answer, error_body, summary_answer
-from ..config import DATASTORE_ID, Config
+from ..config import Config
 from ..records import RefreshFailed
 from ..service import Service, StoreError, UnknownDatastore
 from . import SECURITY_HEADERS, policy
+from .bodies import MAX_BODY, ApiError, parse_defaults_body
 
 log = logging.getLogger(__name__)
 
 PACKAGE = Path(__file__).resolve().parent.parent  # templates/ and static/ sit beside the modules, not in http/
-MAX_BODY = 16 * 1024
-DEFAULT_FIELDS = {"hdd_datastore_id": "hdd", "ssd_datastore_id": "ssd"}
 ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "payload_too_large", 429: "too_many_requests"}
-
-
-class ApiError(Exception):
-    """An answer in the error envelope: a status, a machine code and a sentence."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def parse_defaults_body(raw: bytes) -> dict[str, str]:
-    """Validate the POST body; return {"hdd": id, "ssd": id} with at least one of them."""
-    try:
-        body = json.loads(raw.decode("utf-8")) if raw.strip() else None
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise ApiError(400, "invalid_json", i18n.gettext("The request body is not valid JSON.")) from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", i18n.gettext(
-            "The request body must be a JSON object with hdd_datastore_id and/or ssd_datastore_id."))
-    unknown = sorted(set(body) - set(DEFAULT_FIELDS))
-    if unknown:
-        raise ApiError(400, "invalid_field", i18n.gettext(
-            "Unknown field(s): %(fields)s; expected hdd_datastore_id and/or ssd_datastore_id.", fields=", ".join(unknown)))
-    chosen = {}
-    for field, kind in DEFAULT_FIELDS.items():
-        value = body.get(field)
-        if value is None:
-            continue
-        if not isinstance(value, str) or not DATASTORE_ID.fullmatch(value):
-            raise ApiError(400, "invalid_field", i18n.gettext("%(field)s must be a Proxmox datastore ID "
-                           "(letters, digits, '-', '_', '.', at least 2 characters).", field=field))
-        chosen[kind] = value
-    if not chosen:
-        raise ApiError(400, "invalid_field", i18n.gettext("Give hdd_datastore_id and/or ssd_datastore_id."))
-    return chosen
 
 
 def check_auth(writers: frozenset[str], api_token: str) -> None:
