@@ -462,3 +462,17 @@ def test_a_failed_refresh_by_a_reader_that_never_learned_the_name_keeps_the_stor
         cli.refresh()
     assert service._store.load()[1].cluster == "pve-test"
     assert service._store.refresh_state()[1].reason == "http_5xx"  # the failure is recorded all the same
+
+
+def test_a_default_set_after_another_process_refreshed_shows_that_refresh_as_it_was_stored(tmp_path):
+    service, clock = make(tmp_path)
+    service.refresh()  # generation 1, shown
+    other = Service(config(tmp_path), FakeReader(), service._store, clock=lambda: clock.now + 60)
+    other.start()
+    other.refresh()  # generation 2, committed by "another process", not yet followed here
+    view, changed = service.set_defaults(hdd="ceph-vm")  # generation 3
+    assert changed and view.default_hdd == "ceph-vm"
+    stored = service._store.refresh_state()[1]
+    assert stored.count == 2 and service.view.refresh == stored  # not this process's older bookkeeping
+    service.display.follow(service._store.load()[0])  # nothing left to follow: the view is the DB's
+    assert service.view.refresh == stored

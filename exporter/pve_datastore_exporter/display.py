@@ -65,14 +65,9 @@ class Display:
         """
         return dataclasses.replace(stored, refresh=self.view.refresh, cluster=self.view.cluster, role=self._role())
 
-    def load(self) -> tuple[int, View]:
-        """What the database holds now, as this process shows it, and its generation (StoreError when unreadable)."""
-        generation, stored = self._store.load()
-        return generation, self._complete(self.present(stored))
-
     def read(self) -> View:
-        """`load` without the generation: the answers' GETs."""
-        return self.load()[1]
+        """What the database holds now, as this process shows it (StoreError when it cannot be read)."""
+        return self._complete(self.present(self._store.load()[1]))
 
     def follow(self, generation: int) -> None:
         """Show what another process committed: reload when the store's `generation` is not the one shown."""

@@ -129,11 +129,12 @@ class Service:
     def set_defaults(self, hdd: str | None = None, ssd: str | None = None) -> tuple[View, bool]:
         """Change the default HDD and/or SSD datastore; raise UnknownDatastore or StoreError."""
         with self.display.publishing:
-            changed = self._store.set_defaults(hdd=hdd, ssd=ssd)[1]
-            # Read back whole, with the generation it belongs to: another process may have committed
-            # since the view shown, and a view derived from it would hide that change.
-            generation, view = self.display.load()
-            self.display.publish(view, "defaults", generation)
+            generation, changed = self._store.set_defaults(hdd=hdd, ssd=ssd)
+            if generation == self.display.generation + 1:  # the one write since the view shown: the flags moved
+                self.display.publish(self.display.read(), "defaults", generation)
+            else:  # another process committed meanwhile: show all of it, with its own refresh bookkeeping
+                self.display.follow(generation)
+            view = self.display.view
         log.info("defaults set: hdd=%r ssd=%r (changed=%s)", view.default_hdd, view.default_ssd, changed)
         return view, changed
 
