@@ -23,6 +23,10 @@ from .records import Datastore, RefreshFailed
 log = logging.getLogger(__name__)
 
 MAX_STUCK = 2  # fetches left hanging on a dripping answer before refreshes fail at once
+# Threads on calls beside the two lists (the refresh's extra round and the per-node reads together),
+# running or abandoned on an answer that drips: past this, a call is not made but counted "busy".
+MAX_CALL_THREADS = 12
+NODE_WORKERS = 4  # threads of a per-node read: each asks one node at a time (pvedaemon has 3 workers per node)
 NAME_EVERY = 3600.0  # seconds between reads of the cluster's name: it changes only when an admin renames the cluster
 WORKERS = 8  # threads of the extra round: under the 10 connections requests keeps per host
 NAME = ("name",)  # the extra round's key of /cluster/status; a node's is ("node", name)
@@ -42,12 +46,24 @@ def connect(config: Config) -> ProxmoxAPI:
                       verify_ssl=verify, timeout=config.proxmox_timeout, **auth)
 
 
-def fetch(api) -> tuple[object, object]:
+class Abandoned(Exception):
+    """The read this call belonged to was given up at its deadline: the call is not made."""
+
+
+class Busy(Exception):
+    """Not asked: earlier calls to Proxmox, still unanswered, hold every thread the reads may use."""
+
+
+def fetch(api, before: Callable[[], None] = lambda: None) -> tuple[object, object]:
     """Two calls whatever the cluster's size; /cluster/resources never waits on a dead node.
 
+    `before()` runs ahead of each call (it raises Abandoned once the read was given up).
     docs/proxmox-api.md#cluster-resources and #storage-configuration.
     """
-    return api.cluster.resources.get(type="storage"), api.storage.get()
+    before()
+    resources = api.cluster.resources.get(type="storage")
+    before()
+    return resources, api.storage.get()
 
 
 def fetch_node_storage(api, node: str) -> object:
@@ -60,6 +76,52 @@ def fetch_cluster_status(api) -> object:
     return api.cluster.status.get()
 
 
+def fetch_pools(api, node: str) -> tuple[object, object]:
+    """A node's thin pools and zpools (docs/proxmox-api.md#thin-pools, #zfs-pools): one call after the other."""
+    thin = api.nodes(node).disks.lvmthin.get()
+    try:
+        zfs = api.nodes(node).disks.zfs.get()
+    except ResourceException as exc:  # a node without zfsutils answers 500 "zfsutils-linux not installed"
+        if exc.status_code != 500 or "not installed" not in str(exc.content):
+            raise
+        zfs = []
+    return thin, zfs
+
+
+def fetch_disks(api, node: str) -> object:
+    """A node's disks with SMART health and wear-out: one smartctl per disk on the node (docs/proxmox-api.md#disks)."""
+    return api.nodes(node).disks("list").get()
+
+
+def fetch_permissions(api) -> object:
+    """The token's own privileges by ACL path; any token may read its own (docs/proxmox-api.md#content-filter)."""
+    return api.access.permissions.get()
+
+
+def fetch_contents(api, node: str, datastores: list[str]) -> dict:
+    """The volumes of each datastore on `node`, one call after the other: datastore -> list, or the error it raised."""
+    found: dict = {}
+    for datastore in datastores:
+        try:
+            found[datastore] = api.nodes(node).storage(datastore).content.get()
+        except Exception as exc:  # noqa: BLE001 - one datastore's failure is that figure's, judged by the caller
+            found[datastore] = exc
+    return found
+
+
+def node_reason(exc: BaseException) -> str:
+    """A per-node call's failure as one of records.NODE_READ_REASONS."""
+    if isinstance(exc, Busy):
+        return "busy"
+    if isinstance(exc, ResourceException) and exc.status_code == 403:
+        return "forbidden"  # the token lacks the privilege (Sys.Audit on /): checked before the node is asked
+    if isinstance(exc, TimeoutError | requests.exceptions.Timeout):
+        return "timeout"
+    if isinstance(exc, ValueError | RefreshFailed | TypeError | KeyError):
+        return "parse"  # requests' JSON errors are ValueErrors too
+    return classify(exc)
+
+
 def fallback_name(config: Config) -> str:
     """The `pve_cluster` of a cluster whose name was never read: PROXMOX_HOST without its port."""
     host = config.proxmox_host
@@ -68,36 +130,70 @@ def fallback_name(config: Config) -> str:
     return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
-def gather(calls: dict, limit: float, workers: int = WORKERS) -> dict:
+class Threads:
+    """The threads on Proxmox calls, running or left on an answer that never ends, counted against one limit."""
+
+    def __init__(self, limit: int = MAX_CALL_THREADS):
+        self._limit, self._live, self._lock = limit, 0, threading.Lock()
+
+    @property
+    def live(self) -> int:
+        """Threads started and not yet ended."""
+        return self._live
+
+    def take(self, wanted: int) -> int:
+        """Up to `wanted` threads may start: how many."""
+        with self._lock:
+            granted = max(min(wanted, self._limit - self._live), 0)
+            self._live += granted
+            return granted
+
+    def give(self) -> None:
+        """One thread ended."""
+        with self._lock:
+            self._live -= 1
+
+
+def gather(calls: dict, limit: float, workers: int = WORKERS, threads: Threads | None = None,
+           abandoned: threading.Event | None = None) -> dict:
     """Run the calls on up to `workers` daemon threads: what each returned or raised within `limit` s.
 
-    A call unanswered at the limit gets a TimeoutError; its thread ends with its socket's timeout.
+    A call unanswered at the limit gets a TimeoutError; its thread ends with its socket's timeout (or
+    never, on an answer that drips), and counts against `threads` until then: past its limit a call is
+    not made (Busy). Once `abandoned` is set, no call starts.
     """
     todo, done, lock = list(calls.items()), {}, threading.Lock()
+    threads = threads or Threads(workers)
+    stop = abandoned or threading.Event()
 
     def work() -> None:
-        while True:
-            with lock:
-                if not todo:
-                    return
-                key, call = todo.pop()
-            try:
-                result = call()
-            except Exception as exc:  # noqa: BLE001 - every failure is the caller's to judge
-                result = exc
-            with lock:
-                done[key] = result
+        try:
+            while True:
+                with lock:
+                    if not todo or stop.is_set():
+                        return
+                    key, call = todo.pop()
+                try:
+                    result = call()
+                except Exception as exc:  # noqa: BLE001 - every failure is the caller's to judge
+                    result = exc
+                with lock:
+                    done[key] = result
+        finally:
+            threads.give()
 
-    threads = [threading.Thread(target=work, name="proxmox-extra", daemon=True)
-               for _ in range(min(workers, len(todo)))]
+    started = [threading.Thread(target=work, name="proxmox-extra", daemon=True)
+               for _ in range(threads.take(min(workers, len(todo))))]
     end = time.monotonic() + limit
-    for thread in threads:
+    for thread in started:
         thread.start()
-    for thread in threads:
+    for thread in started:
         thread.join(max(end - time.monotonic(), 0))
     with lock:
         todo.clear()  # not started by now: never
-        return {key: done.get(key, TimeoutError(f"no answer within {limit:g} s")) for key in calls}
+        missing = TimeoutError(f"no answer within {limit:g} s") if started else \
+            Busy(f"{threads.live} earlier calls to Proxmox are still not answered; not asking")
+        return {key: done.get(key, missing) for key in calls}
 
 
 def classify(exc: BaseException) -> str:
@@ -135,11 +231,14 @@ class Reader:
         self._api = None
         self._lock = threading.Lock()
         self._stuck: list[threading.Thread] = []
+        self.threads = Threads()  # the extra round's and the per-node reads' calls, bounded together
         self.deadline = config.refresh_deadline
         self.cluster = config.proxmox_cluster_name or fallback_name(config)
         self._name_asked: float | None = None  # when /cluster/status was last asked
         self._name_read = self._name_failing = False
         self._failing_nodes: set[str] = set()  # nodes whose avail could not be read last time
+        self._outcomes: dict[str, tuple[str | None, str | None]] = {}  # per-node storage reads not yet stored
+        self._outcomes_lock = threading.Lock()
 
     def known(self) -> str:
         """The name a failed refresh may store: PROXMOX_CLUSTER_NAME or one /cluster/status gave, "" for the stand-in."""
@@ -156,11 +255,12 @@ class Reader:
             if len(self._stuck) >= MAX_STUCK:  # a tarpit must not collect our threads and sockets
                 raise RefreshFailed("timeout", f"{len(self._stuck)} earlier calls to Proxmox are still not "
                                    "answered; not starting another")
-            outcome: dict = {}
-            worker = threading.Thread(target=self._fetch, args=(outcome,), name="proxmox-fetch", daemon=True)
+            outcome, abandoned = {}, threading.Event()
+            worker = threading.Thread(target=self._fetch, args=(outcome, abandoned), name="proxmox-fetch", daemon=True)
             worker.start()
             worker.join(self.deadline)
             if worker.is_alive():
+                abandoned.set()  # the call under way may still end; no further one starts (outside the fence)
                 self._stuck.append(worker)
                 self._api = None  # the stuck thread keeps its session; the next refresh starts afresh
                 raise RefreshFailed("timeout", f"Proxmox did not finish answering within {self.deadline} s")
@@ -169,14 +269,41 @@ class Reader:
             self._take_name(outcome["extras"].pop(NAME, None))  # before parsing: a bad list costs no name
             return self._take_avail(parse(*outcome["payloads"]), outcome["extras"])
 
-    def _fetch(self, outcome: dict) -> None:
-        try:
-            if self._api is None:
+    def read_nodes(self, calls: dict, limit: float) -> dict:
+        """Per-node calls (key -> call(api)) on at most NODE_WORKERS threads, bounded with the refresh's: what each gave."""
+        api = self._api
+        if api is None:  # no refresh has connected yet: connect here; the refresh then shares this client
+            try:
                 self._config.check_proxmox()
-                self._api = self._connect(self._config)
-            outcome["payloads"] = fetch(self._api)
-            outcome["extras"] = gather(self._extra_calls(self._api, outcome["payloads"][0]),
-                                       self._config.proxmox_timeout)
+                api = self._api = self._connect(self._config)
+            except Exception as exc:  # noqa: BLE001 - judged per node by the caller
+                return dict.fromkeys(calls, exc)
+        return gather({key: functools.partial(call, api) for key, call in calls.items()}, limit,
+                      NODE_WORKERS, self.threads)
+
+    def storage_outcomes(self) -> dict[str, tuple[str | None, str | None]]:
+        """The last refresh's per-node storage reads (EXPORTER_EXACT_AVAILABLE), taken once: node -> (reason, error)."""
+        with self._outcomes_lock:
+            taken, self._outcomes = self._outcomes, {}
+            return taken
+
+    def _fetch(self, outcome: dict, abandoned: threading.Event) -> None:
+        def before() -> None:
+            if abandoned.is_set():
+                raise Abandoned
+
+        try:
+            api = self._api
+            if api is None:
+                self._config.check_proxmox()
+                before()  # a password login is a call too
+                self._api = api = self._connect(self._config)
+            outcome["payloads"] = fetch(api, before)
+            before()
+            outcome["extras"] = gather(self._extra_calls(api, outcome["payloads"][0]),
+                                       self._config.proxmox_timeout, threads=self.threads, abandoned=abandoned)
+        except Abandoned:
+            log.debug("a read given up at its deadline made no further call")
         except (AuthenticationError, ResourceException, requests.exceptions.RequestException) as exc:
             reason = classify(exc)
             if reason == "auth":
@@ -202,14 +329,18 @@ class Reader:
 
     def _take_avail(self, datastores: list[Datastore], extras: dict) -> list[Datastore]:
         """The nodes' answers taken in: a failed call costs that node's exact figures, never the refresh."""
-        avail, failed = {}, {}
+        avail, failed, outcomes = {}, {}, {}
         for (_, node), answer in extras.items():
             try:
                 if isinstance(answer, BaseException):
                     raise answer
                 avail[node] = parse_node_storage(answer, node)
+                outcomes[node] = (None, None)
             except Exception as exc:  # noqa: BLE001 - 595, timeout, 5xx, garbage: the node keeps its figures
                 failed[node] = self._clean(describe(exc))
+                outcomes[node] = (node_reason(exc), failed[node])
+        with self._outcomes_lock:
+            self._outcomes.update(outcomes)
         self._log_nodes(failed, set(avail))
         return with_exact_available(datastores, avail) if avail else datastores
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from .config import Config
 from .coordination import Coordinator
 from .display import Display, Subscriber
+from .node_reads import NodeReads
 from .proxmox import Reader
 from .records import RefreshFailed, View
 from .refreshing import Refresher
@@ -69,6 +70,8 @@ class Service:
                                complete=self._fallback.complete)
         self._refresher = Refresher(config, self._reader, self._store, self.display, self._coordinator,
                                     self._fallback, clock)
+        # The thin pools, zpools, disks and provisioned space, each on its cadence (the leader's; serve starts it).
+        self.node_reads = NodeReads(config, self._reader, self._store, self.display, self._coordinator.leads, clock)
         self._first_fetch = True  # the seed's "first call fetches", claimed by one GET only
         self._first_lock = threading.Lock()
 

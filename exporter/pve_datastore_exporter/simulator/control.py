@@ -12,7 +12,8 @@ No auth, not counted, JSON in and out, 400 {"error": ...} on bad input, 404 for 
   POST /_sim/cluster  {"op": "set_usage", "datastore": "local", "node": "pve1", "used": 123}
                       or a list of ops (or {"ops": [...]}); op is a Cluster method: set_usage,
                       set_rate, set_node_online, set_active, disable, enable, vanish, add,
-                      set_string_bools
+                      set_string_bools; underneath: set_thin_metadata, set_zpool, set_disk,
+                      set_tools, set_role, set_pve, set_provisioned
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from .server import json_reply
 
 PREFIX = "/_sim/"
 CLUSTER_OPS = frozenset({"set_usage", "set_rate", "set_node_online", "set_active", "disable",
-                         "enable", "vanish", "add", "set_string_bools"})
+                         "enable", "vanish", "add", "set_string_bools", "set_thin_metadata", "set_zpool",
+                         "set_disk", "set_tools", "set_role", "set_pve", "set_provisioned"})
 
 
 class Control:

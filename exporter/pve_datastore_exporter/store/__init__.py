@@ -11,7 +11,8 @@ from collections.abc import Callable
 from peewee import DatabaseError
 from peewee import __exception_wrapper__ as driver_errors  # turns DB-API errors into peewee's
 
-from ..records import REFRESHED, Datastore, NodeFigures, RefreshInfo, View
+from ..records import REFRESHED, Datastore, NodeFigures, RefreshInfo, Risk, View
+from . import risk as node_reads
 from .leader import LOCK_CLASS, LOCK_KEY, HeldLock
 from .notify import CHANGES, GENERATION, REFRESH, NoSignals
 from .replicas import AlreadyServed, open_coordination
@@ -185,7 +186,17 @@ class Store:
                 DatastoreModel.update({flag: False}).where(flag == True).execute()  # noqa: E712
                 DatastoreModel.update({flag: True}).where(DatastoreModel.id == datastore_id).execute()
                 changed = True
+            if changed:
+                self._drop_placeholders()
         return commit.generation, changed
+
+    @staticmethod
+    def _drop_placeholders() -> None:
+        """Forget a `.env` default the cluster never had once no default names it (replace_snapshot made it)."""
+        # A datastore that was seen keeps its type; only _apply_initial_defaults' stand-in reads "unknown".
+        m = DatastoreModel
+        (m.delete().where((m.present == False) & (m.type == "unknown") & (m.is_default_hdd == False)  # noqa: E712
+                          & (m.is_default_ssd == False)).execute())  # noqa: E712
 
     def load(self) -> tuple[int, View]:
         """The view and the generation it belongs to, read from one snapshot of the database."""
@@ -201,7 +212,18 @@ class Store:
             rows = [to_datastore(row, sorted(nodes.get(row.id, ()), key=lambda n: n.node))
                     for row in sorted(DatastoreModel.select(), key=lambda row: row.id)]
             state = RefreshStateModel.get_or_none(RefreshStateModel.id == 1)
-        return generation, to_view(rows, to_refresh_info(state), state and state.cluster)
+            risk = node_reads.load()
+        return generation, dataclasses.replace(to_view(rows, to_refresh_info(state), state and state.cluster), risk=risk)
+
+    def save_node_reads(self, read: str, outcomes: dict, now: float, keep_for: float) -> tuple[int, Risk]:
+        """Store one per-node read (node -> its records, or (reason, error)); the generation and every read's figures.
+
+        A node that failed keeps its last good figures until they are `keep_for` s old (store/risk.py).
+        """
+        with self._write() as commit:
+            node_reads.save(read, outcomes, now, keep_for)
+            risk = node_reads.load()
+        return commit.generation, risk
 
     def refresh_state(self) -> tuple[int, RefreshInfo]:
         """The generation and the bookkeeping of the last refresh, whichever process made it."""

@@ -143,7 +143,24 @@ class LeaderModel(BaseModel):
         table_name = "leader"
 
 
-MODELS = (DatastoreModel, DatastoreNodeModel, RefreshStateModel, GenerationModel, LeaderModel)
+class NodeReadModel(BaseModel):
+    """One per-node read of one node: its last good figures (JSON) and bookkeeping."""
+
+    read = CharField(max_length=20)
+    node = CharField(max_length=100)
+    last_attempt = DoubleField(null=True)
+    last_success = DoubleField(null=True)
+    reason = CharField(max_length=20, null=True)
+    error = TextField(null=True)
+    failures = TextField(default="{}")  # {reason: count}
+    figures = TextField(default="[]")  # [[record name, {field: value}], ...] of the last good read
+
+    class Meta:
+        table_name = "node_reads"
+        primary_key = CompositeKey("read", "node")
+
+
+MODELS = (DatastoreModel, DatastoreNodeModel, RefreshStateModel, GenerationModel, LeaderModel, NodeReadModel)
 # A database-level guarantee of "never two default HDD (or SSD) datastores".
 ONE_DEFAULT = ("CREATE UNIQUE INDEX IF NOT EXISTS datastores_one_default_{kind} "
                "ON datastores (is_default_{kind}) WHERE is_default_{kind}")

@@ -1,0 +1,103 @@
+"""The simulated nodes' storage underneath: thin pools, zpools, disks, guests' volumes, the token's privileges.
+
+Pure data, no I/O; `api.py` answers /disks/lvmthin, /disks/zfs, /disks/list, /storage/{id}/content and
+/access/permissions from it. Every rule follows docs/proxmox-api.md#risk; comments name the fact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .model import GIB, SimError, rng_for
+
+# The privileges of the simulated token by role (docs/proxmox-api.md#content-filter).
+AUDIT = ("Datastore.Audit", "Mapping.Audit", "Pool.Audit", "SDN.Audit", "Sys.Audit", "VM.Audit", "VM.GuestAgent.Audit")
+ROLES = {"PVEAuditor": AUDIT,
+         "Administrator": (*AUDIT, "Datastore.Allocate", "Datastore.AllocateSpace", "Sys.Modify", "VM.Config.Disk")}
+ZFS_HEALTH = ("ONLINE", "DEGRADED", "FAULTED", "OFFLINE", "UNAVAIL", "REMOVED", "SUSPENDED")
+
+
+@dataclass
+class NodeDisks:
+    """One node's disks, its tools and its pools' states; keys are devpaths and pool names."""
+
+    disks: dict = field(default_factory=dict)  # devpath -> {"type", "model", "serial", "size", "health", "wearout"}
+    hanging: set = field(default_factory=set)  # devpaths whose smartctl never answers (a stuck USB disk)
+    lvm: bool = True  # False: no volume group at all (lvs prints nothing)
+    zfs: bool = True  # False: zfsutils-linux not installed (500)
+    zpools: dict = field(default_factory=dict)  # name -> {"health", "frag", "dedup", "alloc" (fraction or None)}
+    thin: dict = field(default_factory=dict)  # "vg/lv" -> {"metadata": fraction, "active": bool}
+
+
+class Underneath:
+    """The storage under each simulated node, made from the random seed; changed by the control ops."""
+
+    def __init__(self, cluster):
+        self._cluster = cluster
+        self.role = "PVEAuditor"  # the token's role: PVEAuditor sees no guests' volumes in content listings
+        self.pve_major = 9  # 8: a hung smartctl stalls disks/list past the 30 s proxy cut; 9: that disk reads UNKNOWN
+        self.smart_timeout = 10.0  # PVE 9's per-smartctl timeout, s
+        self.proxy_cut = 30.0  # pveproxy's cut of a silent proxied call, s (596)
+        self.nodes = {name: self._make(name) for name in cluster.nodes}
+        self.provisioned: dict = {}  # (datastore, node) -> fraction of the size promised; drawn when first asked
+
+    def _make(self, name):
+        rng = rng_for(self._cluster.random_seed, "disks", name)
+        serial = f"S{rng.randrange(16**10):010X}"
+        disks = {"/dev/nvme0n1": {"type": "nvme", "model": "Samsung SSD 980 PRO 1TB", "serial": serial,
+                                  "size": 1000204886016, "health": "PASSED", "wearout": rng.randint(80, 100)},
+                 "/dev/sda": {"type": "ssd", "model": "INTEL SSDSC2KB960G8", "serial": f"PHYF{rng.randrange(10**8):08d}",
+                              "size": 960197124096, "health": "PASSED", "wearout": rng.randint(60, 100)},
+                 "/dev/sdb": {"type": "hdd", "model": "ST4000NM0033-9ZM170", "serial": f"Z1Z0{rng.randrange(10**4):04d}",
+                              "size": 4000787030016, "health": "PASSED", "wearout": "N/A"}}
+        return NodeDisks(disks=disks)
+
+    def node(self, name):
+        """The storage of node `name`, or SimError."""
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise SimError(f"no such node '{name}'") from None
+
+    def thin_state(self, node, key):
+        """A thin pool's metadata fraction and activity, drawn once from the random seed."""
+        rng = rng_for(self._cluster.random_seed, "thin", node, key)
+        return self.node(node).thin.setdefault(key, {"metadata": round(rng.uniform(0.02, 0.3), 4), "active": True})
+
+    def zpool_state(self, node, name):
+        """A zpool's health, fragmentation and dedup, drawn once from the random seed."""
+        rng = rng_for(self._cluster.random_seed, "zpool", node, name)
+        return self.node(node).zpools.setdefault(name, {"health": "ONLINE", "frag": rng.randint(1, 40),
+                                                        "dedup": 1, "alloc": None})
+
+    def provisioned_fraction(self, datastore, node):
+        """The fraction of a datastore's size promised to guests on a node (above 1: overcommitted)."""
+        rng = rng_for(self._cluster.random_seed, "provisioned", datastore, node)
+        return self.provisioned.setdefault((datastore, node), round(rng.uniform(0.3, 1.4), 3))
+
+    def privileges(self):
+        """/access/permissions of the token: its role's privileges on / (propagated)."""
+        return {"/": dict.fromkeys(ROLES[self.role], 1)}
+
+
+def volumes(datastore, node, size, fraction, vmid_base=100):
+    """Three guests' disks summing to `fraction` x `size` (the last a container's), and an ISO on file storages."""
+    promised = int(size * fraction) // GIB * GIB
+    parts = [promised // 2, promised // 3, promised - promised // 2 - promised // 3]
+    found = [{"volid": f"{datastore}:vm-{vmid_base + i}-disk-0", "format": "raw", "size": part, "vmid": vmid_base + i,
+              "ctime": "1712345678", "content": "rootdir" if i == 2 else "images"} for i, part in enumerate(parts)]
+    return found
+
+
+def check_role(role):
+    """A known token role, or SimError."""
+    if role not in ROLES:
+        raise SimError(f"unknown role '{role}' (known: {', '.join(ROLES)})")
+    return role
+
+
+def check_health(health):
+    """A zpool state, or SimError."""
+    if health not in ZFS_HEALTH:
+        raise SimError(f"unknown zpool health '{health}' (known: {', '.join(ZFS_HEALTH)})")
+    return health
