@@ -196,3 +196,15 @@ def test_every_datastore_series_names_its_cluster_first_and_self_metrics_none():
     assert len(datastore_series) == 3 + 2 + 1 + 2  # size/used/available, active x2, info, default x2
     assert all(line.split("{", 1)[1].startswith('pve_cluster="pr\\"od",') for line in datastore_series)
     assert all("pve_cluster" not in line for line in series if line not in datastore_series)
+
+
+def test_an_env_default_the_cluster_lacks_leaves_no_series_once_the_default_moves(tmp_path):
+    c = config(tmp_path, hdd_datastore="nowhere")
+    s = Service(c, FakeReader(cluster()), Store(c.database_url))
+    s.start()
+    s.refresh()
+    assert 'datastore="nowhere",type="unknown"' in render_datastores(s.view).decode()  # said while it is the default
+    s.set_defaults(hdd="local-lvm")
+    s.refresh()
+    assert '"nowhere"' not in render_datastores(s.view).decode()  # before the fix: info{type="unknown"} stayed
+    assert s.view.row("nowhere") is None
