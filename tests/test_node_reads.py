@@ -155,3 +155,29 @@ def test_a_follower_loads_the_same_figures(sim, service, tmp_path):
     service.node_reads.run("pools")
     _, stored = Store(f"sqlite:///{tmp_path}/db.sqlite").load()
     assert stored.risk == service.view.risk and stored.risk.thin_pools
+
+
+def test_a_node_without_lvm_or_zfs_and_an_inactive_thin_pool_are_no_failures_and_no_false_zeros(sim, service):
+    sim.cluster.set_tools("pve3", lvm=False, zfs=False)  # zfs answers 500 "zfsutils-linux not installed"
+    sim.cluster.set_thin_metadata("local-lvm", node="pve2", active=False)
+    try:
+        service.node_reads.run("pools")
+    finally:
+        sim.cluster.set_tools("pve3", lvm=True, zfs=True)
+        sim.cluster.set_thin_metadata("local-lvm", node="pve2", active=True)
+    r = reads(service.view)
+    assert r[("pools", "pve3")].reason is None and not any(p.node == "pve3" for p in service.view.risk.thin_pools)
+    used = series(service.view, "pve_datastore_thin_metadata_used_bytes")
+    assert not any('node="pve2",thin_pool="pve/data"' in labels for labels in used)  # inactive: 0 is no figure
+    assert any('node="pve1",thin_pool="pve/data"' in labels for labels in used)
+
+
+def test_the_control_endpoint_switches_the_underneath(sim):
+    import requests
+
+    done = requests.post(sim.url + "/_sim/cluster", json=[{"op": "set_disk", "node": "pve1", "devpath": "/dev/sdb",
+                                                          "health": "FAILED!"}, {"op": "set_role", "role": "nobody"}],
+                         verify=sim.ca_file, timeout=5)
+    assert done.status_code == 400 and "unknown role" in done.json()["error"]
+    assert sim.cluster.underneath.nodes["pve1"].disks["/dev/sdb"]["health"] == "FAILED!"  # applied before the bad op
+    sim.cluster.set_disk("pve1", "/dev/sdb", health="PASSED")

@@ -101,3 +101,16 @@ def check_health(health):
     if health not in ZFS_HEALTH:
         raise SimError(f"unknown zpool health '{health}' (known: {', '.join(ZFS_HEALTH)})")
     return health
+
+
+def stage_demo(cluster):
+    """What `demo` shows at once: a degraded zpool, a thin pool near its metadata limit, a worn SSD; a token that
+    sees guests' volumes (provisioned space)."""
+    nodes = list(cluster.nodes)
+    if "tank" in cluster.datastores:
+        first = (cluster.datastores["tank"].nodes or nodes)[0]
+        cluster.set_zpool("tank", node=first, health="DEGRADED", frag=41)
+    if "local-lvm" in cluster.datastores:
+        cluster.set_thin_metadata("local-lvm", 0.93, node=nodes[0])
+    cluster.set_disk(nodes[-1], "/dev/sda", wearout=6)
+    cluster.set_role("Administrator")
