@@ -95,6 +95,7 @@ def test_provisioned_targets_thin_capable_active_online_and_shared_once():
         return Datastore(i, type=kind, shared=shared, content=content, nodes=figures)
 
     datastores = [ds("thin", "lvmthin", nodes=("pve1", "pve2", "pve3")), ds("ceph", "rbd", shared=True),
-                  ds("isos", "dir", content="iso"), ds("pbs", "pbs", shared=True, content="backup")]
+                  ds("isos", "dir", content="iso"), ds("pbs", "pbs", shared=True, content="backup"),
+                  ds("../../access", "lvmthin")]  # no storage ID: never put into a URL
     assert provisioned_targets(datastores, {"pve1", "pve2", "pve3"}) == [("thin", "pve1"), ("thin", "pve2"), ("ceph", "pve1")]
     assert provisioned_targets(datastores, {"pve2"}) == [("thin", "pve2"), ("ceph", "pve2")]

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from .config import scrub
-from .parse import quoted
+from .parse import NODE_NAME, quoted
 from .parse_risk import can_see_guest_disks, parse_content, parse_disks, parse_lvmthin, parse_zfs, provisioned_targets
 from .proxmox import NODE_WORKERS, describe, fetch_contents, fetch_disks, fetch_permissions, fetch_pools, node_reason
 from .records import MAX_MESSAGE, View
@@ -37,7 +37,9 @@ def nodes_of(view: View) -> dict[str, bool]:
     nodes: dict[str, bool] = {}
     for row in view.rows:
         for figures in row.nodes:
-            nodes[figures.node] = nodes.get(figures.node, False) or figures.active
+            # Only a name Proxmox allows goes into a URL path (docs/proxmox-api.md#storage-ids).
+            if NODE_NAME.fullmatch(figures.node):
+                nodes[figures.node] = nodes.get(figures.node, False) or figures.active
     return dict(sorted(nodes.items()))
 
 

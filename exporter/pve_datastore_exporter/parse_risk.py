@@ -7,11 +7,15 @@ with reason "parse" and the node keeps its last good figures).
 
 from __future__ import annotations
 
+import re
+
 from .parse import INVALID_TEXT, MAX_BYTES
 from .records import Datastore, Disk, Provisioned, ThinPool, ZfsPool
 
 MAX_TEXT = 200  # a label value from Proxmox (model, serial, pool) past this is cut: no real one comes near
 THIN_CAPABLE = frozenset({"lvmthin", "zfspool", "rbd", "dir", "nfs", "cifs", "btrfs"})  # may promise more than they hold
+# A storage ID as Proxmox allows it (docs/proxmox-api.md#storage-ids): nothing else goes into a URL path.
+STORAGE_ID = re.compile(r"[a-z][a-z0-9\-_.]*[a-z0-9]", re.IGNORECASE)
 GUEST_CONTENT = frozenset({"images", "rootdir"})  # the volumes that are guests' disks (docs/proxmox-api.md#content)
 
 
@@ -144,7 +148,8 @@ def provisioned_targets(datastores: list[Datastore], online: set[str]) -> list[t
     """(datastore, node) pairs to read: thin-capable with guests' disks, active on an online node; shared ones once."""
     targets = []
     for d in datastores:
-        if d.type not in THIN_CAPABLE or not d.enabled or GUEST_CONTENT.isdisjoint(d.content.split(",")):
+        if d.type not in THIN_CAPABLE or not d.enabled or GUEST_CONTENT.isdisjoint(d.content.split(",")) \
+                or not STORAGE_ID.fullmatch(d.id):
             continue
         nodes = [n.node for n in d.nodes if n.active and n.node in online]
         targets += [(d.id, n) for n in (nodes[:1] if d.shared else nodes)]

@@ -20,6 +20,7 @@ from pathlib import Path
 from pve_datastore_exporter import __version__
 
 from . import replicas, report
+from . import risk as risk_bench
 from . import tls as tls_bench
 from .exporters import PEER_VENV, Ours, Peer, Static, require_peer_venv
 from .loadgen import Run, Target, fetch, load
@@ -58,12 +59,13 @@ class Plan:
     exact_sizes: tuple[str, ...] = ("M", "L")  # also timed with EXPORTER_EXACT_AVAILABLE=true
     with_replicas: bool = True  # three replicas on PostgreSQL (tools/bench/replicas.py)
     tls_sizes: tuple[str, ...] = ("M",)  # also scraped over TLS with basic auth (tools/bench/tls.py)
+    risk_sizes: tuple[str, ...] = ("M", "L")  # the per-node pools read (tools/bench/risk.py)
 
 
 def tiny_plan() -> Plan:
     """The smoke test's plan: S only, one round of a few scrapes."""
     return Plan(sizes=("S",), rounds=1, warmup=2, refreshes=2, fast=Counts(10, 2, 32, 2), plain=Counts(5, 2),
-                peer={"S": Counts(2, 5, 4, 10)}, with_replicas=False, tls_sizes=("S",))
+                peer={"S": Counts(2, 5, 4, 10)}, with_replicas=False, tls_sizes=("S",), risk_sizes=())
 
 
 def say(message: str) -> None:
@@ -200,8 +202,11 @@ def run(plan: Plan, out_dir: Path, work: Path) -> dict:
         results["sizes"][name] = bench_size(name, plan, work)
     if plan.with_replicas:
         results["replicas"] = replicas.bench(work / "replicas", say=say)
+    if plan.risk_sizes:
+        results["risk"] = risk_bench.bench(tuple(s for s in plan.risk_sizes if s in plan.sizes), work / "risk", say)
     meta.update(loadavg_end=os.getloadavg(), duration_s=time.monotonic() - started)
     report.write(results, out_dir)
+    risk_bench.append(results.get("risk"), out_dir / "results.md")
     return results
 
 
