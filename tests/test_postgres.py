@@ -37,7 +37,8 @@ def store(postgres_url):
     s.migrate()
     yield s
     with s.database.connection_context():
-        s.database.execute_sql("DROP TABLE IF EXISTS datastores, datastore_nodes, refresh_state, generation, leader")
+        s.database.execute_sql("DROP TABLE IF EXISTS datastores, datastore_nodes, refresh_state, generation, leader, "
+                               "node_reads")
 
 
 def test_snapshot_defaults_and_vanishing_on_postgres(store):
@@ -150,3 +151,16 @@ def test_refresh_times_made_real_by_an_older_version_are_widened_in_place(postgr
     assert {column for column, _ in types} == {"last_attempt", "last_success", "duration"}
     store.record_refresh(RefreshInfo(last_attempt=1_700_000_123.25, last_success=1_700_000_123.25, ok=True, count=4))
     assert store.refresh_state()[1].last_success == 1_700_000_123.25  # to the quarter second, not two minutes
+
+
+def test_the_per_node_reads_are_stored_and_followed_on_postgres(store, postgres_url):
+    from pve_datastore_exporter.records import ThinPool
+
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
+    pool = ThinPool("pve1", "pve", "data", 1000, 100, 64, 58, datastore="local-lvm")
+    first, _ = store.save_node_reads("pools", {"pve1": [pool], "pve2": ("http_5xx", "595 'No route to host'")}, 100.0, 900)
+    generation, risk = store.save_node_reads("pools", {"pve1": ("timeout", "no answer"), "pve2": []}, 200.0, 900)
+    assert generation == first + 1 and risk.thin_pools == (pool,)  # pve1 failed: its last figures stay
+    reads = {r.node: r for r in risk.reads}
+    assert dict(reads["pve1"].failures) == {"timeout": 1} and reads["pve2"].last_success == 200.0
+    assert Store(postgres_url).load()[1].risk == risk  # a follower reads the same
