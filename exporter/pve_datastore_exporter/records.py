@@ -186,20 +186,6 @@ class Risk:
     provisioned: tuple[Provisioned, ...] = ()
     reads: tuple[NodeRead, ...] = ()
 
-    def __bool__(self) -> bool:
-        return bool(self.thin_pools or self.zfs_pools or self.disks or self.provisioned or self.reads)
-
-    def of(self, datastore_id: str) -> dict:
-        """The figures of one datastore by node: its thin pool, its zpool, its provisioned bytes."""
-        found: dict[str, dict] = {}
-        for pool in self.thin_pools:
-            if pool.datastore == datastore_id:
-                found.setdefault(pool.node, {})["thin"] = pool
-        for p in self.provisioned:
-            if p.datastore == datastore_id:
-                found.setdefault(p.node, {})["provisioned"] = p.bytes
-        return found
-
 
 @dataclass(frozen=True)
 class View:
@@ -212,7 +198,7 @@ class View:
     refresh: RefreshInfo = field(default_factory=RefreshInfo)
     cluster: str = ""  # the cluster's name: the `pve_cluster` label and the answers' "cluster" (proxmox.Reader.cluster)
     role: str = "leader"  # of the replica answering: "leader" reads Proxmox, a "follower" shows what it stored
-    risk: Risk = field(default_factory=lambda: Risk())  # the per-node reads (thin pools, zpools, disks, provisioned)
+    risk: Risk = field(default_factory=Risk)  # the per-node reads (thin pools, zpools, disks, provisioned)
 
     def row(self, datastore_id: str) -> Datastore | None:
         """The datastore with that ID, or None."""
