@@ -181,3 +181,19 @@ def test_the_control_endpoint_switches_the_underneath(sim):
     assert done.status_code == 400 and "unknown role" in done.json()["error"]
     assert sim.cluster.underneath.nodes["pve1"].disks["/dev/sdb"]["health"] == "FAILED!"  # applied before the bad op
     sim.cluster.set_disk("pve1", "/dev/sdb", health="PASSED")
+
+
+def test_a_datastore_the_token_cannot_see_is_absent_and_counted_while_the_others_are_read(sim, service):
+    # Administrator everywhere but on local-lvm (an ACL with NoAccess there): the most specific ACL path counts.
+    sim.cluster.set_role("Administrator")
+    sim.reset_stats()
+    sim.cluster.set_acl("/storage/local-lvm", [])
+    try:
+        service.node_reads.run("provisioned")
+    finally:
+        sim.cluster.set_acl("/storage/local-lvm", None)
+    promised = {(p.datastore, p.node) for p in service.view.risk.provisioned}
+    assert ("ceph-vm", "pve1") in promised and not any(d == "local-lvm" for d, _ in promised)
+    pve1 = reads(service.view)[("provisioned", "pve1")]
+    assert pve1.reason == "forbidden" and "'local-lvm'" in pve1.error and pve1.last_success == NOW[0]
+    assert not any("/storage/local-lvm/content" in path for path in sim.requests_by_path)

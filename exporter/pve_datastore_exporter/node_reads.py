@@ -21,7 +21,7 @@ from .config import scrub
 from .parse import NODE_NAME, quoted
 from .parse_risk import can_see_guest_disks, parse_content, parse_disks, parse_lvmthin, parse_zfs, provisioned_targets
 from .proxmox import NODE_WORKERS, describe, fetch_contents, fetch_disks, fetch_permissions, fetch_pools, node_reason
-from .records import MAX_MESSAGE, View
+from .records import MAX_MESSAGE, Partial, View
 from .store import StoreError
 
 log = logging.getLogger(__name__)
@@ -130,30 +130,36 @@ class NodeReads:
         return self._judge(answers, lambda node, answer: parse_disks(answer, node))
 
     def _provisioned(self, view: View, nodes: list[str]) -> dict:
-        """Per node, the provisioned bytes of each of its thin-capable datastores; a hidden one fails the node."""
+        """Per node, the provisioned bytes of each of its thin-capable datastores the token can see.
+
+        A datastore whose guests' volumes the token cannot see is not asked (its listing would read 0):
+        the node's outcome is then a Partial (the others' figures) or, if none is visible, "forbidden".
+        """
         by_node: dict[str, list[str]] = {}
         for datastore, node in provisioned_targets(list(view.rows), set(nodes)):
             by_node.setdefault(node, []).append(datastore)
         if not by_node:
             return {}
         permissions = self._ask({"token": fetch_permissions}, 1)["token"]
-        answers = {}
         try:
             if isinstance(permissions, BaseException):
                 raise permissions
             hidden = {d for ds in by_node.values() for d in ds if not can_see_guest_disks(permissions, d)}
         except Exception as exc:  # noqa: BLE001 - without the token's privileges no figure can be trusted
             return dict.fromkeys(by_node, (node_reason(exc), self._describe(exc)))
+        asked = {n: [d for d in ds if d not in hidden] for n, ds in by_node.items()}
+        answers = self._ask({n: functools.partial(fetch_contents, node=n, datastores=ds) for n, ds in asked.items() if ds},
+                            sum(map(len, asked.values())))
+        outcomes = self._judge(answers, _provisioned_of)
         for node, datastores in by_node.items():
-            if hidden & set(datastores):
-                answers[node] = PermissionError(
-                    "the token cannot see guests' volumes on " + ", ".join(map(quoted, sorted(hidden & set(datastores))))
-                    + " (needs Datastore.Allocate, or Datastore.Audit with VM.Config.Disk on /vms)")
-        asked = {n: functools.partial(fetch_contents, node=n, datastores=ds) for n, ds in by_node.items() if n not in answers}
-        answers.update(self._ask(asked, sum(len(by_node[n]) for n in asked)))
-        judged = self._judge({n: a for n, a in answers.items() if not isinstance(a, PermissionError)}, _provisioned_of)
-        judged.update({n: ("forbidden", str(a)) for n, a in answers.items() if isinstance(a, PermissionError)})
-        return judged
+            refused = sorted(hidden & set(datastores))
+            if not refused:
+                continue
+            why = ("the token cannot see guests' volumes on " + ", ".join(map(quoted, refused))
+                   + " (needs Datastore.Allocate, or Datastore.Audit with VM.Config.Disk on /vms)")
+            got = outcomes.get(node)
+            outcomes[node] = Partial(tuple(got), "forbidden", why) if isinstance(got, list) else got or ("forbidden", why)
+        return outcomes
 
     def _describe(self, exc: BaseException) -> str:
         """A failure for the log and the answers: Proxmox's status and phrase, secrets masked, short."""
@@ -161,7 +167,8 @@ class NodeReads:
 
     def _save(self, read: str, outcomes: dict) -> None:
         """Store and publish one read's outcomes; a node that starts failing is a warning, once."""
-        self._log(read, {n: o for n, o in outcomes.items() if isinstance(o, tuple) and o[0] != "offline"})
+        self._log(read, {n: (o.reason, o.error) if isinstance(o, Partial) else o for n, o in outcomes.items()
+                         if isinstance(o, Partial) or isinstance(o, tuple) and o[0] != "offline"})
         keep = max(KEEP_INTERVALS * self.intervals.get(read, 0), MIN_KEEP)
         with self._display.publishing:
             try:

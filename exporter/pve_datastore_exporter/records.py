@@ -177,6 +177,15 @@ class NodeRead:
 
 
 @dataclass(frozen=True)
+class Partial:
+    """A per-node read that got some figures and was refused others: both are stored, and the refusal counted."""
+
+    figures: tuple
+    reason: str
+    error: str
+
+
+@dataclass(frozen=True)
 class Risk:
     """What the per-node reads found, as stored: each node's last good figures, and every read's bookkeeping."""
 

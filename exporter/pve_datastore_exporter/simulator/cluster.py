@@ -240,6 +240,16 @@ class Cluster:
         with self.lock:
             self.underneath.role = check_role(role)
 
+    def set_acl(self, path, privileges=None):
+        """The token's privileges on an ACL path (`[]`: none, NoAccess), or None to remove the path's ACL."""
+        with self.lock:
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise SimError("an ACL path starts with /")
+            if privileges is None:
+                self.underneath.acl.pop(path, None)
+            else:
+                self.underneath.acl[path] = tuple(str(p) for p in privileges)
+
     def set_pve(self, major=None, smart_timeout=None, proxy_cut=None):
         """PVE 8 or 9 behaviour (a hung smartctl), and the timeouts involved, in s."""
         with self.lock:

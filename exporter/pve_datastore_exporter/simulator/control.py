@@ -13,7 +13,8 @@ No auth, not counted, JSON in and out, 400 {"error": ...} on bad input, 404 for 
                       or a list of ops (or {"ops": [...]}); op is a Cluster method: set_usage,
                       set_rate, set_node_online, set_active, disable, enable, vanish, add,
                       set_string_bools; underneath: set_thin_metadata, set_zpool, set_disk,
-                      set_tools, set_role, set_pve, set_provisioned
+                      set_tools, set_role, set_acl, set_pve, set_provisioned (the faults above
+                      apply to their paths too: {"status": 403, "path": "/disks/"})
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .server import json_reply
 PREFIX = "/_sim/"
 CLUSTER_OPS = frozenset({"set_usage", "set_rate", "set_node_online", "set_active", "disable",
                          "enable", "vanish", "add", "set_string_bools", "set_thin_metadata", "set_zpool",
-                         "set_disk", "set_tools", "set_role", "set_pve", "set_provisioned"})
+                         "set_disk", "set_tools", "set_role", "set_acl", "set_pve", "set_provisioned"})
 
 
 class Control:

@@ -40,6 +40,7 @@ class Underneath:
         self.proxy_cut = 30.0  # pveproxy's cut of a silent proxied call, s (596)
         self.nodes = {name: self._make(name) for name in cluster.nodes}
         self.provisioned: dict = {}  # (datastore, node) -> fraction of the size promised; drawn when first asked
+        self.acl: dict = {}  # ACL path -> the privileges there (propagated), beside the role's on /
 
     def _make(self, name):
         rng = rng_for(self._cluster.random_seed, "disks", name)
@@ -76,8 +77,8 @@ class Underneath:
         return self.provisioned.setdefault((datastore, node), round(rng.uniform(0.3, 1.4), 3))
 
     def privileges(self):
-        """/access/permissions of the token: its role's privileges on / (propagated)."""
-        return {"/": dict.fromkeys(ROLES[self.role], 1)}
+        """/access/permissions of the token: its role's privileges on / and each ACL path's (propagated)."""
+        return {"/": dict.fromkeys(ROLES[self.role], 1), **{path: dict.fromkeys(privs, 1) for path, privs in self.acl.items()}}
 
 
 def volumes(datastore, node, size, fraction, vmid_base=100):

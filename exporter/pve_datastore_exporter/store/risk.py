@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..records import Disk, NodeRead, Provisioned, Risk, ThinPool, ZfsPool
+from ..records import Disk, NodeRead, Partial, Provisioned, Risk, ThinPool, ZfsPool
 from .tables import NodeReadModel
 
 # Which records each read's figures are, by the read's name; "storage" has none of its own (they are the snapshot's).
@@ -20,20 +20,25 @@ def encode(figures) -> str:
 
 
 def save(read: str, outcomes: dict, now: float, keep_for: float) -> None:
-    """Write one read's outcome per node (figures or (reason, error)); drop figures older than `keep_for` s."""
+    """Write one read's outcome per node (figures, (reason, error) or Partial); drop figures older than `keep_for` s."""
     m = NodeReadModel
     rows = {r.node: r for r in m.select().where(m.read == read)}
     for node, outcome in sorted(outcomes.items()):
         row = rows.get(node) or m(read=read, node=node, failures="{}", figures="[]")
         row.last_attempt = now
         if isinstance(outcome, tuple):  # (reason, error): the node keeps its last good figures
-            row.reason, row.error = outcome
-            failures = json.loads(row.failures or "{}")
-            failures[outcome[0]] = failures.get(outcome[0], 0) + 1
-            row.failures = json.dumps(failures, sort_keys=True)
+            (reason, error), figures = outcome, None
+        elif isinstance(outcome, Partial):  # some figures, and a refusal counted
+            reason, error, figures = outcome.reason, outcome.error, outcome.figures
         else:
-            row.reason = row.error = None
-            row.last_success, row.figures = now, encode(outcome)
+            reason, error, figures = None, None, outcome
+        row.reason, row.error = reason, error
+        if reason:
+            failures = json.loads(row.failures or "{}")
+            failures[reason] = failures.get(reason, 0) + 1
+            row.failures = json.dumps(failures, sort_keys=True)
+        if figures is not None:
+            row.last_success, row.figures = now, encode(figures)
         row.save(force_insert=node not in rows)
     stale = (m.read == read) & (m.last_success < now - keep_for) & (m.figures != "[]")
     m.update(figures="[]").where(stale).execute()  # too old to stand for the node's state, asked or not
