@@ -34,7 +34,6 @@ def service(sim, tmp_path):
                     database_url=f"sqlite:///{tmp_path}/db.sqlite", pools_interval=300, disks_interval=600,
                     provisioned_interval=600)
     s = Service(config, store=Store(config.database_url), clock=lambda: NOW[0])
-    s.node_reads._clock = lambda: NOW[0]
     s.start()
     s.refresh()
     yield s
@@ -197,3 +196,24 @@ def test_a_datastore_the_token_cannot_see_is_absent_and_counted_while_the_others
     pve1 = reads(service.view)[("provisioned", "pve1")]
     assert pve1.reason == "forbidden" and "'local-lvm'" in pve1.error and pve1.last_success == NOW[0]
     assert not any("/storage/local-lvm/content" in path for path in sim.requests_by_path)
+
+
+def test_the_exact_available_storage_read_is_counted_per_node(sim, tmp_path):
+    env = sim.env()
+    config = Config(proxmox_host=env["PROXMOX_HOST"], proxmox_user=env["PROXMOX_USER"],
+                    proxmox_token_name=env["PROXMOX_TOKEN_NAME"], proxmox_token_value=env["PROXMOX_TOKEN_VALUE"],
+                    proxmox_ca_bundle=env["PROXMOX_CA_BUNDLE"], proxmox_timeout=2, proxmox_cluster_name="sim",
+                    database_url=f"sqlite:///{tmp_path}/exact.sqlite", exact_available=True, pools_interval=0)
+    s = Service(config, store=Store(config.database_url), clock=lambda: NOW[0])
+    s.start()
+    sim.set_faults(status=500, reason="storage 'nas-backup' is not online", path="/nodes/pve2/storage$")
+    try:
+        s.refresh()
+        s.node_reads.tick()  # the refresh's per-node outcomes, stored on the loop's next look
+    finally:
+        sim.clear_faults()
+    r = reads(s.view)
+    assert r[("storage", "pve1")].reason is None and r[("storage", "pve1")].last_success == NOW[0]
+    assert r[("storage", "pve2")].reason == "http_5xx" and "not online" in r[("storage", "pve2")].error
+    assert series(s.view, "pve_datastore_node_read_failures_total")[
+        '{pve_cluster="sim",read="storage",node="pve2",reason="http_5xx"}'] == 1
