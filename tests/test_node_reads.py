@@ -26,7 +26,7 @@ def sim(tmp_path_factory):
 @pytest.fixture
 def service(sim, tmp_path):
     sim.clear_faults()
-    sim.cluster.set_role("PVEAuditor")
+    sim.cluster.underneath.set_role("PVEAuditor")
     env = sim.env()
     config = Config(proxmox_host=env["PROXMOX_HOST"], proxmox_user=env["PROXMOX_USER"],
                     proxmox_token_name=env["PROXMOX_TOKEN_NAME"], proxmox_token_value=env["PROXMOX_TOKEN_VALUE"],
@@ -55,8 +55,8 @@ def reads(view):
 
 
 def test_pools_per_node_joined_to_datastores_and_a_change_seen_at_the_next_read(sim, service):
-    sim.cluster.set_thin_metadata("local-lvm", 0.93, node="pve1")
-    sim.cluster.set_zpool("tank", node="pve2", health="DEGRADED")
+    sim.cluster.underneath.set_thin_metadata("local-lvm", 0.93, node="pve1")
+    sim.cluster.underneath.set_zpool("tank", node="pve2", health="DEGRADED")
     service.node_reads.run("pools")
     view = service.view
     thin = {(p.node, p.vg, p.lv): p for p in view.risk.thin_pools}
@@ -72,7 +72,7 @@ def test_pools_per_node_joined_to_datastores_and_a_change_seen_at_the_next_read(
     assert state['{pve_cluster="sim",node="pve2",pool="tank",state="DEGRADED"}'] == 1
     assert state['{pve_cluster="sim",node="pve2",pool="tank",state="ONLINE"}'] == 0
 
-    sim.cluster.set_thin_metadata("local-lvm", 0.5, node="pve1")
+    sim.cluster.underneath.set_thin_metadata("local-lvm", 0.5, node="pve1")
     service.node_reads.run("pools")
     pve1 = next(p for p in service.view.risk.thin_pools if (p.node, p.vg) == ("pve1", "pve"))
     assert 0.49 < pve1.metadata_used / pve1.metadata_size <= 0.5
@@ -80,10 +80,10 @@ def test_pools_per_node_joined_to_datastores_and_a_change_seen_at_the_next_read(
 
 
 def test_disks_unknown_and_na_are_no_series_and_a_hung_smartctl_is_counted(sim, service):
-    sim.cluster.set_disk("pve3", "/dev/sda", wearout=7)
-    sim.cluster.set_disk("pve2", "/dev/sdb", health="FAILED!")
-    sim.cluster.set_disk("pve1", "/dev/sda", hang=True)
-    sim.cluster.set_pve(9, smart_timeout=0.2)
+    sim.cluster.underneath.set_disk("pve3", "/dev/sda", wearout=7)
+    sim.cluster.underneath.set_disk("pve2", "/dev/sdb", health="FAILED!")
+    sim.cluster.underneath.set_disk("pve1", "/dev/sda", hang=True)
+    sim.cluster.underneath.set_pve(9, smart_timeout=0.2)
     try:
         service.node_reads.run("disks")
         view = service.view
@@ -93,14 +93,14 @@ def test_disks_unknown_and_na_are_no_series_and_a_hung_smartctl_is_counted(sim, 
         life = series(view, "pve_datastore_disk_life_left_ratio")
         assert life['{pve_cluster="sim",node="pve3",devpath="/dev/sda"}'] == 0.07
         assert not any("/dev/sdb" in labels for labels in life)  # an HDD's "N/A"
-        sim.cluster.set_pve(8, proxy_cut=0.3)  # PVE 8: the hung smartctl stalls the call until pveproxy cuts it
+        sim.cluster.underneath.set_pve(8, proxy_cut=0.3)  # PVE 8: the hung smartctl stalls the call until pveproxy cuts it
         service.node_reads.run("disks")
         pve1 = reads(service.view)[("disks", "pve1")]
         assert pve1.reason == "http_5xx" and "596" in pve1.error
         assert any(d.node == "pve1" for d in service.view.risk.disks)  # its last good figures stay
     finally:
-        sim.cluster.set_disk("pve1", "/dev/sda", hang=False)
-        sim.cluster.set_pve(9)
+        sim.cluster.underneath.set_disk("pve1", "/dev/sda", hang=False)
+        sim.cluster.underneath.set_pve(9)
 
 
 def test_a_403_and_an_offline_node_are_counted_and_the_refresh_is_unharmed(sim, service):
@@ -141,8 +141,8 @@ def test_provisioned_is_absent_and_counted_forbidden_for_an_auditor_then_read_fo
     assert service.view.risk.provisioned == ()
     assert reads(service.view)[("provisioned", "pve1")].reason == "forbidden"
     assert not any("/content" in path for path in sim.requests_by_path)  # a call whose answer would read 0: not made
-    sim.cluster.set_role("Administrator")
-    sim.cluster.set_provisioned("local-lvm", 1.5, node="pve1")
+    sim.cluster.underneath.set_role("Administrator")
+    sim.cluster.underneath.set_provisioned("local-lvm", 1.5, node="pve1")
     service.node_reads.run("provisioned")
     promised = {(p.datastore, p.node): p.bytes for p in service.view.risk.provisioned}
     size = next(n.size for n in service.view.row("local-lvm").nodes if n.node == "pve1")
@@ -157,13 +157,13 @@ def test_a_follower_loads_the_same_figures(sim, service, tmp_path):
 
 
 def test_a_node_without_lvm_or_zfs_and_an_inactive_thin_pool_are_no_failures_and_no_false_zeros(sim, service):
-    sim.cluster.set_tools("pve3", lvm=False, zfs=False)  # zfs answers 500 "zfsutils-linux not installed"
-    sim.cluster.set_thin_metadata("local-lvm", node="pve2", active=False)
+    sim.cluster.underneath.set_tools("pve3", lvm=False, zfs=False)  # zfs answers 500 "zfsutils-linux not installed"
+    sim.cluster.underneath.set_thin_metadata("local-lvm", node="pve2", active=False)
     try:
         service.node_reads.run("pools")
     finally:
-        sim.cluster.set_tools("pve3", lvm=True, zfs=True)
-        sim.cluster.set_thin_metadata("local-lvm", node="pve2", active=True)
+        sim.cluster.underneath.set_tools("pve3", lvm=True, zfs=True)
+        sim.cluster.underneath.set_thin_metadata("local-lvm", node="pve2", active=True)
     r = reads(service.view)
     assert r[("pools", "pve3")].reason is None and not any(p.node == "pve3" for p in service.view.risk.thin_pools)
     used = series(service.view, "pve_datastore_thin_metadata_used_bytes")
@@ -179,18 +179,18 @@ def test_the_control_endpoint_switches_the_underneath(sim):
                          verify=sim.ca_file, timeout=5)
     assert done.status_code == 400 and "unknown role" in done.json()["error"]
     assert sim.cluster.underneath.nodes["pve1"].disks["/dev/sdb"]["health"] == "FAILED!"  # applied before the bad op
-    sim.cluster.set_disk("pve1", "/dev/sdb", health="PASSED")
+    sim.cluster.underneath.set_disk("pve1", "/dev/sdb", health="PASSED")
 
 
 def test_a_datastore_the_token_cannot_see_is_absent_and_counted_while_the_others_are_read(sim, service):
     # Administrator everywhere but on local-lvm (an ACL with NoAccess there): the most specific ACL path counts.
-    sim.cluster.set_role("Administrator")
+    sim.cluster.underneath.set_role("Administrator")
     sim.reset_stats()
-    sim.cluster.set_acl("/storage/local-lvm", [])
+    sim.cluster.underneath.set_acl("/storage/local-lvm", [])
     try:
         service.node_reads.run("provisioned")
     finally:
-        sim.cluster.set_acl("/storage/local-lvm", None)
+        sim.cluster.underneath.set_acl("/storage/local-lvm", None)
     promised = {(p.datastore, p.node) for p in service.view.risk.provisioned}
     assert ("ceph-vm", "pve1") in promised and not any(d == "local-lvm" for d, _ in promised)
     pve1 = reads(service.view)[("provisioned", "pve1")]

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
+from pve_datastore_exporter.calls import MAX_CALL_THREADS
 from pve_datastore_exporter.config import Config
-from pve_datastore_exporter.proxmox import MAX_CALL_THREADS, Reader
+from pve_datastore_exporter.proxmox import Reader
 from pve_datastore_exporter.records import RefreshFailed
 from pve_datastore_exporter.simulator import Simulator
 

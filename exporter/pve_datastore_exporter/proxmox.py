@@ -16,6 +16,7 @@ import requests
 import urllib3
 from proxmoxer import AuthenticationError, ProxmoxAPI, ResourceException
 
+from .calls import Abandoned, Busy, Threads, gather
 from .config import Config, ConfigError, scrub
 from .parse import online_nodes, parse, parse_cluster_name, parse_node_storage, quoted, with_exact_available
 from .records import Datastore, RefreshFailed
@@ -23,12 +24,9 @@ from .records import Datastore, RefreshFailed
 log = logging.getLogger(__name__)
 
 MAX_STUCK = 2  # fetches left hanging on a dripping answer before refreshes fail at once
-# Threads on calls beside the two lists (the refresh's extra round and the per-node reads together),
-# running or abandoned on an answer that drips: past this, a call is not made but counted "busy".
-MAX_CALL_THREADS = 12
 NODE_WORKERS = 4  # threads of a per-node read: each asks one node at a time (pvedaemon has 3 workers per node)
 NAME_EVERY = 3600.0  # seconds between reads of the cluster's name: it changes only when an admin renames the cluster
-WORKERS = 8  # threads of the extra round: under the 10 connections requests keeps per host
+WORKERS = 8  # threads of the extra round: under the 10 connections requests keeps per host (calls.Threads: 12 in all)
 NAME = ("name",)  # the extra round's key of /cluster/status; a node's is ("node", name)
 
 
@@ -44,14 +42,6 @@ def connect(config: Config) -> ProxmoxAPI:
     # An inline port in PROXMOX_HOST wins over `port`, as proxmoxer does it.
     return ProxmoxAPI(config.proxmox_host, port=config.proxmox_port, user=config.proxmox_user,
                       verify_ssl=verify, timeout=config.proxmox_timeout, **auth)
-
-
-class Abandoned(Exception):
-    """The read this call belonged to was given up at its deadline: the call is not made."""
-
-
-class Busy(Exception):
-    """Not asked: earlier calls to Proxmox, still unanswered, hold every thread the reads may use."""
 
 
 def fetch(api, before: Callable[[], None] = lambda: None) -> tuple[object, object]:
@@ -128,72 +118,6 @@ def fallback_name(config: Config) -> str:
     if host.startswith("["):  # [v6]:port
         return host[1:].partition("]")[0]
     return host.rpartition(":")[0] if host.count(":") == 1 else host
-
-
-class Threads:
-    """The threads on Proxmox calls, running or left on an answer that never ends, counted against one limit."""
-
-    def __init__(self, limit: int = MAX_CALL_THREADS):
-        self._limit, self._live, self._lock = limit, 0, threading.Lock()
-
-    @property
-    def live(self) -> int:
-        """Threads started and not yet ended."""
-        return self._live
-
-    def take(self, wanted: int) -> int:
-        """Up to `wanted` threads may start: how many."""
-        with self._lock:
-            granted = max(min(wanted, self._limit - self._live), 0)
-            self._live += granted
-            return granted
-
-    def give(self) -> None:
-        """One thread ended."""
-        with self._lock:
-            self._live -= 1
-
-
-def gather(calls: dict, limit: float, workers: int = WORKERS, threads: Threads | None = None,
-           abandoned: threading.Event | None = None) -> dict:
-    """Run the calls on up to `workers` daemon threads: what each returned or raised within `limit` s.
-
-    A call unanswered at the limit gets a TimeoutError; its thread ends with its socket's timeout (or
-    never, on an answer that drips), and counts against `threads` until then: past its limit a call is
-    not made (Busy). Once `abandoned` is set, no call starts.
-    """
-    todo, done, lock = list(calls.items()), {}, threading.Lock()
-    threads = threads or Threads(workers)
-    stop = abandoned or threading.Event()
-
-    def work() -> None:
-        try:
-            while True:
-                with lock:
-                    if not todo or stop.is_set():
-                        return
-                    key, call = todo.pop()
-                try:
-                    result = call()
-                except Exception as exc:  # noqa: BLE001 - every failure is the caller's to judge
-                    result = exc
-                with lock:
-                    done[key] = result
-        finally:
-            threads.give()
-
-    started = [threading.Thread(target=work, name="proxmox-extra", daemon=True)
-               for _ in range(threads.take(min(workers, len(todo))))]
-    end = time.monotonic() + limit
-    for thread in started:
-        thread.start()
-    for thread in started:
-        thread.join(max(end - time.monotonic(), 0))
-    with lock:
-        todo.clear()  # not started by now: never
-        missing = TimeoutError(f"no answer within {limit:g} s") if started else \
-            Busy(f"{threads.live} earlier calls to Proxmox are still not answered; not asking")
-        return {key: done.get(key, missing) for key in calls}
 
 
 def classify(exc: BaseException) -> str:
@@ -301,7 +225,7 @@ class Reader:
             outcome["payloads"] = fetch(api, before)
             before()
             outcome["extras"] = gather(self._extra_calls(api, outcome["payloads"][0]),
-                                       self._config.proxmox_timeout, threads=self.threads, abandoned=abandoned)
+                                       self._config.proxmox_timeout, WORKERS, self.threads, abandoned)
         except Abandoned:
             log.debug("a read given up at its deadline made no further call")
         except (AuthenticationError, ResourceException, requests.exceptions.RequestException) as exc:

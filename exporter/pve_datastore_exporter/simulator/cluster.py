@@ -31,7 +31,7 @@ from .model import (
     type_config,
     valid_storage_id,
 )
-from .risk import Underneath, check_health, check_role
+from .risk import Underneath
 
 
 class Cluster:
@@ -187,86 +187,6 @@ class Cluster:
             self._insert({"id": datastore, "type": type, "content": tuple(content or ()) or None,
                           "shared": shared, "nodes": nodes, "size_bytes": size, "used": used,
                           "disabled": disabled, "config": config})
-
-    # -- the storage underneath (docs/proxmox-api.md#risk) ------------------------------------
-
-    def set_thin_metadata(self, datastore, fraction=None, node=None, active=None):
-        """An lvmthin datastore's thin pool: its metadata fill (0-1) and whether it is active, on a node or all."""
-        with self.lock:
-            ds = self._ds(datastore)
-            if ds.type != "lvmthin":
-                raise SimError(f"'{datastore}' is no lvmthin datastore")
-            key = f"{ds.config['vgname']}/{ds.config['thinpool']}"
-            for name in [self._node(node).name] if node else list(self.nodes):
-                state = self.underneath.thin_state(name, key)
-                if fraction is not None:
-                    state["metadata"] = min(max(float(fraction), 0.0), 1.0)
-                if active is not None:
-                    state["active"] = bool(active)
-
-    def set_zpool(self, pool, node=None, health=None, frag=None, alloc=None, dedup=None):
-        """A zpool's state, fragmentation (%), allocated fraction (0-1) and dedup ratio, on a node or all."""
-        with self.lock:
-            for name in [self._node(node).name] if node else list(self.nodes):
-                state = self.underneath.zpool_state(name, pool)
-                if health is not None:
-                    state["health"] = check_health(health)
-                for key, value in (("frag", frag), ("alloc", alloc), ("dedup", dedup)):
-                    if value is not None:
-                        state[key] = float(value) if key != "frag" else int(value)
-
-    def set_disk(self, node, devpath, health=None, wearout=None, hang=None):
-        """A disk's SMART health ("PASSED", "FAILED!", "UNKNOWN"...), wear-out (% left or "N/A"), or a smartctl that hangs."""
-        with self.lock:
-            disks = self.underneath.node(self._node(node).name)
-            if devpath not in disks.disks:
-                raise SimError(f"no disk '{devpath}' on '{node}'")
-            if health is not None:
-                disks.disks[devpath]["health"] = str(health)
-            if wearout is not None:
-                disks.disks[devpath]["wearout"] = wearout if wearout == "N/A" else int(wearout)
-            if hang is not None:
-                (disks.hanging.add if hang else disks.hanging.discard)(devpath)
-
-    def set_tools(self, node, lvm=None, zfs=None):
-        """A node without LVM (no volume group) or without ZFS (zfsutils-linux not installed)."""
-        with self.lock:
-            disks = self.underneath.node(self._node(node).name)
-            disks.lvm = disks.lvm if lvm is None else bool(lvm)
-            disks.zfs = disks.zfs if zfs is None else bool(zfs)
-
-    def set_role(self, role):
-        """The token's role: PVEAuditor (guests' volumes hidden from content listings) or Administrator."""
-        with self.lock:
-            self.underneath.role = check_role(role)
-
-    def set_acl(self, path, privileges=None):
-        """The token's privileges on an ACL path (`[]`: none, NoAccess), or None to remove the path's ACL."""
-        with self.lock:
-            if not isinstance(path, str) or not path.startswith("/"):
-                raise SimError("an ACL path starts with /")
-            if privileges is None:
-                self.underneath.acl.pop(path, None)
-            else:
-                self.underneath.acl[path] = tuple(str(p) for p in privileges)
-
-    def set_pve(self, major=None, smart_timeout=None, proxy_cut=None):
-        """PVE 8 or 9 behaviour (a hung smartctl), and the timeouts involved, in s."""
-        with self.lock:
-            u = self.underneath
-            if major is not None:
-                if int(major) not in (8, 9):
-                    raise SimError("major must be 8 or 9")
-                u.pve_major = int(major)
-            u.smart_timeout = u.smart_timeout if smart_timeout is None else float(smart_timeout)
-            u.proxy_cut = u.proxy_cut if proxy_cut is None else float(proxy_cut)
-
-    def set_provisioned(self, datastore, fraction, node=None):
-        """The space promised to guests on a datastore, as a fraction of its size (above 1: overcommitted)."""
-        with self.lock:
-            ds = self._ds(datastore)
-            for name in [self._node(node).name] if node else list(self.nodes):
-                self.underneath.provisioned[(ds.id, name)] = float(fraction)
 
     def _set(self, datastore, **changes):
         """Change storage.cfg attributes of a datastore."""

@@ -26,8 +26,10 @@ from .server import json_reply
 
 PREFIX = "/_sim/"
 CLUSTER_OPS = frozenset({"set_usage", "set_rate", "set_node_online", "set_active", "disable",
-                         "enable", "vanish", "add", "set_string_bools", "set_thin_metadata", "set_zpool",
-                         "set_disk", "set_tools", "set_role", "set_acl", "set_pve", "set_provisioned"})
+                         "enable", "vanish", "add", "set_string_bools"})
+# The storage under the nodes (simulator/risk.py): thin pools, zpools, disks, the token's privileges.
+UNDERNEATH_OPS = frozenset({"set_thin_metadata", "set_zpool", "set_disk", "set_tools", "set_role", "set_acl",
+                            "set_pve", "set_provisioned"})
 
 
 class Control:
@@ -76,7 +78,8 @@ class Control:
         for op in ops:
             args = dict(op)
             name = args.pop("op", None)
-            if name not in CLUSTER_OPS:
-                raise SimError(f"unknown op {name!r} (known: {', '.join(sorted(CLUSTER_OPS))})")
-            getattr(self.proxy.cluster, name)(**args)
+            if name not in CLUSTER_OPS | UNDERNEATH_OPS:
+                raise SimError(f"unknown op {name!r} (known: {', '.join(sorted(CLUSTER_OPS | UNDERNEATH_OPS))})")
+            cluster = self.proxy.cluster
+            getattr(cluster.underneath if name in UNDERNEATH_OPS else cluster, name)(**args)
         return len(ops)

@@ -1,6 +1,7 @@
 """The simulated nodes' storage underneath: thin pools, zpools, disks, guests' volumes, the token's privileges.
 
-Pure data, no I/O; `api.py` answers /disks/lvmthin, /disks/zfs, /disks/list, /storage/{id}/content and
+Pure data, no I/O; its `set_*` operations are reachable over POST /_sim/cluster like the cluster's.
+`api_risk.py` answers /disks/lvmthin, /disks/zfs, /disks/list, /storage/{id}/content and
 /access/permissions from it. Every rule follows docs/proxmox-api.md#risk; comments name the fact.
 """
 
@@ -60,6 +61,94 @@ class Underneath:
         except KeyError:
             raise SimError(f"no such node '{name}'") from None
 
+    def set_thin_metadata(self, datastore, fraction=None, node=None, active=None):
+        """An lvmthin datastore's thin pool: its metadata fill (0-1) and whether it is active, on a node or all."""
+        with self._cluster.lock:
+            ds = self._datastore(datastore)
+            if ds.type != "lvmthin":
+                raise SimError(f"'{datastore}' is no lvmthin datastore")
+            key = f"{ds.config['vgname']}/{ds.config['thinpool']}"
+            for name in self._names(node):
+                state = self.thin_state(name, key)
+                if fraction is not None:
+                    state["metadata"] = min(max(float(fraction), 0.0), 1.0)
+                if active is not None:
+                    state["active"] = bool(active)
+
+    def set_zpool(self, pool, node=None, health=None, frag=None, alloc=None, dedup=None):
+        """A zpool's state, fragmentation (%), allocated fraction (0-1) and dedup ratio, on a node or all."""
+        with self._cluster.lock:
+            for name in self._names(node):
+                state = self.zpool_state(name, pool)
+                if health is not None:
+                    state["health"] = check_health(health)
+                for key, value in (("frag", frag), ("alloc", alloc), ("dedup", dedup)):
+                    if value is not None:
+                        state[key] = float(value) if key != "frag" else int(value)
+
+    def set_disk(self, node, devpath, health=None, wearout=None, hang=None):
+        """A disk's SMART health ("PASSED", "FAILED!", "UNKNOWN"...), wear-out (% left or "N/A"), or a smartctl that hangs."""
+        with self._cluster.lock:
+            disks = self.node(node)
+            if devpath not in disks.disks:
+                raise SimError(f"no disk '{devpath}' on '{node}'")
+            if health is not None:
+                disks.disks[devpath]["health"] = str(health)
+            if wearout is not None:
+                disks.disks[devpath]["wearout"] = wearout if wearout == "N/A" else int(wearout)
+            if hang is not None:
+                (disks.hanging.add if hang else disks.hanging.discard)(devpath)
+
+    def set_tools(self, node, lvm=None, zfs=None):
+        """A node without LVM (no volume group) or without ZFS (zfsutils-linux not installed)."""
+        with self._cluster.lock:
+            disks = self.node(node)
+            disks.lvm = disks.lvm if lvm is None else bool(lvm)
+            disks.zfs = disks.zfs if zfs is None else bool(zfs)
+
+    def set_role(self, role):
+        """The token's role: PVEAuditor (guests' volumes hidden from content listings) or Administrator."""
+        with self._cluster.lock:
+            self.role = check_role(role)
+
+    def set_acl(self, path, privileges=None):
+        """The token's privileges on an ACL path (`[]`: none, NoAccess), or None to remove the path's ACL."""
+        with self._cluster.lock:
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise SimError("an ACL path starts with /")
+            if privileges is None:
+                self.acl.pop(path, None)
+            else:
+                self.acl[path] = tuple(str(p) for p in privileges)
+
+    def set_pve(self, major=None, smart_timeout=None, proxy_cut=None):
+        """PVE 8 or 9 behaviour (a hung smartctl), and the timeouts involved, in s."""
+        with self._cluster.lock:
+            if major is not None:
+                if int(major) not in (8, 9):
+                    raise SimError("major must be 8 or 9")
+                self.pve_major = int(major)
+            self.smart_timeout = self.smart_timeout if smart_timeout is None else float(smart_timeout)
+            self.proxy_cut = self.proxy_cut if proxy_cut is None else float(proxy_cut)
+
+    def set_provisioned(self, datastore, fraction, node=None):
+        """The space promised to guests on a datastore, as a fraction of its size (above 1: overcommitted)."""
+        with self._cluster.lock:
+            ds = self._datastore(datastore)
+            for name in self._names(node):
+                self.provisioned[(ds.id, name)] = float(fraction)
+
+    def _datastore(self, datastore):
+        """The cluster's datastore by ID, or SimError."""
+        found = self._cluster.datastores.get(datastore)
+        if found is None:
+            raise SimError(f"no such datastore '{datastore}'")
+        return found
+
+    def _names(self, node):
+        """[node] when one is named (SimError if unknown), else every node."""
+        return [node] if node and self.node(node) else list(self.nodes)
+
     def thin_state(self, node, key):
         """A thin pool's metadata fraction and activity, drawn once from the random seed."""
         rng = rng_for(self._cluster.random_seed, "thin", node, key)
@@ -107,11 +196,11 @@ def check_health(health):
 def stage_demo(cluster):
     """What `demo` shows at once: a degraded zpool, a thin pool near its metadata limit, a worn SSD; a token that
     sees guests' volumes (provisioned space)."""
-    nodes = list(cluster.nodes)
+    nodes, under = list(cluster.nodes), cluster.underneath
     if "tank" in cluster.datastores:
         first = (cluster.datastores["tank"].nodes or nodes)[0]
-        cluster.set_zpool("tank", node=first, health="DEGRADED", frag=41)
+        under.set_zpool("tank", node=first, health="DEGRADED", frag=41)
     if "local-lvm" in cluster.datastores:
-        cluster.set_thin_metadata("local-lvm", 0.93, node=nodes[0])
-    cluster.set_disk(nodes[-1], "/dev/sda", wearout=6)
-    cluster.set_role("Administrator")
+        under.set_thin_metadata("local-lvm", 0.93, node=nodes[0])
+    under.set_disk(nodes[-1], "/dev/sda", wearout=6)
+    under.set_role("Administrator")
