@@ -48,6 +48,13 @@ def test_zpools_frag_is_a_ratio_and_dedup_a_number():
     assert pools["rpool"].free == pools["rpool"].size - pools["rpool"].alloc
 
 
+def test_numbers_copied_as_text_are_numbers():
+    pool = parse_zfs([{"name": "t", "size": "10", "alloc": "4", "free": "6", "frag": "7", "dedup": "1.50", "health": "ONLINE"}], "n")[0]
+    assert (pool.size, pool.frag, pool.dedup) == (10, 0.07, 1.5)
+    disk = parse_disks([{"devpath": "/dev/sda", "type": "ssd", "size": 1, "health": "PASSED", "wearout": "97"}], "n")[0]
+    assert disk.life_left == 0.97
+
+
 def test_disks_health_and_wear_with_unknown_and_na_as_none():
     disks = {d.devpath: d for d in parse_disks(DATA["disks"], "pve1")}
     assert "/dev/sde1" not in disks  # a partition is no disk

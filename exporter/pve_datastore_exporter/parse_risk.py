@@ -38,6 +38,18 @@ def _count(value, what: str) -> int:
     return number
 
 
+def _number(value) -> float | None:
+    """A JSON number, or a string holding one (text copied from a command's output); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value if value == value and abs(value) != float("inf") else None
+    try:
+        return _number(float(value)) if isinstance(value, str) and value.strip() else None
+    except ValueError:
+        return None
+
+
 def _label(value) -> str:
     """Text for a label: a string, cut short, without what no output takes (NUL, lone surrogates)."""
     return INVALID_TEXT.sub("", value)[:MAX_TEXT] if isinstance(value, str) else ""
@@ -69,12 +81,12 @@ def parse_zfs(payload, node: str) -> list[ZfsPool]:
         if not name:
             continue
         what = f"zpool {name}"
-        frag, dedup = item.get("frag", 0), item.get("dedup", 1)
+        frag, dedup = _number(item.get("frag", 0)), _number(item.get("dedup", 1))
         # frag is an integer percent, 0 when ZFS does not know; dedup a number (1, 1.25), never "1.00x".
-        if isinstance(frag, bool) or not isinstance(frag, int | float) or not 0 <= frag <= 100:
-            raise ValueError(f"{what}: frag is not a percentage: {str(frag)[:40]!r}")
-        if isinstance(dedup, bool) or not isinstance(dedup, int | float) or not 0 < dedup < 1e6:
-            raise ValueError(f"{what}: dedup is not a ratio: {str(dedup)[:40]!r}")
+        if frag is None or not 0 <= frag <= 100:
+            raise ValueError(f"{what}: frag is not a percentage: {str(item.get('frag'))[:40]!r}")
+        if dedup is None or not 0 < dedup < 1e6:
+            raise ValueError(f"{what}: dedup is not a ratio: {str(item.get('dedup'))[:40]!r}")
         pools.append(ZfsPool(node=node, name=name, size=_count(item.get("size"), what + " size"),
                              alloc=_count(item.get("alloc"), what + " alloc"), free=_count(item.get("free"), what + " free"),
                              frag=frag / 100, dedup=float(dedup), health=_label(item.get("health")).upper() or "UNKNOWN"))
@@ -95,9 +107,8 @@ def parse_disks(payload, node: str) -> list[Disk]:
         if not devpath or item.get("type") == "partition":
             continue
         health = _label(item.get("health")) or "UNKNOWN"
-        wearout = item.get("wearout")  # % life LEFT for SSD/NVMe; "N/A" for HDDs
-        life = wearout / 100 if isinstance(wearout, int | float) and not isinstance(wearout, bool) \
-            and 0 <= wearout <= 100 else None
+        wearout = _number(item.get("wearout"))  # % life LEFT for SSD/NVMe; "N/A" for HDDs (no number: no figure)
+        life = wearout / 100 if wearout is not None and 0 <= wearout <= 100 else None
         disks.append(Disk(node=node, devpath=devpath, type=_label(item.get("type")) or "unknown",
                           model=_label(item.get("model")), serial=_label(item.get("serial")),
                           size=_count(item.get("size", 0), f"disk {devpath} size"), health=health,
