@@ -208,3 +208,18 @@ def test_an_env_default_the_cluster_lacks_leaves_no_series_once_the_default_move
     s.refresh()
     assert '"nowhere"' not in render_datastores(s.view).decode()  # before the fix: info{type="unknown"} stayed
     assert s.view.row("nowhere") is None
+
+
+def test_a_stand_in_an_earlier_version_left_behind_is_gone_at_the_next_write(tmp_path):
+    import sqlite3
+
+    c = config(tmp_path)
+    s = Service(c, FakeReader(cluster()), Store(c.database_url))
+    s.start()
+    s.refresh()
+    with sqlite3.connect(f"{tmp_path}/db.sqlite") as conn:  # what the unfixed set_defaults left: no flag, never seen
+        conn.execute("INSERT INTO datastores (id, name, type, size, used, available, enabled, present, is_default_hdd, "
+                     "is_default_ssd, is_system_default, shared, active, pool, created_at, updated_at) VALUES "
+                     "('nowhere', 'nowhere', 'unknown', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '', '2026-01-01', '2026-01-01')")
+    s.refresh()
+    assert '"nowhere"' not in render_datastores(s.view).decode() and s.view.row("nowhere") is None

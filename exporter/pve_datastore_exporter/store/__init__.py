@@ -24,6 +24,7 @@ from .tables import (
     GenerationModel,
     RefreshStateModel,
     db,
+    drop_placeholders,
     iso,
     migrate_schema,
     open_database,
@@ -187,16 +188,8 @@ class Store:
                 DatastoreModel.update({flag: True}).where(DatastoreModel.id == datastore_id).execute()
                 changed = True
             if changed:
-                self._drop_placeholders()
+                drop_placeholders()  # the stand-in of a .env default the cluster lacks, now that none names it
         return commit.generation, changed
-
-    @staticmethod
-    def _drop_placeholders() -> None:
-        """Forget a `.env` default the cluster never had once no default names it (replace_snapshot made it)."""
-        # A datastore that was seen keeps its type; only _apply_initial_defaults' stand-in reads "unknown".
-        m = DatastoreModel
-        (m.delete().where((m.present == False) & (m.type == "unknown") & (m.is_default_hdd == False)  # noqa: E712
-                          & (m.is_default_ssd == False)).execute())  # noqa: E712
 
     def load(self) -> tuple[int, View]:
         """The view and the generation it belongs to, read from one snapshot of the database."""

@@ -195,6 +195,15 @@ def migrate_schema(database) -> None:
         _keep_one_default(kind)
         database.execute_sql(ONE_DEFAULT.format(kind=kind))
     _widen_floats(database)
+    drop_placeholders()  # a stand-in an earlier version left behind after its default moved
+
+
+def drop_placeholders() -> None:
+    """Forget a `.env` default the cluster never had once no default names it (replace_snapshot made its row)."""
+    # A datastore that was seen keeps its type; only the stand-in of _apply_initial_defaults reads "unknown".
+    m = DatastoreModel
+    (m.delete().where((m.present == False) & (m.type == "unknown") & (m.is_default_hdd == False)  # noqa: E712
+                      & (m.is_default_ssd == False)).execute())  # noqa: E712
 
 
 def _widen_floats(database) -> None:
