@@ -45,15 +45,31 @@ def test_a_read_abandoned_at_its_deadline_makes_no_further_call(sim):
 
 
 def test_dripping_nodes_cannot_collect_threads(sim):
-    sim.set_faults(drip=True, path="/nodes/[^/]+/storage$")  # 8 nodes, a byte every 0.2 s: never done in time
+    # Four of eight nodes send their storage a byte every 0.2 s: never done within PROXMOX_TIMEOUT.
+    sim.set_faults(drip=True, path="/nodes/pve[1-4]/storage$")
     reader = reader_for(sim, proxmox_timeout=1, exact_available=True)
     before = extra_threads()
-    for _ in range(4):
+    for _ in range(5):
         reader.read()  # each read gives up the dripping calls after PROXMOX_TIMEOUT
-    assert extra_threads() - before <= MAX_CALL_THREADS  # before the fix: 8 more per read (32)
+    # One thread left per dripping node, whatever the number of reads (before the fix: 4 more per read, 20).
+    assert extra_threads() - before <= 4 <= MAX_CALL_THREADS
     outcomes = reader.storage_outcomes()
-    assert set(outcomes) == {f"pve{i}" for i in range(1, 9)}
-    assert {reason for reason, _ in outcomes.values()} == {"busy"}  # the last read asked no one
-    # The per-node reads share the bound: with every thread held, they ask no one either.
-    answers = reader.read_nodes({"pve1": lambda api: api.nodes("pve1").disks.lvmthin.get()}, 1)
-    assert type(answers["pve1"]).__name__ == "Busy"
+    assert {n: reason for n, (reason, _) in outcomes.items()} == {
+        **{f"pve{i}": "busy" for i in range(1, 5)}, **{f"pve{i}": None for i in range(5, 9)}}
+    # The per-node reads share the bound: a node with a call still open gets no other; the others do.
+    calls = {node: (lambda api, node=node: api.nodes(node).disks.lvmthin.get()) for node in ("pve1", "pve5")}
+    answers = reader.read_nodes(calls, 2, frozenset(calls))
+    assert type(answers["pve1"]).__name__ == "Busy" and isinstance(answers["pve5"], list)
+
+
+def test_the_limit_holds_when_more_nodes_drip_than_it_allows(tmp_path):
+    with Simulator(nodes=16, datastores=2, drift=False, state_dir=str(tmp_path), auth_delay=0.01) as many:
+        many.set_faults(drip=True, path="/nodes/[^/]+/storage$")
+        reader = reader_for(many, proxmox_timeout=1, exact_available=True)
+        before = extra_threads()
+        for _ in range(2):
+            reader.read()
+        assert extra_threads() - before == MAX_CALL_THREADS  # 16 nodes, one thread each without the limit
+        # The second read: 8 nodes still held (busy), 4 asked on the 4 threads left, 4 never started (timeout).
+        reasons = [reason for reason, _ in reader.storage_outcomes().values()]
+        assert (reasons.count("busy"), reasons.count("timeout")) == (8, 8)

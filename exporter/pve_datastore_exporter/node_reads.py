@@ -103,10 +103,11 @@ class NodeReads:
         if self._leads():  # a replica that lost the lead meanwhile leaves the figures to the new leader
             self._save(read, outcomes)
 
-    def _ask(self, calls: dict, count: int) -> dict:
-        """The calls on the reader's bounded threads, within a limit that grows with `count` calls."""
+    def _ask(self, calls: dict, count: int, per_node: bool = True) -> dict:
+        """The calls (keyed by node, unless not `per_node`) on the reader's bounded threads, within a limit that
+        grows with `count` calls."""
         limit = min(self._timeout * (math.ceil(count / NODE_WORKERS) + 1), MAX_READ_SECONDS)
-        return self._reader.read_nodes(calls, limit)
+        return self._reader.read_nodes(calls, limit, frozenset(calls) if per_node else frozenset())
 
     def _judge(self, answers: dict, parse: Callable) -> dict:
         """Each node's records, or (reason, error) when its answer failed or was not one."""
@@ -140,7 +141,7 @@ class NodeReads:
             by_node.setdefault(node, []).append(datastore)
         if not by_node:
             return {}
-        permissions = self._ask({"token": fetch_permissions}, 1)["token"]
+        permissions = self._ask({"token": fetch_permissions}, 1, per_node=False)["token"]
         try:
             if isinstance(permissions, BaseException):
                 raise permissions

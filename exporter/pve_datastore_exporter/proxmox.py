@@ -193,8 +193,11 @@ class Reader:
             self._take_name(outcome["extras"].pop(NAME, None))  # before parsing: a bad list costs no name
             return self._take_avail(parse(*outcome["payloads"]), outcome["extras"])
 
-    def read_nodes(self, calls: dict, limit: float) -> dict:
-        """Per-node calls (key -> call(api)) on at most NODE_WORKERS threads, bounded with the refresh's: what each gave."""
+    def read_nodes(self, calls: dict, limit: float, nodes: frozenset = frozenset()) -> dict:
+        """Per-node calls (key -> call(api)) on at most NODE_WORKERS threads, bounded with the refresh's: what each gave.
+
+        A key in `nodes` is a node's name: no call goes to a node another one is still with.
+        """
         api = self._api
         if api is None:  # no refresh has connected yet: connect here; the refresh then shares this client
             try:
@@ -203,7 +206,7 @@ class Reader:
             except Exception as exc:  # noqa: BLE001 - judged per node by the caller
                 return dict.fromkeys(calls, exc)
         return gather({key: functools.partial(call, api) for key, call in calls.items()}, limit,
-                      NODE_WORKERS, self.threads)
+                      NODE_WORKERS, self.threads, node_of=lambda key: key if key in nodes else None)
 
     def storage_outcomes(self) -> dict[str, tuple[str | None, str | None]]:
         """The last refresh's per-node storage reads (EXPORTER_EXACT_AVAILABLE), taken once: node -> (reason, error)."""
@@ -225,7 +228,8 @@ class Reader:
             outcome["payloads"] = fetch(api, before)
             before()
             outcome["extras"] = gather(self._extra_calls(api, outcome["payloads"][0]),
-                                       self._config.proxmox_timeout, WORKERS, self.threads, abandoned)
+                                       self._config.proxmox_timeout, WORKERS, self.threads, abandoned,
+                                       node_of=lambda key: key[1] if key != NAME else None)
         except Abandoned:
             log.debug("a read given up at its deadline made no further call")
         except (AuthenticationError, ResourceException, requests.exceptions.RequestException) as exc:
