@@ -202,8 +202,11 @@ def drop_placeholders() -> None:
     """Forget a `.env` default the cluster never had once no default names it (replace_snapshot made its row)."""
     # A datastore that was seen keeps its type; only the stand-in of _apply_initial_defaults reads "unknown".
     m = DatastoreModel
-    (m.delete().where((m.present == False) & (m.type == "unknown") & (m.is_default_hdd == False)  # noqa: E712
-                      & (m.is_default_ssd == False)).execute())  # noqa: E712
+    stale = ((m.present == False) & (m.type == "unknown") & (m.is_default_hdd == False)  # noqa: E712
+             & (m.is_default_ssd == False))  # noqa: E712
+    # Looked for first: a DELETE that removes nothing still writes, and a read-only database refuses it.
+    if m.select(m.id).where(stale).exists():
+        m.delete().where(stale).execute()
 
 
 def _widen_floats(database) -> None:
