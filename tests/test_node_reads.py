@@ -217,3 +217,15 @@ def test_the_exact_available_storage_read_is_counted_per_node(sim, tmp_path):
     assert r[("storage", "pve2")].reason == "http_5xx" and "not online" in r[("storage", "pve2")].error
     assert series(s.view, "pve_datastore_node_read_failures_total")[
         '{pve_cluster="sim",read="storage",node="pve2",reason="http_5xx"}'] == 1
+
+
+def test_a_replica_that_does_not_hold_the_fence_makes_no_call_and_stores_nothing(sim, service, tmp_path):
+    from pve_datastore_exporter.coordination import Coordinator
+    from pve_datastore_exporter.store import HeldLock, NoSignals
+
+    # Another process on the same database, never leading: its fence (Coordinator.reading) refuses every batch.
+    follower = Service(service.config, store=Store(service.config.database_url), coordinator=Coordinator(HeldLock(), NoSignals()))
+    follower.start()  # the leader's snapshot: the nodes it would ask
+    sim.reset_stats()
+    follower.node_reads.run("pools")
+    assert sim.request_count == 0 and follower.view.risk.reads == ()

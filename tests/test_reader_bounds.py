@@ -58,7 +58,7 @@ def test_dripping_nodes_cannot_collect_threads(sim):
         **{f"pve{i}": "busy" for i in range(1, 5)}, **{f"pve{i}": None for i in range(5, 9)}}
     # The per-node reads share the bound: a node with a call still open gets no other; the others do.
     calls = {node: (lambda api, node=node: api.nodes(node).disks.lvmthin.get()) for node in ("pve1", "pve5")}
-    answers = reader.read_nodes(calls, 2, frozenset(calls))
+    answers = reader.read_nodes(calls, 2, node_of=lambda key: key)
     assert type(answers["pve1"]).__name__ == "Busy" and isinstance(answers["pve5"], list)
 
 

@@ -45,6 +45,7 @@ class Coordinator:
         self._lock, self._signals, self._clock, self._tick = lock, signals, clock, tick
         self._leading = False
         self._role_lock = threading.Lock()  # the loop takes the role, a refresh thread may give it up
+        self._reading = threading.Lock()  # one read at a time in this process: the database holds one mark
         self._ready_at = 0.0  # a new leader reads from then on: the last leader's read has ended
         self._prepared = True  # Service.start() made the schema; after a failure it is made again first
         self._stop = threading.Event()
@@ -98,7 +99,16 @@ class Coordinator:
 
     @contextlib.contextmanager
     def reading(self, seconds: float):
-        """Around one read of Proxmox that ends within `seconds`: NotLeader before it, or after it, without the lock."""
+        """Around one read of Proxmox that ends within `seconds`: NotLeader before it, or after it, without the lock.
+
+        The refresh and the per-node reads' batches (node_reads.py) take turns: each is fenced by the one mark.
+        """
+        with self._reading:
+            with self._fenced(seconds):
+                yield
+
+    @contextlib.contextmanager
+    def _fenced(self, seconds: float):
         if not self._leading:
             raise NotLeader("another replica leads: it reads Proxmox")
         if self._stop.wait(max(self._ready_at - self._clock(), 0.0)):

@@ -11,16 +11,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 import random
 import threading
 import time
 from collections.abc import Callable
 
 from .config import scrub
+from .coordination import NotLeader
 from .parse import NODE_NAME, quoted
 from .parse_risk import can_see_guest_disks, parse_content, parse_disks, parse_lvmthin, parse_zfs, provisioned_targets
-from .proxmox import NODE_WORKERS, describe, fetch_contents, fetch_disks, fetch_permissions, fetch_pools, node_reason
+from .proxmox import NODE_WORKERS, describe, fetch_content, fetch_disks, fetch_permissions, fetch_pools, node_reason
 from .records import MAX_MESSAGE, Partial, View
 from .store import StoreError
 
@@ -43,13 +43,27 @@ def nodes_of(view: View) -> dict[str, bool]:
     return dict(sorted(nodes.items()))
 
 
+def batches(keys: list, node_of: Callable) -> list[list]:
+    """The keys in batches of at most NODE_WORKERS, no two of a batch to one node (a node gets one call at a time)."""
+    queues: dict = {}
+    for key in keys:
+        queues.setdefault(node_of(key) if node_of(key) is not None else key, []).append(key)
+    found = []
+    while queues:
+        for start in range(0, len(queues), NODE_WORKERS):
+            found.append([queues[n].pop(0) for n in list(queues)[start:start + NODE_WORKERS]])
+        queues = {n: q for n, q in queues.items() if q}
+    return found
+
+
 class NodeReads:
     """Runs each per-node read when due, while this replica leads; stores and publishes its outcome."""
 
-    def __init__(self, config, reader, store, display, leads: Callable[[], bool],
+    def __init__(self, config, reader, store, display, leads: Callable[[], bool], fence: Callable,
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
                  rand: Callable[[], float] = random.random):
         self._reader, self._store, self._display, self._leads = reader, store, display, leads
+        self._fence = fence  # coordination.Coordinator.reading: each batch of calls is fenced like a refresh
         self._clock, self._monotonic, self._rand = clock, monotonic, rand
         self._timeout, self._secrets = config.proxmox_timeout, config.secrets()
         self.intervals = {read: seconds for read, seconds in (
@@ -99,15 +113,26 @@ class NodeReads:
             return
         self._due[read] = self._monotonic() + self.intervals.get(read, 0) * (0.9 + 0.2 * self._rand())
         outcomes: dict = {n: ("offline", "the snapshot shows the node down: not asked") for n, up in nodes.items() if not up}
-        outcomes.update(getattr(self, f"_{read}")(view, [n for n, up in nodes.items() if up]))
-        if self._leads():  # a replica that lost the lead meanwhile leaves the figures to the new leader
-            self._save(read, outcomes)
+        try:
+            outcomes.update(getattr(self, f"_{read}")(view, [n for n, up in nodes.items() if up]))
+        except NotLeader as exc:  # the fence: another replica leads, or may; what was read is dropped
+            log.info("the %s read stopped: %s", read, exc)
+            return
+        self._save(read, outcomes)
 
-    def _ask(self, calls: dict, count: int, per_node: bool = True) -> dict:
-        """The calls (keyed by node, unless not `per_node`) on the reader's bounded threads, within a limit that
-        grows with `count` calls."""
-        limit = min(self._timeout * (math.ceil(count / NODE_WORKERS) + 1), MAX_READ_SECONDS)
-        return self._reader.read_nodes(calls, limit, frozenset(calls) if per_node else frozenset())
+    def _ask(self, calls: dict, calls_each: int = 1, node_of: Callable = lambda key: key) -> dict:
+        """The calls, NODE_WORKERS at a time, each batch fenced like a refresh's read (NotLeader once this replica
+        may no longer lead): a refresh waits for one batch at most. Keys past MAX_READ_SECONDS are not asked."""
+        answers, limit = {}, self._timeout * calls_each + 1
+        end = self._monotonic() + MAX_READ_SECONDS
+        for keys in batches(list(calls), node_of):
+            batch = {key: calls[key] for key in keys}
+            if self._monotonic() + limit > end:
+                answers.update(dict.fromkeys(batch, TimeoutError(f"not asked: the read took its {MAX_READ_SECONDS:g} s")))
+                continue
+            with self._fence(limit):
+                answers.update(self._reader.read_nodes(batch, limit, node_of))
+        return answers
 
     def _judge(self, answers: dict, parse: Callable) -> dict:
         """Each node's records, or (reason, error) when its answer failed or was not one."""
@@ -122,12 +147,12 @@ class NodeReads:
         return outcomes
 
     def _pools(self, view: View, nodes: list[str]) -> dict:
-        answers = self._ask({n: functools.partial(fetch_pools, node=n) for n in nodes}, len(nodes) * 2)
+        answers = self._ask({n: functools.partial(fetch_pools, node=n) for n in nodes}, calls_each=2)
         return self._judge(answers, lambda node, answer: [*parse_lvmthin(answer[0], node, list(view.rows)),
                                                           *parse_zfs(answer[1], node)])
 
     def _disks(self, view: View, nodes: list[str]) -> dict:
-        answers = self._ask({n: functools.partial(fetch_disks, node=n) for n in nodes}, len(nodes))
+        answers = self._ask({n: functools.partial(fetch_disks, node=n) for n in nodes})
         return self._judge(answers, lambda node, answer: parse_disks(answer, node))
 
     def _provisioned(self, view: View, nodes: list[str]) -> dict:
@@ -141,16 +166,18 @@ class NodeReads:
             by_node.setdefault(node, []).append(datastore)
         if not by_node:
             return {}
-        permissions = self._ask({"token": fetch_permissions}, 1, per_node=False)["token"]
+        permissions = self._ask({"token": fetch_permissions}, node_of=lambda key: None)["token"]
         try:
             if isinstance(permissions, BaseException):
                 raise permissions
             hidden = {d for ds in by_node.values() for d in ds if not can_see_guest_disks(permissions, d)}
         except Exception as exc:  # noqa: BLE001 - without the token's privileges no figure can be trusted
             return dict.fromkeys(by_node, (node_reason(exc), self._describe(exc)))
-        asked = {n: [d for d in ds if d not in hidden] for n, ds in by_node.items()}
-        answers = self._ask({n: functools.partial(fetch_contents, node=n, datastores=ds) for n, ds in asked.items() if ds},
-                            sum(map(len, asked.values())))
+        asked = {(n, d): functools.partial(fetch_content, node=n, datastore=d)
+                 for n, ds in by_node.items() for d in ds if d not in hidden}
+        answers: dict = {}
+        for (node, datastore), answer in self._ask(asked, node_of=lambda key: key[0]).items():
+            answers.setdefault(node, {})[datastore] = answer
         outcomes = self._judge(answers, _provisioned_of)
         for node, datastores in by_node.items():
             refused = sorted(hidden & set(datastores))

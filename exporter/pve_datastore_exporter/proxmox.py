@@ -88,15 +88,10 @@ def fetch_permissions(api) -> object:
     return api.access.permissions.get()
 
 
-def fetch_contents(api, node: str, datastores: list[str]) -> dict:
-    """The volumes of each datastore on `node`, one call after the other: datastore -> list, or the error it raised."""
-    found: dict = {}
-    for datastore in datastores:
-        try:
-            found[datastore] = api.nodes(node).storage(datastore).content.get()
-        except Exception as exc:  # noqa: BLE001 - one datastore's failure is that figure's, judged by the caller
-            found[datastore] = exc
-    return found
+def fetch_content(api, node: str, datastore: str) -> object:
+    """The volumes of a datastore on `node`; the cost of `lvs`, `zfs list` or `qemu-img info` per image, twice
+    (docs/proxmox-api.md#content)."""
+    return api.nodes(node).storage(datastore).content.get()
 
 
 def node_reason(exc: BaseException) -> str:
@@ -193,10 +188,10 @@ class Reader:
             self._take_name(outcome["extras"].pop(NAME, None))  # before parsing: a bad list costs no name
             return self._take_avail(parse(*outcome["payloads"]), outcome["extras"])
 
-    def read_nodes(self, calls: dict, limit: float, nodes: frozenset = frozenset()) -> dict:
+    def read_nodes(self, calls: dict, limit: float, node_of: Callable[[object], str | None] = lambda key: None) -> dict:
         """Per-node calls (key -> call(api)) on at most NODE_WORKERS threads, bounded with the refresh's: what each gave.
 
-        A key in `nodes` is a node's name: no call goes to a node another one is still with.
+        `node_of(key)` names the node a call goes to: none goes to a node another call is still with.
         """
         api = self._api
         if api is None:  # no refresh has connected yet: connect here; the refresh then shares this client
@@ -206,7 +201,7 @@ class Reader:
             except Exception as exc:  # noqa: BLE001 - judged per node by the caller
                 return dict.fromkeys(calls, exc)
         return gather({key: functools.partial(call, api) for key, call in calls.items()}, limit,
-                      NODE_WORKERS, self.threads, node_of=lambda key: key if key in nodes else None)
+                      NODE_WORKERS, self.threads, node_of=node_of)
 
     def storage_outcomes(self) -> dict[str, tuple[str | None, str | None]]:
         """The last refresh's per-node storage reads (EXPORTER_EXACT_AVAILABLE), taken once: node -> (reason, error)."""

@@ -71,7 +71,8 @@ class Service:
         self._refresher = Refresher(config, self._reader, self._store, self.display, self._coordinator,
                                     self._fallback, clock)
         # The thin pools, zpools, disks and provisioned space, each on its cadence (the leader's; serve starts it).
-        self.node_reads = NodeReads(config, self._reader, self._store, self.display, self._coordinator.leads, clock)
+        self.node_reads = NodeReads(config, self._reader, self._store, self.display, self._coordinator.leads,
+                                    self._coordinator.reading, clock)
         self._first_fetch = True  # the seed's "first call fetches", claimed by one GET only
         self._first_lock = threading.Lock()
 
