@@ -90,8 +90,8 @@ def markdown(results: dict) -> list[str]:
                      f"({read['proxmox_requests'] / r['nodes']:.0f} per node) | {read['median_s'] * 1000:.0f} ms "
                      f"| {off['refresh_median_s'] * 1000:.0f} ms / {on['refresh_median_s'] * 1000:.0f} ms "
                      f"| {off['scrape_p50_ms']:.2f} ms / {on['scrape_p50_ms']:.2f} ms |")
-    lines += ["", "- The pools read: `GET /nodes/{node}/disks/lvmthin` and `/disks/zfs` of every online node, one node "
-              "at a time per thread on 4 threads, and its write to the database; timed in the bench's process "
+    lines += ["", "- The pools read: `GET /nodes/{node}/disks/lvmthin` and `/disks/zfs` of every online node, in fenced "
+              "batches of 4 nodes (one call per node at a time), and its write to the database; timed in the bench's process "
               "(median of 3), its calls counted by the simulator. Two exporters then run one after the other, one "
               f"with `EXPORTER_POOLS_INTERVAL=0`, one with `{BUSY_INTERVAL}` (a read every 5 s during its measurement): "
               "their refresh (median of 5 POSTs) and sequential scrape p50 should not differ beyond the noise."]
