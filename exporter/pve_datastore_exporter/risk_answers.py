@@ -44,13 +44,27 @@ def _pct(fraction: float) -> str:
     return f"{fraction * 100:.1f} %"
 
 
+_last: tuple = (None, {})  # the Risk last indexed, and its index: a view is answered many times, and whole
+
+
+def _index(risk) -> dict:
+    """The figures of `risk` by what they are looked up by: (datastore, node), (zpool, node)."""
+    global _last
+    if _last[0] is not risk:
+        _last = (risk, {"thin": {(p.datastore, p.node): p for p in risk.thin_pools if p.datastore},
+                        "zfs": {(p.name, p.node): p for p in risk.zfs_pools},
+                        "promised": {(p.datastore, p.node): p.bytes for p in risk.provisioned}})
+    return _last[1]
+
+
 def node_figures(view: View, datastore: Datastore) -> dict[str, dict]:
     """Per node of `datastore`, the keys its type has (None where not read): thin pool metadata (lvmthin),
     zpool (zfspool), provisioned bytes (thin-capable types). Other types get none: 10,000 node entries stay small."""
     zpool_name = datastore.pool.split("/")[0] if datastore.type == "zfspool" and datastore.pool else None
-    zpools = {p.node: p for p in view.risk.zfs_pools if p.name == zpool_name}
-    thin = {p.node: p for p in view.risk.thin_pools if p.datastore == datastore.id}
-    promised = {p.node: p.bytes for p in view.risk.provisioned if p.datastore == datastore.id}
+    index = _index(view.risk)
+    zpools = {n.node: index["zfs"].get((zpool_name, n.node)) for n in datastore.nodes}
+    thin = {n.node: index["thin"].get((datastore.id, n.node)) for n in datastore.nodes}
+    promised = {n.node: index["promised"].get((datastore.id, n.node)) for n in datastore.nodes}
     found = {}
     for n in datastore.nodes:
         keys: dict = {}
