@@ -164,3 +164,14 @@ def test_the_per_node_reads_are_stored_and_followed_on_postgres(store, postgres_
     reads = {r.node: r for r in risk.reads}
     assert dict(reads["pve1"].failures) == {"timeout": 1} and reads["pve2"].last_success == 200.0
     assert Store(postgres_url).load()[1].risk == risk  # a follower reads the same
+
+
+def test_a_node_that_left_the_cluster_leaves_the_reads_after_the_bound(store):
+    from pve_datastore_exporter.records import ThinPool
+
+    pool = ThinPool("pve9", "pve", "data", 1000, 100, 64, 58)
+    store.save_node_reads("pools", {"pve9": [pool], "pve1": []}, 100.0, 900)
+    _, risk = store.save_node_reads("pools", {"pve1": []}, 500.0, 900)  # pve9 not in the snapshot any more
+    assert {r.node for r in risk.reads} == {"pve1", "pve9"}  # within the bound: kept
+    _, risk = store.save_node_reads("pools", {"pve1": []}, 1100.0, 900)
+    assert {r.node for r in risk.reads} == {"pve1"} and risk.thin_pools == ()

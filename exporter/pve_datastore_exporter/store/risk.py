@@ -42,6 +42,9 @@ def save(read: str, outcomes: dict, now: float, keep_for: float) -> None:
         row.save(force_insert=node not in rows)
     stale = (m.read == read) & (m.last_success < now - keep_for) & (m.figures != "[]")
     m.update(figures="[]").where(stale).execute()  # too old to stand for the node's state, asked or not
+    gone = [node for node, row in rows.items() if node not in outcomes and (row.last_attempt or 0) < now - keep_for]
+    if gone:  # a node that left the cluster: its series go too
+        m.delete().where((m.read == read) & m.node.in_(gone)).execute()
 
 
 def load() -> Risk:
