@@ -1,13 +1,18 @@
 """DATABASE_URL=postgresql://...: the same store and service on a real PostgreSQL server."""
 
+import threading
+import time
+
 import pytest
 
 from pve_datastore_exporter.answers import defaults_answer
-from pve_datastore_exporter.records import RefreshInfo
+from pve_datastore_exporter.coordination import Coordinator
+from pve_datastore_exporter.metrics import Exposition
+from pve_datastore_exporter.records import RefreshFailed, RefreshInfo
 from pve_datastore_exporter.service import Service
-from pve_datastore_exporter.store import SessionError, Store, StoreError, UnknownDatastore
+from pve_datastore_exporter.store import Fenced, SessionError, Store, StoreError, UnknownDatastore
 from pve_datastore_exporter.store.leader import LOCK_CLASS, PgLock
-from pve_datastore_exporter.store.notify import CHANGES, REFRESH, PgSignals
+from pve_datastore_exporter.store.notify import CHANGES, REFRESH, NoSignals, PgSignals
 
 from .factories import FakeReader, cluster, config, record
 from .pg import new_database, serving
@@ -150,3 +155,109 @@ def test_refresh_times_made_real_by_an_older_version_are_widened_in_place(postgr
     assert {column for column, _ in types} == {"last_attempt", "last_success", "duration"}
     store.record_refresh(RefreshInfo(last_attempt=1_700_000_123.25, last_success=1_700_000_123.25, ok=True, count=4))
     assert store.refresh_state()[1].last_success == 1_700_000_123.25  # to the quarter second, not two minutes
+
+
+# -- the fence around every write: a leader that lost its lock must not land its write (issue 22, item 1) --
+
+
+def wait_until(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"no {what} within {timeout} s")
+
+
+class Leading:
+    """A coordinator that has taken the lock of `url`'s replicas and then looks away (its loop asleep):
+    it cannot notice that its session was cut, nor take the lock again before the other replica."""
+
+    def __init__(self, url: str, holder: str):
+        self.asleep = threading.Event()
+        self.coordinator = Coordinator(PgLock(url, holder), NoSignals(sleep=self.asleep.wait), tick=60)
+        self.coordinator.start(prepare=lambda: None, follow=lambda generation: None, role_changed=lambda: None)
+        assert self.coordinator.leads()
+
+    def stop(self) -> None:
+        self.asleep.set()
+        self.coordinator.stop()
+
+
+def take_over(server, url: str, holder: str) -> PgLock:
+    """Cut the leader's lock session (pg_terminate_backend) and take the lock, as another replica would."""
+    [pid] = lock_sessions(server, url)
+    server.sql(f"SELECT pg_terminate_backend({pid})")
+    new = PgLock(url, holder)
+    wait_until(lambda: new.try_acquire() is not None, 5, "the lock, once the session ended")
+    return new
+
+
+class CutBeforeWrite(Store):
+    """A store whose snapshot write waits, as behind a relay that held it, while `cut()` happens.
+
+    The one Store of its test: the models follow the last Store made."""
+
+    cut = staticmethod(lambda: None)
+
+    def replace_snapshot(self, *args):
+        self.cut()
+        return super().replace_snapshot(*args)
+
+
+def test_a_leader_whose_lock_session_is_cut_between_its_read_and_its_write_lands_nothing(
+        postgres_server, store, tmp_path, caplog):
+    a_store = CutBeforeWrite(store.url)
+    leading = Leading(store.url, "A")
+    a = Service(config(tmp_path, database_url=store.url), FakeReader([record("tank", used=200)]), a_store,
+                coordinator=leading.coordinator)
+    exposition = Exposition(process=False)
+    a.subscribe(exposition)
+    a.start()
+    holders = []
+
+    def b_leads_and_stores():  # B takes over, reads Proxmox (used=300) and stores it, before A's write arrives
+        holders.append(take_over(postgres_server, store.url, "B"))
+        Store.replace_snapshot(a_store, [record("tank", used=300)], DEFAULTS, DEFAULTS,
+                                          lambda: RefreshInfo(last_attempt=5.0, last_success=5.0, ok=True, count=1))
+
+    a_store.cut = b_leads_and_stores
+    try:
+        with pytest.raises(RefreshFailed, match="no longer leads"):
+            a.refresh()  # a POST /api/datastores/refresh answers this failure
+        stored = a_store.load()[1]
+        assert stored.row("tank").used == 300 and stored.refresh.last_success == 5.0  # B's, not A's older read
+        assert "refused" in caplog.text
+        assert exposition.registry.get_sample_value("pve_datastore_fenced_writes_total") == 1
+    finally:
+        leading.stop()
+        for lock in holders:
+            lock.release()
+
+
+def test_a_write_whose_lock_session_ends_inside_its_transaction_is_rolled_back(postgres_server, store):
+    leading = Leading(store.url, "A")
+    coordinator = leading.coordinator
+    holders = []
+
+    def cut_then_bookkeeping() -> RefreshInfo:  # called last inside the write's transaction
+        holders.append(take_over(postgres_server, store.url, "B"))
+        return INFO
+
+    try:
+        before = store.load()
+        with coordinator.reading(1) as fence:  # the read, fenced as always; its write comes after
+            pass
+        with pytest.raises(Fenced):
+            store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, cut_then_bookkeeping, "", fence)
+        assert store.load() == before  # nothing of the write, not even the generation
+        with pytest.raises(Fenced):
+            store.record_refresh(INFO, "", fence)
+        assert store.load() == before
+        # The new holder's writes go through; an unfenced one (SQLite's, a lone process's) too.
+        store.record_refresh(INFO, "", holders[0].epoch)
+        assert store.load()[0] == before[0] + 1
+    finally:
+        leading.stop()
+        for lock in holders:
+            lock.release()

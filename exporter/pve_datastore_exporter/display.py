@@ -11,7 +11,8 @@ from .records import View
 
 log = logging.getLogger(__name__)
 
-Subscriber = Callable[[View, str], None]  # (view, event): event "load", "refresh", "defaults" or "role"
+# (view, event): event "load", "refresh", "defaults", "role", or "fenced" (a stale leader's write refused)
+Subscriber = Callable[[View, str], None]
 
 
 class Display:

@@ -12,7 +12,7 @@ from peewee import DatabaseError
 from peewee import __exception_wrapper__ as driver_errors  # turns DB-API errors into peewee's
 
 from ..records import REFRESHED, Datastore, NodeFigures, RefreshInfo, View
-from .leader import LOCK_CLASS, LOCK_KEY, HeldLock
+from .leader import EPOCH, LOCK_CLASS, LOCK_KEY, HeldLock
 from .notify import CHANGES, GENERATION, REFRESH, NoSignals
 from .replicas import AlreadyServed, open_coordination
 from .sessions import SessionError, is_sqlite
@@ -41,6 +41,14 @@ class UnknownDatastore(LookupError):
     """A default was asked for a datastore the cluster does not have (or has disabled)."""
 
 
+class Fenced(Exception):
+    """A leader's write refused, rolled back: another replica took the lock since this one took it (its epoch moved)."""
+
+    def __init__(self, fence: int, found: int | None):
+        super().__init__(f"this replica no longer leads (its lock's epoch {fence}, the database's {found}): "
+                         "its write was refused")
+
+
 @dataclasses.dataclass
 class Commit:
     """What a write committed: the generation it raised the database to (0 for a write that announces nothing)."""
@@ -62,8 +70,13 @@ class Store:
         db.initialize(self.database)
 
     @contextlib.contextmanager
-    def _write(self, announce: bool = True):
-        """One transaction; it yields the Commit whose generation is set when the body is done."""
+    def _write(self, announce: bool = True, fence: int | None = None):
+        """One transaction; it yields the Commit whose generation is set when the body is done.
+
+        A leader's write carries `fence`, the epoch its lock was taken with: checked last, just before
+        COMMIT, so that a take-over at any moment of the write refuses it (Fenced, rolled back). A
+        take-over after the check cannot overtake it: the new leader's writes wait for WRITER_LOCK.
+        """
         # SQLite: take the write lock at BEGIN. A deferred transaction that reads first cannot be
         # upgraded while another writer holds the lock, and then fails at once ("database is locked").
         immediate = {} if self._postgres else {"lock_type": "IMMEDIATE"}
@@ -73,6 +86,7 @@ class Store:
                 self.database.execute_sql(WRITER_LOCK)
             migrate_schema(self.database)  # also what recreates a DB file deleted under us
             yield commit
+            self._check_fence(fence)
             if announce:
                 commit.generation = self._announce()
 
@@ -84,6 +98,13 @@ class Store:
         if self._postgres:  # NOTIFY is transactional: delivered at COMMIT, never for a rolled-back write
             self.database.execute_sql("SELECT pg_notify(%s, %s)", (CHANGES, str(generation)))
         return generation
+
+    def _check_fence(self, fence: int | None) -> None:
+        if fence is None or not self._postgres:  # SQLite: one process serves the file (its lock file)
+            return
+        row = self.database.execute_sql(EPOCH).fetchone()
+        if row is None or row[0] != fence:
+            raise Fenced(fence, row and row[0])
 
     def migrate(self) -> None:
         """Create missing tables and columns in place; a seed-era file keeps its rows and flags."""
@@ -97,16 +118,17 @@ class Store:
 
     def replace_snapshot(self, datastores: list[Datastore], initial_defaults: dict[str, str],
                          system_defaults: dict[str, str], bookkeeping: Callable[[], RefreshInfo],
-                         cluster: str = "") -> tuple[int, View]:
+                         cluster: str = "", fence: int | None = None) -> tuple[int, View]:
         """Swap in a new snapshot and its bookkeeping in one transaction; return its generation and the view it wrote.
 
         Every default flag is kept; a kind of default no row carries yet takes `initial_defaults[kind]`. Of what
         is stored only the small `datastores` table is read: the flags and the datastores that vanished.
         `bookkeeping()` is called last, so that the refresh's duration includes its write. `cluster` is
-        the cluster's name as the reader knows it, kept for the replicas that do not read.
+        the cluster's name as the reader knows it, kept for the replicas that do not read. `fence`: the
+        leader's epoch (Fenced when another replica took the lock since).
         """
         now = utcnow()
-        with self._write() as commit:
+        with self._write(fence=fence) as commit:
             before = {row.id: row for row in self._locked(DatastoreModel.select())}
             self._upsert(datastores, now)
             seen = {d.id for d in datastores}
@@ -222,9 +244,9 @@ class Store:
             with self.database.connection_context():
                 self.database.execute_sql("SELECT pg_notify(%s, '')", (REFRESH,))
 
-    def record_refresh(self, info: RefreshInfo, cluster: str = "") -> int:
+    def record_refresh(self, info: RefreshInfo, cluster: str = "", fence: int | None = None) -> int:
         """Write the bookkeeping of a refresh that stored no snapshot; the generation it raised the database to."""
-        with self._write() as commit:
+        with self._write(fence=fence) as commit:
             self._save_refresh(info, cluster)
         return commit.generation
 
@@ -235,5 +257,5 @@ class Store:
 
 
 # What the coordination (coordination.py) takes from here: the store stays the one door to the database.
-__all__ = ["AlreadyServed", "HeldLock", "NoSignals", "SessionError", "Store", "StoreError", "UnknownDatastore", "is_sqlite",
+__all__ = ["AlreadyServed", "Fenced", "HeldLock", "NoSignals", "SessionError", "Store", "StoreError", "UnknownDatastore", "is_sqlite",
            "open_coordination"]
