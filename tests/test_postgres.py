@@ -2,6 +2,7 @@
 
 import threading
 import time
+from urllib.parse import quote
 
 import pytest
 
@@ -261,3 +262,33 @@ def test_a_write_whose_lock_session_ends_inside_its_transaction_is_rolled_back(p
         leading.stop()
         for lock in holders:
             lock.release()
+
+
+# -- DATABASE_URL: a percent-encoded password, as every PostgreSQL client reads it (issue 22, item 5) --
+
+
+PASSWORD = "p@ss/w?rd#%41:x"  # every character a URL's userinfo cannot hold as it is, and a literal %41
+
+
+def test_a_percent_encoded_password_logs_in_everywhere(postgres_server):
+    url = new_database(postgres_server)
+    name = url.rsplit("/", 1)[1]
+    hba = postgres_server.data / "pg_hba.conf"  # this role, and only it, must give its password
+    hba.write_text(f"host all pvedx_pw 127.0.0.1/32 scram-sha-256\n{hba.read_text()}")
+    postgres_server.sql("SELECT pg_reload_conf()")
+    postgres_server.sql(f"CREATE ROLE pvedx_pw LOGIN PASSWORD '{PASSWORD}'")
+    postgres_server.sql(f"GRANT ALL ON SCHEMA public TO pvedx_pw; ALTER DATABASE {name} OWNER TO pvedx_pw", name)
+    encoded = url.replace("postgresql://postgres@", f"postgresql://pvedx_pw:{quote(PASSWORD, safe='')}@")
+    assert "%40" in encoded and "%2F" in encoded and "%3F" in encoded and "%23" in encoded and "%2541" in encoded
+    with pytest.raises(StoreError, match="password authentication failed"):  # the server does check it
+        Store(url.replace("postgres@", "pvedx_pw:wrong@")).load()
+    store = Store(encoded)
+    store.migrate()  # the store's connections
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
+    lock, signals = PgLock(encoded, "encoded"), PgSignals(encoded)  # the lock's and the signals' sessions
+    try:
+        assert lock.try_acquire() == 0.0
+        assert signals.wait(0) == [(CHANGES, "")] and signals.generation() == store.load()[0]
+    finally:
+        lock.release()
+        signals.close()

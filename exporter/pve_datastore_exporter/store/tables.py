@@ -160,7 +160,7 @@ def open_database(url: str, busy_timeout_ms: int = 5000):
             with contextlib.suppress(OSError):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
         return connect(url, pragmas={"journal_mode": "wal", "busy_timeout": busy_timeout_ms, "foreign_keys": 1})
-    return connect(url, **with_defaults(url, MAIN))
+    return connect(url, unquote_password=True, unquote_user=True, **with_defaults(url, MAIN))  # as pg_params
 
 
 def migrate_schema(database) -> None:
