@@ -11,9 +11,10 @@ from pve_datastore_exporter.coordination import Coordinator
 from pve_datastore_exporter.metrics import Exposition
 from pve_datastore_exporter.records import RefreshFailed, RefreshInfo
 from pve_datastore_exporter.service import Service
-from pve_datastore_exporter.store import Fenced, SessionError, Store, StoreError, UnknownDatastore
+from pve_datastore_exporter.store import PROBE, Fenced, SessionError, Store, StoreError, UnknownDatastore
 from pve_datastore_exporter.store.leader import LOCK_CLASS, PgLock
 from pve_datastore_exporter.store.notify import CHANGES, REFRESH, NoSignals, PgSignals
+from tools.relay import Relay
 
 from .factories import FakeReader, cluster, config, record
 from .pg import new_database, serving
@@ -292,3 +293,73 @@ def test_a_percent_encoded_password_logs_in_everywhere(postgres_server):
     finally:
         lock.release()
         signals.close()
+
+
+# -- the database away: answers from memory, /metrics saying what the API says (issue 22, item 3) ----------
+
+
+CONNECT_TIMEOUT = 3.0  # s: store/sessions.py MAIN's connect_timeout, what one connect to a vanished host costs
+FROM_MEMORY = 0.25  # s: an answer that touches no network (~1 ms), with the slack of a loaded 2-core machine
+
+
+def relayed(server, relay: Relay) -> str:
+    """A new database's URL through `relay`."""
+    return new_database(server).replace(f":{server.port}/", f":{relay.port}/")
+
+
+def default_line(exposition: Exposition) -> str:
+    text = b"".join(exposition.scrape(False)).decode()
+    return next(line for line in text.splitlines() if line.startswith("pve_datastore_default{") and 'role="hdd"' in line)
+
+
+@pytest.fixture
+def relay(postgres_server):
+    r = Relay(postgres_server.port)
+    yield r
+    r.close()
+
+
+def serving_through(relay: Relay, server, tmp_path) -> tuple[Service, Exposition]:
+    """A service whose database is reached through `relay`, refreshed, with HDD default ceph-vm set in the database."""
+    url = relayed(server, relay)
+    service = Service(config(tmp_path, database_url=url), FakeReader(), Store(url))
+    exposition = Exposition(process=False)
+    service.subscribe(exposition)
+    service.start()
+    service.refresh()
+    service.set_defaults(hdd="ceph-vm")
+    return service, exposition
+
+
+def test_while_the_database_cannot_be_read_metrics_say_env_as_the_answers_do(postgres_server, relay, tmp_path):
+    service, exposition = serving_through(relay, postgres_server, tmp_path)
+    assert 'datastore="ceph-vm",source="db"' in default_line(exposition)
+    relay.refuse()
+    view = service.datastores()
+    assert (view.source, view.default_hdd) == ("env", "local-lvm")
+    assert 'datastore="local-lvm",source="env"' in default_line(exposition)  # /metrics agrees with the API
+    relay.restore()
+    wait_until(lambda: service.datastores().source == "db", 2 * PROBE + CONNECT_TIMEOUT, "the database again")
+    assert 'datastore="ceph-vm",source="db"' in default_line(exposition)
+
+
+def test_a_black_holed_database_costs_one_connect_timeout_then_answers_come_from_memory(
+        postgres_server, relay, tmp_path, caplog):
+    service, _ = serving_through(relay, postgres_server, tmp_path)
+    relay.black_hole()
+    started = time.monotonic()
+    assert service.datastores().source == "env"
+    assert time.monotonic() - started <= CONNECT_TIMEOUT + 2  # the one connect that finds the host gone
+    for answer in (service.datastores, service.defaults, service.datastores):
+        started = time.monotonic()
+        assert answer().source == "env"
+        assert time.monotonic() - started < FROM_MEMORY, answer
+    with pytest.raises(StoreError):  # a write is refused at once too (503), without a connect
+        started = time.monotonic()
+        service.set_defaults(hdd="local")
+    assert time.monotonic() - started < FROM_MEMORY
+    assert caplog.text.count("answering from memory") == 1
+    relay.restore()
+    # A probe every PROBE s, each waiting up to CONNECT_TIMEOUT on the host: then the database's answers again.
+    wait_until(lambda: service.defaults().source == "db", PROBE + 2 * CONNECT_TIMEOUT + 2, "the database again")
+    assert service.defaults().default_hdd == "ceph-vm"

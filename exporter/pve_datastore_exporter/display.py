@@ -11,6 +11,8 @@ from .records import View
 
 log = logging.getLogger(__name__)
 
+UNREAD = -1  # the generation of a view shown while the database cannot be read: any later load is newer
+
 # (view, event): event "load", "refresh", "defaults", "role", or "fenced" (a stale leader's write refused)
 Subscriber = Callable[[View, str], None]
 
@@ -67,8 +69,25 @@ class Display:
         return dataclasses.replace(stored, refresh=self.view.refresh, cluster=self.view.cluster, role=self._role())
 
     def read(self) -> View:
-        """What the database holds now, as this process shows it (StoreError when it cannot be read)."""
-        return self._complete(self.present(self._store.load()[1]))
+        """What the database holds now, as this process shows it (StoreError when it cannot be read).
+
+        After the `.env` fallback was shown, the first view read is published again, so that
+        /metrics says `source="db"` as soon as the answers do.
+        """
+        generation, stored = self._store.load()
+        view = self._complete(self.present(stored))
+        if self.generation == UNREAD:
+            with self.publishing:
+                if self.generation == UNREAD:
+                    self.publish(view, "load", generation)
+        return view
+
+    def fall_back(self, view: View) -> None:
+        """Show `view`, the `.env` fallback's, while the database cannot be read: /metrics says what the answers say."""
+        if self.view.source == view.source and self.generation == UNREAD:
+            return  # already shown: a GET while the database is away re-renders nothing
+        with self.publishing:
+            self.publish(view, "load", UNREAD)
 
     def follow(self, generation: int) -> None:
         """Show what another process committed: reload when the store's `generation` is not the one shown."""

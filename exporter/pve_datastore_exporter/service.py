@@ -15,7 +15,7 @@ from .display import Display, Subscriber
 from .proxmox import Reader
 from .records import RefreshFailed, View
 from .refreshing import Refresher
-from .store import Store, StoreError, UnknownDatastore
+from .store import DatabaseAway, Store, StoreError, UnknownDatastore
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +112,22 @@ class Service:
                     self.refresh()
             return self.display.read()
         except StoreError as exc:
-            log.warning("database unreadable, answering with .env defaults: %r", exc)
-            return self._fallback.instead(self.display.present(self.view))
+            if not isinstance(exc, DatabaseAway):  # said once, when the connect failed
+                log.warning("database unreadable, answering with .env defaults: %r", exc)
+            return self._unreadable()
 
     def defaults(self) -> View:
         """The current defaults, from the DB or, failing that, from `.env`."""
         try:
             return self.display.read()
         except StoreError:
-            return self._fallback.instead(self.display.present(self.view))
+            return self._unreadable()
+
+    def _unreadable(self) -> View:
+        """The `.env` fallback's view, shown everywhere (the answers and /metrics) until the database is read again."""
+        view = self._fallback.instead(self.display.present(self.view))
+        self.display.fall_back(view)
+        return view
 
     def refresh(self) -> int:
         """Fetch and store a snapshot; concurrent callers share the one in progress; a follower asks the leader."""

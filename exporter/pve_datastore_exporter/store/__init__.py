@@ -14,6 +14,7 @@ from peewee import __exception_wrapper__ as driver_errors  # turns DB-API errors
 from ..records import REFRESHED, Datastore, NodeFigures, RefreshInfo, View
 from .leader import EPOCH, LOCK_CLASS, LOCK_KEY, HeldLock
 from .notify import CHANGES, GENERATION, REFRESH, NoSignals
+from .reach import PROBE, DatabaseAway, Reach
 from .replicas import AlreadyServed, open_coordination
 from .sessions import SessionError, is_sqlite
 from .tables import (
@@ -67,6 +68,7 @@ class Store:
         self.database = open_database(url, busy_timeout_ms)
         self._writing = threading.Lock()  # one writer at a time inside the process
         self._postgres = not is_sqlite(url)
+        self._connection = Reach(self.database, self._postgres).connection  # a connection per call
         db.initialize(self.database)
 
     @contextlib.contextmanager
@@ -81,7 +83,7 @@ class Store:
         # upgraded while another writer holds the lock, and then fails at once ("database is locked").
         immediate = {} if self._postgres else {"lock_type": "IMMEDIATE"}
         commit = Commit()
-        with self._writing, self.database.connection_context(), self.database.atomic(**immediate):
+        with self._writing, self._connection(), self.database.atomic(**immediate):
             if self._postgres:  # one writer at a time among replicas too: two CREATE TABLEs at once collide
                 self.database.execute_sql(WRITER_LOCK)
             migrate_schema(self.database)  # also what recreates a DB file deleted under us
@@ -113,7 +115,7 @@ class Store:
 
     def is_empty(self) -> bool:
         """True before the first refresh ever stored a datastore."""
-        with self.database.connection_context():
+        with self._connection():
             return not DatastoreModel.select().where(DatastoreModel.present == True).exists()  # noqa: E712
 
     def replace_snapshot(self, datastores: list[Datastore], initial_defaults: dict[str, str],
@@ -212,7 +214,7 @@ class Store:
     def load(self) -> tuple[int, View]:
         """The view and the generation it belongs to, read from one snapshot of the database."""
         node = DatastoreNodeModel
-        with self.database.connection_context(), self._snapshot():
+        with self._connection(), self._snapshot():
             generation = self._generation()
             nodes: dict[str, list[NodeFigures]] = {}
             query = node.select(node.datastore, node.node, node.active, node.size, node.used, node.available)
@@ -227,7 +229,7 @@ class Store:
 
     def refresh_state(self) -> tuple[int, RefreshInfo]:
         """The generation and the bookkeeping of the last refresh, whichever process made it."""
-        with self.database.connection_context(), self._snapshot():
+        with self._connection(), self._snapshot():
             return self._generation(), to_refresh_info(RefreshStateModel.get_or_none(RefreshStateModel.id == 1))
 
     def _snapshot(self):
@@ -241,7 +243,7 @@ class Store:
     def ask_for_refresh(self) -> None:
         """Ask the leader (the replica holding the lock) to refresh now; PostgreSQL only."""
         if self._postgres:
-            with self.database.connection_context():
+            with self._connection():
                 self.database.execute_sql("SELECT pg_notify(%s, '')", (REFRESH,))
 
     def record_refresh(self, info: RefreshInfo, cluster: str = "", fence: int | None = None) -> int:
@@ -257,5 +259,5 @@ class Store:
 
 
 # What the coordination (coordination.py) takes from here: the store stays the one door to the database.
-__all__ = ["AlreadyServed", "Fenced", "HeldLock", "NoSignals", "SessionError", "Store", "StoreError", "UnknownDatastore", "is_sqlite",
-           "open_coordination"]
+__all__ = ["PROBE", "AlreadyServed", "DatabaseAway", "Fenced", "HeldLock", "NoSignals", "SessionError", "Store",
+           "StoreError", "UnknownDatastore", "is_sqlite", "open_coordination"]
