@@ -137,6 +137,7 @@ def test_every_write_raises_the_generation_and_tells_the_listening_replicas(stor
         assert signals.wait(5) == [(CHANGES, str(written))] and signals.generation() == written
         with pytest.raises(UnknownDatastore):
             store.set_defaults(hdd="nope")  # rolled back: no new number, no notification
+        assert store.set_defaults(hdd="local-lvm") == (written, False)  # no change: no number, no notification
         store.ask_for_refresh()
         assert signals.wait(5) == [(REFRESH, "")] and signals.generation() == written
         assert store.load()[0] == written

@@ -262,3 +262,10 @@ def test_a_refresh_state_table_from_before_the_cluster_column_gets_it(path):
     assert store.load()[1].refresh.count == 7 and store.load()[1].cluster == ""
     assert store.record_refresh(INFO, "prod") == 1
     assert store.load()[1].cluster == "prod"
+
+
+def test_a_default_set_to_what_it_already_is_raises_no_generation(store, path):
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
+    assert store.set_defaults(hdd="ceph-vm") == (2, True)
+    assert store.set_defaults(hdd="ceph-vm", ssd="local") == (2, False)  # the generation it holds, unraised
+    assert rows(path, "SELECT value FROM generation") == [(2,)]  # so no replica reloads for nothing

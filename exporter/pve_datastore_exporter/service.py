@@ -137,9 +137,9 @@ class Service:
         """Change the default HDD and/or SSD datastore; raise UnknownDatastore or StoreError."""
         with self.display.publishing:
             generation, changed = self._store.set_defaults(hdd=hdd, ssd=ssd)
-            if generation == self.display.generation + 1:  # the one write since the view shown: the flags moved
+            if changed and generation == self.display.generation + 1:  # the one write since the view shown
                 self.display.publish(self.display.read(), "defaults", generation)
-            else:  # another process committed meanwhile: show all of it, with its own refresh bookkeeping
+            else:  # nothing moved, or another process committed meanwhile: show what the database holds
                 self.display.follow(generation)
             view = self.display.view
         log.info("defaults set: hdd=%r ssd=%r (changed=%s)", view.default_hdd, view.default_ssd, changed)

@@ -52,9 +52,10 @@ class Fenced(Exception):
 
 @dataclasses.dataclass
 class Commit:
-    """What a write committed: the generation it raised the database to (0 for a write that announces nothing)."""
+    """What a write committed: the generation it raised the database to, or the one it holds for a write that changed nothing."""
 
     generation: int = 0
+    changed: bool = True  # the body sets it False when it moved nothing: no generation, no NOTIFY
 
 
 class Store:
@@ -89,8 +90,10 @@ class Store:
             migrate_schema(self.database)  # also what recreates a DB file deleted under us
             yield commit
             self._check_fence(fence)
-            if announce:
+            if announce and commit.changed:
                 commit.generation = self._announce()
+            elif announce:
+                commit.generation = self._generation()
 
     def _announce(self) -> int:
         """Raise the generation in the write's transaction, and tell the listening replicas on commit."""
@@ -197,6 +200,7 @@ class Store:
         """Move the default flags; the generation and whether a flag moved; UnknownDatastore unless each target is enabled."""
         changed = False
         with self._write() as commit:
+            commit.changed = False  # until a flag moves
             for kind, datastore_id in (("hdd", hdd), ("ssd", ssd)):
                 if datastore_id is None:
                     continue
@@ -208,7 +212,7 @@ class Store:
                 flag = getattr(DatastoreModel, f"is_default_{kind}")
                 DatastoreModel.update({flag: False}).where(flag == True).execute()  # noqa: E712
                 DatastoreModel.update({flag: True}).where(DatastoreModel.id == datastore_id).execute()
-                changed = True
+                changed = commit.changed = True
         return commit.generation, changed
 
     def load(self) -> tuple[int, View]:
