@@ -7,6 +7,7 @@ from urllib.parse import quote
 import pytest
 
 from pve_datastore_exporter.answers import defaults_answer
+from pve_datastore_exporter.config import ConfigError
 from pve_datastore_exporter.coordination import Coordinator
 from pve_datastore_exporter.metrics import Exposition
 from pve_datastore_exporter.records import RefreshFailed, RefreshInfo
@@ -364,3 +365,42 @@ def test_a_black_holed_database_costs_one_connect_timeout_then_answers_come_from
     # A probe every PROBE s, each waiting up to CONNECT_TIMEOUT on the host: then the database's answers again.
     wait_until(lambda: service.defaults().source == "db", PROBE + 2 * CONNECT_TIMEOUT + 2, "the database again")
     assert service.defaults().default_hdd == "ceph-vm"
+
+
+# -- two clusters' exporters on one database: never relabelled (issue 22, item 15) --------------------------
+
+
+class NamedReader(FakeReader):
+    """A reader with PROXMOX_CLUSTER_NAME set: its name is always the configured one, as proxmox.Reader's."""
+
+    def __init__(self, name: str, records=None):
+        super().__init__(records)
+        self.cluster = name
+
+    def name(self, stored: str = "") -> str:
+        return self.cluster
+
+
+def named(tmp_path, store, name: str, records=()) -> Service:
+    return Service(config(tmp_path, database_url=store.url, proxmox_cluster_name=name),
+                   NamedReader(name, list(records) or None), store)
+
+
+def test_a_replica_of_another_cluster_refuses_the_database_and_never_relabels(store, tmp_path, caplog):
+    a = named(tmp_path, store, "prod-a")
+    b = named(tmp_path, store, "prod-b")
+    b.start()  # an empty database: nothing to compare yet
+    a.start()
+    a.refresh()  # cluster A's leader stores its datastores
+    with pytest.raises(StoreError):  # a notification reaches B: its coordinator's loop takes it as unreadable
+        b.display.follow(store.load()[0])
+    answer = b.datastores()
+    assert b.view.cluster == "prod-b" and not b.view.rows  # nothing of A's shown under B's name
+    assert answer.source == "env" and not answer.rows
+    assert "'prod-a'" in caplog.text and "PROXMOX_CLUSTER_NAME='prod-b'" in caplog.text
+    restarted = named(tmp_path, store, "prod-b")
+    with pytest.raises(ConfigError, match="PROXMOX_CLUSTER_NAME: the database holds the datastores of cluster 'prod-a'"):
+        restarted.start()  # `serve` stops with this one line
+    again = named(tmp_path, store, "prod-a")
+    again.start()
+    assert again.datastores().cluster == "prod-a" and again.view.rows  # its own cluster's replica follows

@@ -27,8 +27,9 @@ class Display:
     """
 
     def __init__(self, store, view: View, role: Callable[[], str], cluster: Callable[[str], str],
-                 complete: Callable[[View], View]):
+                 complete: Callable[[View], View], own: Callable[[View], None] = lambda stored: None):
         self._store = store
+        self._own = own  # service.Service._own_cluster: raises unless a stored view is this cluster's
         self._role = role  # the coordinator's: "leader" or "follower"
         self._cluster = cluster  # proxmox.Reader.name: the cluster's name, given the one a view carries
         self._complete = complete  # service.Fallback.complete: the .env defaults where the store has none
@@ -75,6 +76,7 @@ class Display:
         /metrics says `source="db"` as soon as the answers do.
         """
         generation, stored = self._store.load()
+        self._own(stored)
         view = self._complete(self.present(stored))
         if self.generation == UNREAD:
             with self.publishing:
@@ -99,6 +101,7 @@ class Display:
             generation, view = self._store.load()
             if generation == self.generation:
                 return
+            self._own(view)  # another cluster's datastores are never shown under this one's name
             event = "refresh" if view.refresh != self.view.refresh else "defaults"
             self.publish(self._complete(view), event, generation)
         self._wake()  # a follower's refresh waits for the leader's outcome

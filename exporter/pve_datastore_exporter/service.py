@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .config import Config
+from .config import Config, ConfigError
 from .coordination import Coordinator
 from .display import Display, Subscriber
 from .proxmox import Reader
@@ -18,6 +18,10 @@ from .refreshing import Refresher
 from .store import DatabaseAway, Store, StoreError, UnknownDatastore
 
 log = logging.getLogger(__name__)
+
+
+class ForeignCluster(StoreError):
+    """The database holds another cluster's datastores: PROXMOX_CLUSTER_NAME differs from the name stored with them."""
 
 
 class Fallback:
@@ -66,7 +70,8 @@ class Service:
         initial = View(default_hdd=config.hdd_datastore, default_ssd=config.ssd_datastore, source="env",
                        cluster=self._reader.cluster)
         self.display = Display(self._store, initial, role=lambda: self._coordinator.role, cluster=self._reader.name,
-                               complete=self._fallback.complete)
+                               complete=self._fallback.complete, own=self._own_cluster)
+        self._foreign_seen = ""  # the other cluster's name last logged: said once, not on every GET
         self._refresher = Refresher(config, self._reader, self._store, self.display, self._coordinator,
                                     self._fallback, clock)
         self._first_fetch = True  # the seed's "first call fetches", claimed by one GET only
@@ -91,10 +96,25 @@ class Service:
         try:
             self._store.migrate()
             generation, view = self._store.load()  # its refresh bookkeeping tells the data's age after a restart
+            self._own_cluster(view)
             self._fallback.remember(view)
             self.display.publish(view, "load", generation)
+        except ForeignCluster as exc:  # two clusters' exporters on one database: `serve` stops with one line
+            raise ConfigError(f"PROXMOX_CLUSTER_NAME: {exc}") from None
         except StoreError as exc:
             log.error("database unusable at start, answering with .env defaults: %r", exc)
+
+    def _own_cluster(self, stored: View) -> None:
+        """ForeignCluster (logged once per name) when a stored view names another cluster than PROXMOX_CLUSTER_NAME."""
+        configured = self.config.proxmox_cluster_name
+        if not configured or not stored.cluster or stored.cluster == configured:
+            return
+        error = ForeignCluster(f"the database holds the datastores of cluster {stored.cluster!r}, not of "
+                               f"PROXMOX_CLUSTER_NAME={configured!r}: one database per cluster")
+        if self._foreign_seen != stored.cluster:
+            self._foreign_seen = stored.cluster
+            log.error("%s; this replica shows none of them", error)
+        raise error
 
     def init_db(self) -> None:
         """Create or upgrade the schema; errors are raised, not logged (the `init-db` command)."""
