@@ -11,6 +11,7 @@ from pve_datastore_exporter.config import ConfigError
 from pve_datastore_exporter.coordination import Coordinator
 from pve_datastore_exporter.metrics import Exposition
 from pve_datastore_exporter.records import RefreshFailed, RefreshInfo
+from pve_datastore_exporter.refreshing import ASK_AGAIN
 from pve_datastore_exporter.service import Service
 from pve_datastore_exporter.store import PROBE, Fenced, SessionError, Store, StoreError, UnknownDatastore
 from pve_datastore_exporter.store.leader import LOCK_CLASS, PgLock
@@ -404,3 +405,36 @@ def test_a_replica_of_another_cluster_refuses_the_database_and_never_relabels(st
     again = named(tmp_path, store, "prod-a")
     again.start()
     assert again.datastores().cluster == "prod-a" and again.view.rows  # its own cluster's replica follows
+
+
+# -- a follower's refresh request lost while the leader's listening session reconnects (issue 22, item 4) ---
+
+
+def test_a_followers_refresh_request_lost_by_the_leader_is_asked_again(postgres_server, store, tmp_path):
+    held = PgLock(store.url, "the leader")  # the test is the leader: it holds the lock and answers requests
+    assert held.try_acquire() == 0.0
+    c = config(tmp_path, database_url=store.url, proxmox_timeout=1, proxmox_cluster_name="pve-test")
+    follower = Service(c, FakeReader(), store, coordinator=Coordinator(PgLock(store.url, "follower"), PgSignals(store.url)))
+    follower.start()
+    follower._coordinator.start(prepare=lambda: None, follow=follower.display.follow,
+                                role_changed=follower.display.announce_role)
+    answered = []
+    asking = threading.Thread(target=lambda: answered.append(follower.refresh()), daemon=True)
+    listening = None
+    try:
+        asking.start()  # its request goes out while the leader's listening session is down: lost
+        time.sleep(0.5)
+        listening = PgSignals(store.url)  # the leader's listener, reconnected
+        started = time.monotonic()
+        wait_until(lambda: any(channel == REFRESH for channel, _ in listening.wait(0.2)),
+                   ASK_AGAIN + 2, "the request asked again")
+        assert time.monotonic() - started <= ASK_AGAIN + 2
+        generation, view = store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS,
+                                                  lambda: RefreshInfo(last_attempt=9.0, last_success=9.0, ok=True, count=1))
+        asking.join(5)  # the follower hears the change and answers at once
+        assert answered == [len(view.enabled)]
+    finally:
+        follower._coordinator.stop()
+        held.release()
+        if listening:
+            listening.close()

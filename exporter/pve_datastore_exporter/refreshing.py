@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
 
-from .coordination import NotLeader
+from .coordination import MAX_BACKOFF, TICK, NotLeader
 from .records import RefreshFailed, RefreshInfo, View
 from .store import Fenced, StoreError
 
 log = logging.getLogger(__name__)
+
+# s between a follower's requests while no answer comes: the leader's listening session, if it was
+# reconnecting when the last one was sent, is back within MAX_BACKOFF and listens within a TICK.
+ASK_AGAIN = MAX_BACKOFF + 2 * TICK
 
 
 class Refresher:
@@ -160,7 +165,11 @@ class Refresher:
             return None
 
     def _through_the_leader(self) -> int:
-        """A follower's refresh: the leader refreshes now, and the outcome it stores is the answer."""
+        """A follower's refresh: the leader refreshes now, and the outcome it stores is the answer.
+
+        The request is a NOTIFY, lost if the leader's listening session is reconnecting: it is sent
+        again every ASK_AGAIN s until the answer comes (concurrent requests share one refresh).
+        """
         limit = 2 * self._deadline + 10  # a new leader may first wait out the last one's read
         try:
             asked_at, before = self._store.refresh_state()
@@ -173,8 +182,13 @@ class Refresher:
             return self._display.generation > asked_at and (
                 (after.last_attempt, after.count) != (before.last_attempt, before.count))
 
-        if not self._display.wait(lambda: done() or self._coordinator.leads(), limit):
-            raise RefreshFailed("timeout", f"no replica stored a refresh within {limit} s of asking")
+        give_up = time.monotonic() + limit
+        while not self._display.wait(lambda: done() or self._coordinator.leads(),
+                                     min(ASK_AGAIN, give_up - time.monotonic())):
+            if time.monotonic() >= give_up:
+                raise RefreshFailed("timeout", f"no replica stored a refresh within {limit} s of asking")
+            with contextlib.suppress(StoreError):  # the database away: the wait above ends it
+                self._store.ask_for_refresh()
         view = self._display.view  # one snapshot: a later follow must not mix into the answer
         if not done():  # there was no leader to ask: this replica took the lead meanwhile
             return self.refresh()
