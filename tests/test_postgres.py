@@ -119,12 +119,16 @@ def test_a_new_leader_waits_out_the_read_its_predecessor_marked(postgres_server,
         assert first.try_acquire() == 0.0
         first.begin_read(6)
         first.end_read()
+        started = time.monotonic()
         first.begin_read(6)  # this one never ends: the session goes first
         [pid] = lock_sessions(postgres_server, store.url)
         postgres_server.sql(f"SELECT pg_terminate_backend({pid})")
         with pytest.raises(SessionError):
             first.end_read()
-        assert 4 < second.try_acquire() <= 6
+        grace = second.try_acquire()
+        # The mark's 6 s less what the database's clock ran between the mark and the take-over, which
+        # both happened inside this window: no slack needed, whatever the machine's load.
+        assert 6 - (time.monotonic() - started) <= grace <= 6
         assert postgres_server.sql("SELECT holder FROM leader", store.url.rsplit("/", 1)[1]) == [("second",)]
     finally:
         first.release()
