@@ -277,6 +277,8 @@ def test_postgres_stopped_and_started_answers_throughout_and_recovers_by_itself(
                 for path in ("/api/datastores", "/api/datastores/default", "/", "/?part=status", "/metrics"):
                     assert proc.get(path).status_code == 200, path
                 assert proc.api()["source"] == "env"  # the answers say the DB is not where this comes from
+                defaults = metric_lines(proc, "pve_datastore_default{")
+                assert len(defaults) == 2 and all('source="env"' in line for line in defaults), defaults  # /metrics too
         for path, body in (("/api/datastores/default", {"json": {"hdd_datastore_id": "ceph-vm"}}),
                            ("/api/datastores/refresh", {})):
             response = procs[0].post(path, **body)
