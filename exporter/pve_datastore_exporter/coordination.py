@@ -98,7 +98,12 @@ class Coordinator:
 
     @contextlib.contextmanager
     def reading(self, seconds: float):
-        """Around one read of Proxmox that ends within `seconds`: NotLeader before it, or after it, without the lock."""
+        """Around one read of Proxmox that ends within `seconds`: NotLeader before it, or after it, without the lock.
+
+        It yields the fence of the writes that store the read: the epoch the lock was taken with
+        (None for a lone process), which the store checks inside each write's transaction.
+        """
+        fence = getattr(self._lock, "epoch", None)  # a lock that fences nothing has none
         if not self._leading:
             raise NotLeader("another replica leads: it reads Proxmox")
         if self._stop.wait(max(self._ready_at - self._clock(), 0.0)):
@@ -112,7 +117,7 @@ class Coordinator:
             # The mark's clock may have started long before its answer came: the read could outlast it.
             raise NotLeader(f"the database took {self._clock() - started:.1f} s to mark the read")
         try:
-            yield
+            yield fence
         finally:
             self._end_read()
 

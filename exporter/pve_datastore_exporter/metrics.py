@@ -99,6 +99,8 @@ class Exposition:
             self.failures.labels(reason)
         self.leader = Gauge("pve_datastore_leader", "1 on the replica that reads Proxmox (the leader), 0 on a follower.",
                             registry=self.registry)
+        self.fenced = Counter("pve_datastore_fenced_writes", "Writes refused because this replica had lost the "
+                              "leader's lock before they committed.", registry=self.registry)
         self._clock = clock
         self._counted: tuple = (None, None)  # (refresh, reason) last counted
         self._parts = (b"", _deflate(b"", 6, final=False), 0)  # (plain, deflate, crc32), swapped as one
@@ -113,6 +115,8 @@ class Exposition:
         # Counted after the new bytes are in place, so no scrape sees the count without the data.
         if event == "refresh":
             self._count(info)
+        elif event == "fenced":
+            self.fenced.inc()
         self.up.set(1 if info.ok else 0)
         self.last_success.set(info.last_success or 0)
         self.leader.set(1 if view.role == "leader" else 0)
