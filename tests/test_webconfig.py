@@ -292,3 +292,21 @@ def test_the_fronts_refusals_are_the_one_envelope_in_the_clients_language():
         assert headers[b"content-language"] == b"en" and headers[b"vary"] == b"Accept-Language"
         got, headers, body, _ = call(front, KO)
         assert (got, json.loads(body)) == (status, error_body(code, korean)) and headers[b"content-language"] == b"ko"
+
+
+@pytest.mark.parametrize("command", ["check-config", "serve"])
+def test_a_header_http_forbids_stops_check_config_and_start_up_with_one_line(tmp_path, command):
+    """Issue 22.14: a control byte passed check-config and start-up, then every answer failed."""
+    import subprocess
+
+    from tools.processes import BIN
+    path = write(tmp_path, 'http_server_config: {headers: {Content-Security-Policy: "default-src \\x01"}}\n')
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "PROXMOX_HOST": "127.0.0.1",
+           "PROXMOX_USER": "u@pve", "PROXMOX_PASSWORD": "x", "EXPORTER_WEB_CONFIG_FILE": path,
+           "EXPORTER_LISTEN_ADDRESS": "127.0.0.1:1"}  # never bound: the web config stops it first
+    done = subprocess.run([str(BIN), "--env-file", "/dev/null", command], env=env, capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"configuration error: web config {path}: http_server_config.headers.Content-Security-Policy: invalid value "
+        "'default-src \\x01' (HTTP allows visible ASCII, inner spaces and tabs)"]

@@ -4,9 +4,8 @@ Chosen by measurement (docs/architecture.md#the-listener): an event loop reads r
 or idle clients cost a socket, never a thread; `/metrics` is served from the cached bytes without
 a thread hop; the Flask app runs in a2wsgi's pool of HTTP_THREADS threads; TLS is Python's ssl.
 
-Every connection starts as a gate (a socket and a timer, ~2 kB): it counts its client against the
-per-client cap and holds nothing else until its first bytes arrive; only then is TLS (asyncio's
-SSLProtocol, with a 16 KiB read buffer instead of its 256 KiB) or the HTTP parser built.
+Every connection starts as a gate (gate.py): counted per client, timed, and given TLS or this
+module's HTTP protocol only when its first bytes arrive.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import socket
 import ssl
 import threading
 import time
-from asyncio import sslproto
 from collections.abc import Callable
 
 import httptools
@@ -27,8 +25,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..answers import encoded, error_body
 from . import SECURITY_HEADERS
-from .clients import Tally, client_key
+from .clients import Tally
 from .front import Front
+from .gate import Gate, Ticket, WriteWatch
 
 HTTP_THREADS = 8
 REQUEST_DEADLINE = 10  # seconds from a connection (or a request's first byte) to its whole head
@@ -63,145 +62,6 @@ def _envelope(status: bytes, code: str, message: str) -> bytes:
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
-class _Ticket:
-    """A client's place in the tally, given back once, by whichever protocol holds the socket last."""
-
-    def __init__(self, tally: Tally, client: str):
-        self.tally, self.client = tally, client
-
-    def release(self) -> None:
-        if self.tally is not None:
-            self.tally.give_back(self.client)
-            self.tally = None
-
-
-class _WriteWatch:
-    """The write timeout of a raw socket transport: aborted when its output waits and not a byte leaves.
-
-    The transport's high-water mark is 0, so pause_writing() means "output waits for the client"
-    and resume_writing() "all of it left"; a client that stops reading (with a full window, or a
-    close waiting to flush) is dropped after `timeout` seconds instead of holding its answer forever.
-    """
-
-    def __init__(self, listener: HttpServer, transport):
-        self.listener, self.transport, self.timer = listener, transport, None
-        transport.set_write_buffer_limits(high=0)
-
-    def paused(self) -> None:
-        self._arm(self.transport.get_write_buffer_size())
-
-    def _arm(self, waiting: int) -> None:
-        self.cancel()
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(self.listener.limits.write_timeout, self._stalled, waiting)
-
-    def _stalled(self, waiting: int) -> None:
-        now = self.transport.get_write_buffer_size()
-        if now and now >= waiting:  # not one byte taken in write_timeout seconds
-            self.listener.count("write_timeout")
-            self.transport.abort()
-        elif now:
-            self._arm(now)
-
-    def cancel(self) -> None:
-        if self.timer:
-            self.timer.cancel()
-            self.timer = None
-
-
-class _Tls(sslproto.SSLProtocol):
-    """asyncio's TLS layer with a TLS record's worth of read buffer; gives the connection's ticket back."""
-
-    max_size = 16 * 1024  # asyncio's 256 KiB, allocated and zeroed per connection, was most of its cost
-
-    def __init__(self, *args, ticket: _Ticket, watch: _WriteWatch, **kw):
-        super().__init__(*args, **kw)
-        self.ticket, self.watch = ticket, watch
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        self.watch.paused()
-
-    def resume_writing(self) -> None:
-        self.watch.cancel()
-        super().resume_writing()
-
-    def connection_lost(self, exc) -> None:
-        self.watch.cancel()
-        super().connection_lost(exc)
-        self.ticket.release()
-
-
-class _Gate(asyncio.Protocol):
-    """A connection until its first bytes: counted per client, closed at its deadline, nothing else held."""
-
-    def __init__(self, server: HttpServer, make_http: Callable[[], _Protocol], connections: set):
-        self.server, self.make_http, self.connections = server, make_http, connections
-        self.transport = self.ticket = self.late = None
-        self.tls = False
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        client = client_key(transport.get_extra_info("peername"))
-        if not self.server.tally.take(client):
-            self.server.count("per_client_limit")
-            transport.abort()
-            return
-        self.ticket = _Ticket(self.server.tally, client)
-        self.connections.add(self)  # uvicorn shuts it down with the others
-        limits, self.tls = self.server.limits, self.server.context is not None
-        self.until = self.server.loop_time() + (limits.handshake if self.tls else limits.deadline)
-        self.late = asyncio.get_running_loop().call_at(self.until, self._too_late)
-
-    def data_received(self, data: bytes) -> None:
-        http = self.make_http()
-        context = self.server.context  # the one of this moment: a reload swaps it for later connections
-        if not self.tls:
-            self._done()
-            http.ticket, http.head_until = self.ticket, self.until
-            self.transport.set_protocol(http)
-            http.connection_made(self.transport)
-            http.data_received(data)
-            return
-        handshaken = asyncio.get_running_loop().create_future()
-        handshaken.add_done_callback(self._handshaken)
-        tls = _Tls(asyncio.get_running_loop(), http, context, handshaken, server_side=True,
-                   ssl_handshake_timeout=self.server.limits.handshake + 5,  # ours fires first
-                   ticket=self.ticket, watch=_WriteWatch(self.server, self.transport))
-        self.ticket = None
-        self.transport.set_protocol(tls)
-        tls.connection_made(self.transport)
-        for start in range(0, len(data), tls.max_size):  # what the gate read, as if TLS had read it
-            if self.transport.is_closing():
-                break
-            piece = data[start:start + tls.max_size]
-            tls.get_buffer(len(piece))[:len(piece)] = piece
-            tls.buffer_updated(len(piece))
-
-    def _handshaken(self, done: asyncio.Future) -> None:
-        if not done.cancelled():
-            done.exception()  # a failed handshake is the client's affair: retrieved, not logged
-        self._done()
-
-    def _done(self) -> None:
-        if self.late:
-            self.late.cancel()
-        self.connections.discard(self)
-
-    def _too_late(self) -> None:
-        self.server.count("handshake_timeout" if self.tls else "request_timeout")
-        self.transport.abort()
-
-    def connection_lost(self, exc) -> None:
-        self._done()
-        if self.ticket:
-            self.ticket.release()
-
-    def shutdown(self) -> None:
-        """uvicorn's shutdown: nothing was asked, nothing is lost."""
-        self.transport.abort()
-
-
 class _Protocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits it lacks: a deadline and a size for each request head,
     a bound on requests read ahead, a write timeout, and its own errors in the JSON envelope.
@@ -212,14 +72,14 @@ class _Protocol(HttpToolsProtocol):
     """
 
     listener: HttpServer  # set on the per-server subclass (uvicorn's `server` is the local address)
-    ticket: _Ticket | None = None
+    ticket: Ticket | None = None
     head_until: float | None = None  # the first head's deadline (the gate's), else one per request
     _late = _watch = None
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         if self.ticket:  # the raw socket's protocol (plain HTTP); under TLS, _Tls watches the socket
-            self._watch = _WriteWatch(self.listener, transport)
+            self._watch = WriteWatch(self.listener, transport)
         self._begin_head(self.head_until)
 
     def _begin_head(self, until: float | None = None) -> None:
@@ -324,7 +184,7 @@ class HttpServer:
         def connection(config, server_state, app_state, _loop=None):
             def make_http():
                 return protocol(config=config, server_state=server_state, app_state=app_state, _loop=_loop)
-            return _Gate(self, make_http, server_state.connections)
+            return Gate(self, make_http, server_state.connections)
 
         config = uvicorn.Config(front, http=connection, lifespan="off", access_log=False, log_config=None,
                                 server_header=False, date_header=True, timeout_keep_alive=IDLE_TIMEOUT,
