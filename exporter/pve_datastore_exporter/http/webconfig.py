@@ -84,7 +84,7 @@ class WebConfig:
                + (", client certificates required" if self.tls.verify_mode == ssl.CERT_REQUIRED else "")
                if self.tls else "no TLS")
         users = f"basic auth for {len(self.users)} user(s)" if self.users else "no basic auth"
-        rate = f", at most {self.rate_limit[1]} requests per burst" if self.rate_limit else ""
+        rate = f", at most {self.rate_limit[1]} requests per burst per client" if self.rate_limit else ""
         return f"{tls}, {users}{rate}"
 
 
