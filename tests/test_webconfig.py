@@ -4,7 +4,6 @@ import asyncio
 import base64
 import json
 import ssl
-import statistics
 import time
 
 import bcrypt
@@ -173,21 +172,22 @@ def test_a_rotated_password_or_a_removed_user_is_refused_at_once():
     assert again.user(basic(b"bob", b"scrape-pw")) == "bob" and check.calls == 1
 
 
-def bcrypt_seconds(auth: BasicAuth, user: bytes, rounds: int = 7) -> float:
-    """The median time of a wrong password for `user` (interleaved callers keep the load the same)."""
-    times = []
+def bcrypt_seconds(auth: BasicAuth, users: tuple[bytes, ...], rounds: int = 9) -> list[float]:
+    """The fastest time of a wrong password for each user: rounds interleaved, so load hits all alike,
+    and the minimum, which the machine's noise can only raise."""
+    best = [float("inf")] * len(users)
     for _ in range(rounds):
-        started = time.perf_counter()
-        assert auth.user(basic(user, b"wrong")) is None
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for i, user in enumerate(users):
+            started = time.perf_counter()
+            assert auth.user(basic(user, b"wrong")) is None
+            best[i] = min(best[i], time.perf_counter() - started)
+    return best
 
 
-@pytest.mark.parametrize("cost", [5, 8])
-def test_an_unknown_user_costs_what_a_known_one_does(cost):
+def test_an_unknown_user_costs_what_a_known_one_does():
     """Issue 22.13: the dummy hash had cost 10: unknown 54 ms, a cost-5 user 2.9 ms (a cost-12 one 212 ms)."""
-    auth = BasicAuth({"alice": bcrypt.hashpw(b"pw", bcrypt.gensalt(cost))})
-    known, unknown = bcrypt_seconds(auth, b"alice"), bcrypt_seconds(auth, b"mallory")
+    auth = BasicAuth({"alice": bcrypt.hashpw(b"pw", bcrypt.gensalt(8))})  # ~12 ms; the old dummy took ~4x that
+    known, unknown = bcrypt_seconds(auth, (b"alice", b"mallory"))
     # bcrypt's time is set by its cost alone: the same cost, the same time; x2 is the machine's noise.
     assert 0.5 < unknown / known < 2, f"unknown {unknown * 1000:.1f} ms, known {known * 1000:.1f} ms"
 
