@@ -114,21 +114,24 @@ class Gate(asyncio.Protocol):
         self.late = asyncio.get_running_loop().call_at(self.until, self._too_late)
 
     def data_received(self, data: bytes) -> None:
+        (self._start_tls if self.tls else self._start_http)(data)
+
+    def _start_http(self, data: bytes) -> None:
+        self._done()
         http = self.make_http()
-        context = self.server.context  # the one of this moment: a reload swaps it for later connections
-        if not self.tls:
-            self._done()
-            http.ticket, http.head_until = self.ticket, self.until
-            self.transport.set_protocol(http)
-            http.connection_made(self.transport)
-            http.data_received(data)
-            return
+        http.ticket, http.head_until = self.ticket, self.until  # its first head keeps the gate's deadline
+        self.transport.set_protocol(http)
+        http.connection_made(self.transport)
+        http.data_received(data)
+
+    def _start_tls(self, data: bytes) -> None:
         handshaken = asyncio.get_running_loop().create_future()
         handshaken.add_done_callback(self._handshaken)
-        tls = _Tls(asyncio.get_running_loop(), http, context, handshaken, server_side=True,
+        # The context of this moment: a reload swaps it for the connections after this one.
+        tls = _Tls(asyncio.get_running_loop(), self.make_http(), self.server.context, handshaken, server_side=True,
                    ssl_handshake_timeout=self.server.limits.handshake + 5,  # ours fires first
                    ticket=self.ticket, watch=WriteWatch(self.server, self.transport))
-        self.ticket = None
+        self.ticket = None  # the TLS layer gives it back
         self.transport.set_protocol(tls)
         tls.connection_made(self.transport)
         for start in range(0, len(data), tls.max_size):  # what the gate read, as if TLS had read it
