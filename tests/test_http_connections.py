@@ -164,9 +164,12 @@ def test_a_pipelined_request_gets_its_own_deadline(listener):
     assert server.closed == ["request_timeout"]
 
 
-def test_a_client_that_stops_reading_is_dropped_at_the_write_timeout(listener):
-    server = listener(write_timeout=1)
-    with server.connect(SO_RCVBUF=4096) as s:
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "TLS"])
+def test_a_client_that_stops_reading_is_dropped_at_the_write_timeout(listener, certificate, tls):
+    server = listener(tls_context(certificate) if tls else None, write_timeout=1)
+    with server.connect(SO_RCVBUF=4096) as raw:
+        s = ssl.create_default_context(cafile=str(certificate[0])).wrap_socket(raw, server_hostname="localhost") \
+            if tls else raw
         s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         time.sleep(0.5)
         assert server.open_connections() == 1  # answering: its 16 MiB wait for a client that reads none
