@@ -79,7 +79,7 @@ class Front:
         rules = self.rules  # one web config for the whole request, whatever a reload does meanwhile
         if rules.extra:
             send = self._with_headers(send, rules)
-        client = client_key(scope.get("client"))
+        client = client_key(scope.get("client")) if rules.buckets or rules.auth else ""  # ~5 µs: only when used
         if rules.buckets and not rules.buckets.take(client):
             return await _error(scope, send, 429, "too_many_requests", TOO_MANY, [(b"retry-after", b"1")])
         if rules.auth:
