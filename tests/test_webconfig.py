@@ -12,7 +12,7 @@ import pytest
 from pve_datastore_exporter.answers import error_body
 from pve_datastore_exporter.config import ConfigError
 from pve_datastore_exporter.http import webconfig
-from pve_datastore_exporter.http.clients import Turns
+from pve_datastore_exporter.http.clients import Buckets, Turns
 from pve_datastore_exporter.http.front import Front
 from pve_datastore_exporter.http.guard import BasicAuth, TokenBucket, check_password
 from pve_datastore_exporter.http.tls import server_context
@@ -273,6 +273,17 @@ def test_the_rate_limit_answers_429_in_the_envelope_per_client():
     assert [call(front, client="192.0.2.9")[0] for _ in range(3)] == [200, 200, 429]
     assert call(front, client="2001:db8::1")[0] == 200 and call(front, client="2001:db8::2")[0] == 200
     assert call(front, client="2001:db8::3")[0] == 429  # one IPv6 /64 is one client
+
+
+def test_the_per_client_buckets_forget_only_refilled_ones():
+    now = [0.0]
+    buckets = Buckets(1.0, 2, clock=lambda: now[0])
+    buckets.PRUNE_AT = buckets.prune_at = 3
+    assert buckets.take("a") and buckets.take("a") and not buckets.take("a")  # a: empty
+    assert buckets.take("b") and buckets.take("c")  # one token each left
+    now[0] = 1.0  # b and c refilled; a has one token of two
+    assert buckets.take("d") and set(buckets.buckets) == {"a", "d"}  # pruned: nothing a client had is lost
+    assert buckets.take("a") and not buckets.take("a")
 
 
 KO = [(b"accept-language", b"ko-KR,ko;q=0.9,en;q=0.8")]

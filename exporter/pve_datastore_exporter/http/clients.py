@@ -62,13 +62,16 @@ class Buckets:
     def __init__(self, interval: float, burst: int, clock: Callable[[], float] | None = None):
         self.interval, self.burst, self.clock = interval, burst, clock
         self.buckets: dict[str, TokenBucket] = {}
+        self.prune_at = self.PRUNE_AT
 
     def take(self, client: str) -> bool:
         """Whether `client` may send a request now."""
         bucket = self.buckets.get(client)
         if bucket is None:
-            if len(self.buckets) >= self.PRUNE_AT:
+            if len(self.buckets) >= self.prune_at:
                 self._prune()
+                # Many clients all busy: the next look waits until they double (a prune stays O(1) a request).
+                self.prune_at = max(self.PRUNE_AT, 2 * len(self.buckets))
             kw = {"clock": self.clock} if self.clock else {}
             bucket = self.buckets[client] = TokenBucket(self.interval, self.burst, **kw)
         return bucket.take()
