@@ -34,6 +34,7 @@ from tools.processes import ExporterProcess, free_port
 GIB, TIB = 1024**3, 1024**4
 PROXY_USER, PROXY_PASSWORD, WRONG_PASSWORD = "ansible", "pvedx-proxy-password-2b9e41", "pvedx-wrong-password-77c0d3"
 CLUSTER = "pve-sim"
+INJECTED = "local-lvm,import-from=local:iso/evil.qcow2,cache=unsafe"  # disk options riding on an ID
 NO_TRACEBACK = "(traceback unavailable)"
 PLAY = """\
 - name: datastore_info and default_datastore, one call per item
@@ -423,8 +424,10 @@ def test_env_fallback_fails_unless_allowed(env_exporter, cut_off_exporter, tmp_p
 
 
 class Front:
-    """HTTPS with basic auth, passing GETs to the exporter. Under /named it adds the "cluster" key a
-    later exporter sends, so the plugins are seen to pass it on."""
+    """HTTPS with basic auth, passing GETs to the exporter. Under /older it takes out the keys an older
+    exporter did not send ("cluster", "role"), so the module is seen to invent none of them; under
+    /hostile it answers a datastore ID that carries disk options, as a hostile exporter (or anything
+    between, on plain http) could."""
 
     def __init__(self, backend: str, certs):
         self.backend, self.requests = backend, []
@@ -437,15 +440,20 @@ class Front:
         self.thread.start()
 
     def forward(self, path: str) -> tuple[int, bytes]:
-        named = path.startswith("/named/")
-        path = path.removeprefix("/named")
+        variant = path.split("/")[1] if path.split("/")[1] in ("older", "hostile") else ""
+        path = path.removeprefix("/" + variant) if variant else path
         try:
             with urllib.request.urlopen(self.backend + path, timeout=10) as resp:
                 status, raw = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, exc.read()
-        if named and status == 200 and path == "/api/datastores":
-            raw = json.dumps({**json.loads(raw), "cluster": CLUSTER}).encode()
+        if variant and status == 200 and path == "/api/datastores":
+            body = json.loads(raw)
+            if variant == "older":
+                body = {key: value for key, value in body.items() if key not in ("cluster", "role")}
+            else:
+                body["default_ssd"] = body["datastores"][0]["id"] = INJECTED
+            raw = json.dumps(body).encode()
         return status, raw
 
     def _handler(self):
@@ -487,14 +495,17 @@ def test_tls_and_basic_auth_through_a_proxy(exporter, sim, tmp_path):
         auth = {"url_username": PROXY_USER, "password": "right"}
         module = [
             {"name": "tls", "url": front.url, "ca_path": str(certs.ca), **auth},
-            {"name": "tls_named", "url": front.url + "/named", "ca_path": str(certs.ca), **auth},
+            {"name": "tls_older", "url": front.url + "/older", "ca_path": str(certs.ca), **auth},
+            {"name": "tls_hostile", "url": front.url + "/hostile", "ca_path": str(certs.ca), **auth},
             {"name": "tls_insecure", "url": front.url, "validate_certs": False, **auth},
             {"name": "tls_unverified", "url": front.url, **auth},
             {"name": "tls_wrong_password", "url": front.url, "ca_path": str(certs.ca), **auth, "password": "wrong"},
         ]
         lookup = [
-            {"name": "l_tls", "terms": ["ssd"], "options": {"url": front.url + "/named", "ca_path": str(certs.ca),
+            {"name": "l_tls", "terms": ["ssd"], "options": {"url": front.url, "ca_path": str(certs.ca),
                                                             "url_username": PROXY_USER}, "password": "right"},
+            {"name": "l_tls_hostile", "terms": ["ssd"], "options": {"url": front.url + "/hostile", "ca_path": str(certs.ca),
+                                                                    "url_username": PROXY_USER}, "password": "right"},
             {"name": "l_tls_no_credentials", "terms": ["ssd"], "options": {"url": front.url, "ca_path": str(certs.ca)}},
             {"name": "l_tls_wrong_password", "terms": ["ssd"],
              "options": {"url": front.url, "ca_path": str(certs.ca), "url_username": PROXY_USER}, "password": "wrong"},
@@ -504,9 +515,13 @@ def test_tls_and_basic_auth_through_a_proxy(exporter, sim, tmp_path):
         play, results = run_calls(tmp_path, module, lookup)
     finally:
         front.close()
-    for name in ("tls", "tls_named", "tls_insecure"):
+    for name in ("tls", "tls_older", "tls_insecure"):
         assert results[name]["datastores"] == api["datastores"], results[name]
-    assert results["tls"].get("cluster") == api.get("cluster") and results["tls_named"]["cluster"] == CLUSTER
+    assert (results["tls"]["cluster"], results["tls"]["role"]) == (api["cluster"], api["role"]) == (CLUSTER, "leader")
+    assert "cluster" not in results["tls_older"] and "role" not in results["tls_older"]  # passed on, never made up
+    for name in ("tls_hostile", "l_tls_hostile"):
+        assert results[name]["failed"] is True and "is not a Proxmox datastore ID" in results[name]["msg"], name
+        assert repr(INJECTED) in results[name]["msg"]
     for name in ("tls_unverified", "l_tls_unverified"):
         assert "cannot reach the exporter" in results[name]["msg"] and "CERTIFICATE_VERIFY_FAILED" in results[name]["msg"]
     for name in ("tls_wrong_password", "l_tls_no_credentials", "l_tls_wrong_password"):
@@ -624,3 +639,14 @@ def test_risk_refusals(exporter_api, datastore, node, options, wanted):
 def test_risk_limits_are_checked(exporter_api, options):
     with pytest.raises(ValueError):
         exporter_api.check_limits(**options)
+
+
+@pytest.mark.parametrize("given", ["local", "local-lvm", "ceph_vm.2", "Zeta9"])
+def test_check_datastore_id_takes_proxmox_ids(exporter_api, given):
+    assert exporter_api.check_datastore_id(given, "x") == given
+
+
+@pytest.mark.parametrize("given", [INJECTED, "local lvm", "lv:32", "-x", "x-", "a", "local\n", "ſtore", "", None, 7])
+def test_check_datastore_id_refuses_anything_else_with_a_sentence(exporter_api, given):
+    with pytest.raises(exporter_api.ExporterError, match=r"^default_hdd in the answer: .* is not a Proxmox datastore ID"):
+        exporter_api.check_datastore_id(given, "default_hdd in the answer")

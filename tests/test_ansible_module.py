@@ -190,6 +190,43 @@ def test_a_non_json_answer_is_a_clear_failure():
         fake.close()
 
 
+@pytest.mark.parametrize("check", [False, True])
+def test_defaults_the_exporter_reads_from_env_fail_with_a_sentence(exporter, check):
+    """The database away: the exporter's answer is .env's values, not what is set; never "ok" (issue 22, item 12)."""
+    exporter.answer = lambda method, *a: (200, {"success": True, "hdd_datastore": "local-lvm",
+                                                "ssd_datastore": "local", "source": "env"})
+    result = run_module(args(exporter, hdd_datastore="local-lvm"), check=check)
+    assert result["failed"] is True and result["_rc"] != 0
+    assert "answers from its .env fallback (source: env)" in result["msg"]
+    assert "cannot read its database" in result["msg"] and "nothing was checked or set" in result["msg"]
+    assert exporter.posts == []
+
+
+@pytest.mark.parametrize("hdd", ["local-lvm,import-from=/etc/shadow", "local lvm", "-x", "lv:32", "local\n"])
+def test_an_id_that_is_no_datastore_id_is_refused_before_any_request(exporter, hdd):
+    result = run_module(args(exporter, hdd_datastore=hdd))
+    assert result["failed"] is True and "hdd_datastore: " in result["msg"]
+    assert "is not a Proxmox datastore ID" in result["msg"]
+    assert exporter.requests == []
+
+
+@pytest.mark.parametrize("where", ["GET", "POST"])
+def test_an_id_the_exporter_answers_that_is_no_datastore_id_is_refused(exporter, where):
+    """A hostile exporter (or anything between, on plain http) must not inject disk options (issue 22, item 16)."""
+    injected = "local-lvm,import-from=local:iso/x.qcow2,cache=unsafe"
+    real = exporter.answer
+
+    def answer(method, path, headers, body):
+        status, payload = real(method, path, headers, body)
+        return status, ({**payload, "ssd_datastore": injected} if method == where else payload)
+
+    exporter.answer = answer
+    result = run_module(args(exporter, hdd_datastore="ceph-vm"))
+    assert result["failed"] is True and "is not a Proxmox datastore ID" in result["msg"]
+    assert "ssd_datastore" in result["msg"] and "'local-lvm,import-from=" in result["msg"]
+    assert len(exporter.posts) == (1 if where == "POST" else 0)
+
+
 def test_needs_at_least_one_datastore(exporter):
     result = run_module({"url": exporter.url})
     assert result["failed"] is True

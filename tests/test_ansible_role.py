@@ -334,7 +334,7 @@ def test_hardening_directives_present(default_unit):
     for line in ("User=pve-datastore-exporter", "NoNewPrivileges=yes", "ProtectSystem=strict",
                  "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes", "CapabilityBoundingSet=\n",
                  "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "SystemCallFilter=@system-service",
-                 "MemoryDenyWriteExecute=yes"):
+                 "MemoryDenyWriteExecute=yes", "MemoryMax=512M"):
         assert line in text, line
 
 

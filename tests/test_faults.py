@@ -235,6 +235,7 @@ def test_kill_9_while_a_refresh_waits_on_proxmox_loses_nothing(tmp_path, sim):
     deadline = time.monotonic() + 10
     while sim.request_count == before and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert sim.request_count > before  # the refresh waits on Proxmox: the kill lands inside it
     e.kill9()
     sim.clear_faults()
     with sqlite3.connect(e.db) as conn:
@@ -393,7 +394,7 @@ def test_check_config_and_its_error_line_show_a_setting_escaped(tmp_path, sim):
 
 
 def test_an_id_forging_a_log_line_is_logged_escaped(exporter, sim):
-    forged = "a" * 101 + "\n2030-01-01 00:00:00,000 ERROR pve_datastore_exporter.web: FORGED"
+    forged = "a" * 101 + "\n2030-01-01 00:00:00,000 ERROR pve_datastore_exporter.http.app: FORGED"
     sim.set_faults(rename={"local": forged})
     assert exporter.post("/api/datastores/refresh", headers=exporter.auth).status_code == 200
     logs = exporter.logs()

@@ -192,7 +192,7 @@ def test_every_datastore_series_names_its_cluster_first_and_self_metrics_none():
     text = b"".join(exposition.scrape(use_gzip=False)).decode()
     series = [line for line in text.splitlines() if line.startswith("pve_datastore_")]
     datastore_series = [line for line in series if "{" in line and not line.startswith(
-        ("pve_datastore_refresh_", "pve_datastore_up", "pve_datastore_last_refresh"))]
+        ("pve_datastore_refresh_", "pve_datastore_up", "pve_datastore_last_refresh", "pve_datastore_http_"))]
     assert len(datastore_series) == 3 + 2 + 1 + 2  # size/used/available, active x2, info, default x2
     assert all(line.split("{", 1)[1].startswith('pve_cluster="pr\\"od",') for line in datastore_series)
     assert all("pve_cluster" not in line for line in series if line not in datastore_series)

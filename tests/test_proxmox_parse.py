@@ -234,7 +234,7 @@ def test_a_node_name_of_200000_characters_is_left_out_and_logged_briefly(caplog)
 
 
 def test_text_that_is_left_out_is_logged_escaped_never_forging_a_line(caplog):
-    forged = "a" * 101 + "\n2030-01-01 00:00:00,000 ERROR pve_datastore_exporter.web: forged line"
+    forged = "a" * 101 + "\n2030-01-01 00:00:00,000 ERROR pve_datastore_exporter.http.app: forged line"
     (record,) = parse([ENTRY, {**ENTRY, "storage": forged}], [{"storage": forged, "type": "dir\x1b[2J"}])
     assert record.id == "tank"
     assert len(caplog.records) == 2 and all("\n" not in r.getMessage() and "\x1b" not in r.getMessage()

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from pve_datastore_exporter.coordination import MARGIN, TICK
 from pve_datastore_exporter.simulator import Simulator
 from pve_datastore_exporter.store.leader import LOCK_CLASS
 from tools.processes import BIN, ExporterProcess, free_port
@@ -20,7 +21,14 @@ from .pg import new_database, serving
 pytestmark = pytest.mark.slow
 
 INTERVAL = 2  # s, with PROXMOX_TIMEOUT=1
-FAILOVER = INTERVAL + 10  # the issue's bound: one refresh interval + 10 s
+FAILOVER = INTERVAL + 10  # the issue's bound: one refresh interval + 10 s (how long the helpers wait)
+DEADLINE = 3 * 1 + 5  # s: config.refresh_deadline with PROXMOX_TIMEOUT=1 and the cluster's name given
+# The designed hand-over (docs/architecture.md#replicas), from the death to the new leader's first read:
+# idle, the lock is free at once and a follower tries every TICK; mid-read, the dead read's mark
+# (made before the death, DEADLINE + MARGIN long) must pass first.
+HANDOVER = {False: TICK, True: DEADLINE + MARGIN + TICK}
+SLACK = 3.0  # s: three exporters, three simulators, PostgreSQL and the test on a loaded 2-core machine
+SPREAD = 1.0 + 2.0  # s: a change on every replica "within a second" (the design), + 2 s to poll 3 x 2 URLs under load
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +140,10 @@ def lock_session(server, url: str) -> int:
     return pid
 
 
-def first_read_after(sims: list[Simulator], moment: float) -> float | None:
-    """The start of the first read any replica began after `moment`."""
-    starts = [start for sim in sims for start, _ in read_spans(sim.proxy.request_log()) if start > moment]
+def first_read_after(sims: list[Simulator], moment: float) -> tuple[float, int] | None:
+    """(start, slot) of the first read any replica began after `moment`: slot i reads simulator i."""
+    starts = [(start, slot) for slot, sim in enumerate(sims) for start, _ in read_spans(sim.proxy.request_log())
+              if start > moment]
     return min(starts, default=None)
 
 
@@ -169,14 +178,16 @@ def test_ten_leader_deaths_hand_over_and_two_replicas_never_read_at_once(tmp_pat
     try:
         for how, mid_read in DEATHS:
             slot, moment = kill_leader(replicas, postgres_server, how, mid_read)
-            started = wait_for(lambda after=moment + 0.05: first_read_after(sims, after), FAILOVER + 5, f"read after {how}")
-            assert started - moment <= FAILOVER, f"{how} (mid-read: {mid_read}): {started - moment:.1f} s"
+            started, reader = wait_for(lambda after=moment + 0.05: first_read_after(sims, after), FAILOVER + 5,
+                                       f"read after {how}")
+            bound = HANDOVER[mid_read] + SLACK
+            assert started - moment <= bound, f"{how} (mid-read: {mid_read}): {started - moment:.1f} s > {bound} s"
+            assert reader == replicas.leader(), (reader, replicas.roles())  # the read was the new leader's
             if how == "kill":
-                assert replicas.leader() != slot
+                assert reader != slot  # and not the dead one's (its simulator would say so)
                 replicas.start(slot)
         spans = {index: read_spans(sim.proxy.request_log()) for index, sim in enumerate(sims)}
         assert not overlapping(spans)
-        assert sum(len(s) for s in spans.values()) >= len(DEATHS)  # every death was followed by reads
     finally:
         replicas.stop()
         for sim in sims:
@@ -190,7 +201,7 @@ def metric_lines(proc: ExporterProcess, prefix: str) -> list[str]:
         return []
 
 
-def everywhere(replicas: list[ExporterProcess], check, timeout: float = 2.0, what: str = "change") -> float:
+def everywhere(replicas: list[ExporterProcess], check, timeout: float = SPREAD, what: str = "change") -> float:
     """Seconds until `check(replica)` holds on every replica; fails after `timeout`."""
     started = time.monotonic()
     wait_for(lambda: all(check(r) for r in replicas), timeout, f"{what} on every replica")
@@ -205,35 +216,40 @@ def shows_default(datastore: str):
     return check
 
 
-def test_one_reader_and_every_change_on_every_replica_within_two_seconds(tmp_path, postgres_server, certs):
-    sim = simulator(certs)
-    group = Replicas(tmp_path, [sim], new_database(postgres_server), interval=3600)  # no refresh but the first
+def test_one_reader_and_every_change_on_every_replica_within_a_second(tmp_path, postgres_server, certs):
+    sims = [simulator(certs) for _ in range(3)]  # one each: a simulator's reads are its replica's
+    group = Replicas(tmp_path, sims, new_database(postgres_server), interval=3600)  # no refresh but the first
     try:
         leader = group.leader()
+        sim = sims[leader]
+        only_the_leader_read = [1 if slot == leader else 0 for slot in range(3)]
         procs = group.procs
         followers = [p for slot, p in enumerate(procs) if slot != leader]
         assert [metric_lines(p, "pve_datastore_leader ") for p in procs].count(["pve_datastore_leader 1.0"]) == 1
         everywhere(procs, lambda p: p.api()["last_refresh"]["ok"], 5, "first refresh")
-        assert reads(sim) == 1  # one reader, whatever the replicas' count
+        assert [reads(s) for s in sims] == only_the_leader_read  # one reader, whatever the replicas' count
 
         answer = followers[0].post("/api/datastores/default", json={"hdd_datastore_id": "ceph-vm"})
         assert answer.status_code == 200
         everywhere(procs, shows_default("ceph-vm"), what="default set through a follower")
 
         sim.cluster.set_usage("tank", used=123_456_789, node="pve2")
-        sim.reset_stats()
+        for s in sims:
+            s.reset_stats()
         body = followers[1].post("/api/datastores/refresh").json()
         assert (body["success"], body["count"], body["role"]) == (True, 5, "follower")
-        assert reads(sim) == 1  # the leader read, once; the follower asked it to
+        assert [reads(s) for s in sims] == only_the_leader_read  # the leader read, once; the follower asked it to
         # Every replica labels it with the name the leader read from /cluster/status.
         figure = 'pve_datastore_used_bytes{pve_cluster="pve-sim",datastore="tank",node="pve2"} 123456789'
         everywhere(procs, lambda p: figure in metric_lines(p, "pve_datastore_used_bytes{"), what=figure)
 
-        sim.reset_stats()
-        command = subprocess.run([str(BIN), "--env-file", "/dev/null", "refresh"], env=procs[0].env,
+        for s in sims:
+            s.reset_stats()
+        # The command with a follower's settings: had it read itself, that follower's simulator would say so.
+        command = subprocess.run([str(BIN), "--env-file", "/dev/null", "refresh"], env=followers[0].env,
                                  capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert command.stdout.strip() == "refreshed 5 datastores", command.stderr
-        assert reads(sim) == 1  # the `refresh` command, too, had the leader read
+        assert [reads(s) for s in sims] == only_the_leader_read  # the `refresh` command, too, had the leader read
 
         sim.set_faults(status=503, reason="Service Unavailable")
         failed = followers[0].post("/api/datastores/refresh")
@@ -242,7 +258,8 @@ def test_one_reader_and_every_change_on_every_replica_within_two_seconds(tmp_pat
                    what="the failed refresh")
     finally:
         group.stop()
-        sim.stop()
+        for s in sims:
+            s.stop()
 
 
 def test_postgres_stopped_and_started_answers_throughout_and_recovers_by_itself(tmp_path, certs):
@@ -260,6 +277,8 @@ def test_postgres_stopped_and_started_answers_throughout_and_recovers_by_itself(
                 for path in ("/api/datastores", "/api/datastores/default", "/", "/?part=status", "/metrics"):
                     assert proc.get(path).status_code == 200, path
                 assert proc.api()["source"] == "env"  # the answers say the DB is not where this comes from
+                defaults = metric_lines(proc, "pve_datastore_default{")
+                assert len(defaults) == 2 and all('source="env"' in line for line in defaults), defaults  # /metrics too
         for path, body in (("/api/datastores/default", {"json": {"hdd_datastore_id": "ceph-vm"}}),
                            ("/api/datastores/refresh", {})):
             response = procs[0].post(path, **body)

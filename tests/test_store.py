@@ -113,7 +113,7 @@ def test_set_defaults_refuses_unknown_and_disabled_and_changes_nothing(store, pa
 def test_never_two_defaults_of_a_kind_even_by_hand(store, path):
     store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
     assert store.set_defaults(hdd="local", ssd="local") == (2, True)
-    assert store.set_defaults(hdd="local") == (3, False)  # a write all the same: the generation moves
+    assert store.set_defaults(hdd="local") == (2, False)  # nothing moved: neither does the generation
     assert rows(path, "SELECT count(*) FROM datastores WHERE is_default_hdd") == [(1,)]
     with pytest.raises(sqlite3.IntegrityError):
         with sqlite3.connect(path) as conn:
@@ -262,3 +262,10 @@ def test_a_refresh_state_table_from_before_the_cluster_column_gets_it(path):
     assert store.load()[1].refresh.count == 7 and store.load()[1].cluster == ""
     assert store.record_refresh(INFO, "prod") == 1
     assert store.load()[1].cluster == "prod"
+
+
+def test_a_default_set_to_what_it_already_is_raises_no_generation(store, path):
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
+    assert store.set_defaults(hdd="ceph-vm") == (2, True)
+    assert store.set_defaults(hdd="ceph-vm", ssd="local") == (2, False)  # the generation it holds, unraised
+    assert rows(path, "SELECT value FROM generation") == [(2,)]  # so no replica reloads for nothing

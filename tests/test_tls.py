@@ -145,7 +145,7 @@ def test_a_renewed_certificate_is_served_without_a_restart(exporter, ca, tmp_pat
     wait_for("the renewed certificate", lambda: served_certificate(exporter.port, ca_file) != before, timeout=10)
     assert (("organizationName", "renewed"),) in served_certificate(exporter.port, ca_file)["subject"]
     assert session.get(exporter.url + "/metrics", verify=ca_file, auth=SCRAPER).ok
-    assert exporter.proc.poll() is None and "TLS certificate reloaded" in exporter.logs()
+    assert exporter.proc.poll() is None and "reloaded: TLS" in exporter.logs()
 
 
 def test_mutual_tls_requires_a_client_certificate_from_the_ca(tmp_path, sim, ca):

@@ -203,6 +203,9 @@ SETTINGS: tuple[Setting, ...] = (
             "exporter-toolkit web config (TLS, basic auth, headers); also --web.config.file", _text),
     Setting("EXPORTER_WRITE_USERS", "write_users", "",
             "with basic auth: the users (comma list) who may change defaults and refresh", _names),
+    Setting("EXPORTER_MAX_CONNECTIONS_PER_CLIENT", "max_connections_per_client", "64",
+            "open connections one client address (an IPv6 /64) may hold; more are closed at once; 0 = no cap"
+            " (behind a reverse proxy every client is the proxy)", _int_range(0, 100000)),
 )
 
 

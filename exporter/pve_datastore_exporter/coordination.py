@@ -101,14 +101,17 @@ class Coordinator:
     def reading(self, seconds: float):
         """Around one read of Proxmox that ends within `seconds`: NotLeader before it, or after it, without the lock.
 
-        The refresh and the per-node reads' batches (node_reads.py) take turns: each is fenced by the one mark.
+        It yields the fence of the writes that store the read: the epoch the lock was taken with
+        (None for a lone process), which the store checks inside each write's transaction. The refresh
+        and the per-node reads' batches (node_reads.py) take turns: the database holds one mark.
         """
         with self._reading:
-            with self._fenced(seconds):
-                yield
+            with self._fenced(seconds) as fence:
+                yield fence
 
     @contextlib.contextmanager
     def _fenced(self, seconds: float):
+        fence = getattr(self._lock, "epoch", None)  # a lock that fences nothing has none
         if not self._leading:
             raise NotLeader("another replica leads: it reads Proxmox")
         if self._stop.wait(max(self._ready_at - self._clock(), 0.0)):
@@ -122,7 +125,7 @@ class Coordinator:
             # The mark's clock may have started long before its answer came: the read could outlast it.
             raise NotLeader(f"the database took {self._clock() - started:.1f} s to mark the read")
         try:
-            yield
+            yield fence
         finally:
             self._end_read()
 

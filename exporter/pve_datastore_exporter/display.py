@@ -11,7 +11,10 @@ from .records import View
 
 log = logging.getLogger(__name__)
 
-Subscriber = Callable[[View, str], None]  # (view, event): event "load", "refresh", "defaults" or "role"
+UNREAD = -1  # the generation of a view shown while the database cannot be read: any later load is newer
+
+# (view, event): event "load", "refresh", "defaults", "role", or "fenced" (a stale leader's write refused)
+Subscriber = Callable[[View, str], None]
 
 
 class Display:
@@ -24,8 +27,9 @@ class Display:
     """
 
     def __init__(self, store, view: View, role: Callable[[], str], cluster: Callable[[str], str],
-                 complete: Callable[[View], View]):
+                 complete: Callable[[View], View], own: Callable[[View], None] = lambda stored: None):
         self._store = store
+        self._own = own  # service.Service._own_cluster: raises unless a stored view is this cluster's
         self._role = role  # the coordinator's: "leader" or "follower"
         self._cluster = cluster  # proxmox.Reader.name: the cluster's name, given the one a view carries
         self._complete = complete  # service.Fallback.complete: the .env defaults where the store has none
@@ -66,8 +70,26 @@ class Display:
         return dataclasses.replace(stored, refresh=self.view.refresh, cluster=self.view.cluster, role=self._role())
 
     def read(self) -> View:
-        """What the database holds now, as this process shows it (StoreError when it cannot be read)."""
-        return self._complete(self.present(self._store.load()[1]))
+        """What the database holds now, as this process shows it (StoreError when it cannot be read).
+
+        After the `.env` fallback was shown, the first view read is published again, so that
+        /metrics says `source="db"` as soon as the answers do.
+        """
+        generation, stored = self._store.load()
+        self._own(stored)
+        view = self._complete(self.present(stored))
+        if self.generation == UNREAD:
+            with self.publishing:
+                if self.generation == UNREAD:
+                    self.publish(view, "load", generation)
+        return view
+
+    def fall_back(self, view: View) -> None:
+        """Show `view`, the `.env` fallback's, while the database cannot be read: /metrics says what the answers say."""
+        if self.view.source == view.source and self.generation == UNREAD:
+            return  # already shown: a GET while the database is away re-renders nothing
+        with self.publishing:
+            self.publish(view, "load", UNREAD)
 
     def follow(self, generation: int) -> None:
         """Show what another process committed: reload when the store's `generation` is not the one shown."""
@@ -79,6 +101,7 @@ class Display:
             generation, view = self._store.load()
             if generation == self.generation:
                 return
+            self._own(view)  # another cluster's datastores are never shown under this one's name
             event = "refresh" if view.refresh != self.view.refresh else "defaults"
             self.publish(self._complete(view), event, generation)
         self._wake()  # a follower's refresh waits for the leader's outcome

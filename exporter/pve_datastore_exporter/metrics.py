@@ -29,6 +29,9 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 disable_created_metrics()  # *_created series add nothing for a long-running exporter
 # Process metrics cost ~0.25 ms to collect, as much as sending the bytes: reuse them for a second.
 SELF_METRICS_TTL = 1.0
+# Why the listener (http/listener.py) closed or refused a connection before its answer.
+HTTP_CLOSE_REASONS = ("per_client_limit", "handshake_timeout", "request_timeout", "head_too_large",
+                      "pipeline_too_deep", "not_http", "write_timeout")
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0, OS unknown
 
 FAMILIES = (
@@ -101,6 +104,17 @@ class Exposition:
             self.failures.labels(reason)
         self.leader = Gauge("pve_datastore_leader", "1 on the replica that reads Proxmox (the leader), 0 on a follower.",
                             registry=self.registry)
+        self.fenced = Counter("pve_datastore_fenced_writes", "Writes refused because this replica had lost the "
+                              "leader's lock before they committed.", registry=self.registry)
+        self.http_closed = Counter("pve_datastore_http_connections_closed",
+                                   "Connections the listener refused or closed before an answer, by reason.",
+                                   ["reason"], registry=self.registry)
+        for reason in HTTP_CLOSE_REASONS:
+            self.http_closed.labels(reason)
+        self.web_config_reloaded = Gauge("pve_datastore_web_config_last_reload_successful",
+                                         "0 when the changed web config (or a file it names) could not be used "
+                                         "and the one before is still in force, else 1.", registry=self.registry)
+        self.web_config_reloaded.set(1)
         self._clock = clock
         self._counted: tuple = (None, None)  # (refresh, reason) last counted
         self._parts = (b"", _deflate(b"", 6, final=False), 0)  # (plain, deflate, crc32), swapped as one
@@ -115,11 +129,17 @@ class Exposition:
         # Counted after the new bytes are in place, so no scrape sees the count without the data.
         if event == "refresh":
             self._count(info)
+        elif event == "fenced":
+            self.fenced.inc()
         self.up.set(1 if info.ok else 0)
         self.last_success.set(info.last_success or 0)
         self.leader.set(1 if view.role == "leader" else 0)
         with self._own_lock:
             self._own = (float("-inf"), b"", b"")  # the next scrape shows this change
+
+    def count_closed(self, reason: str) -> None:
+        """The listener closed a connection early (an HTTP_CLOSE_REASONS reason)."""
+        self.http_closed.labels(reason).inc()
 
     def _count(self, info: RefreshInfo) -> None:
         """Observe a refresh once, and its failure once, however often its view is published."""

@@ -22,7 +22,7 @@ from .parse import NODE_NAME, quoted
 from .parse_risk import can_see_guest_disks, parse_content, parse_disks, parse_lvmthin, parse_zfs, provisioned_targets
 from .proxmox import NODE_WORKERS, describe, fetch_content, fetch_disks, fetch_permissions, fetch_pools, node_reason
 from .records import MAX_MESSAGE, Partial, View
-from .store import StoreError
+from .store import Fenced, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class NodeReads:
                  rand: Callable[[], float] = random.random):
         self._reader, self._store, self._display, self._leads = reader, store, display, leads
         self._fence = fence  # coordination.Coordinator.reading: each batch of calls is fenced like a refresh
+        self._epoch = None  # the fence's epoch of the last batch: the read's write carries it (store.Fenced)
         self._clock, self._monotonic, self._rand = clock, monotonic, rand
         self._timeout, self._secrets = config.proxmox_timeout, config.secrets()
         self.intervals = {read: seconds for read, seconds in (
@@ -99,6 +100,10 @@ class NodeReads:
             return
         storage = self._reader.storage_outcomes()
         if storage:
+            try:
+                self._epoch = self._current_epoch()
+            except NotLeader:
+                return
             self._save("storage", {node: outcome if outcome[0] else [] for node, outcome in storage.items()})
         for read, due in self._due.items():
             if self._monotonic() >= due and not self._stop.is_set():
@@ -114,11 +119,17 @@ class NodeReads:
         self._due[read] = self._monotonic() + self.intervals.get(read, 0) * (0.9 + 0.2 * self._rand())
         outcomes: dict = {n: ("offline", "the snapshot shows the node down: not asked") for n, up in nodes.items() if not up}
         try:
+            self._epoch = self._current_epoch()  # a read without a batch (every node down) is fenced as well
             outcomes.update(getattr(self, f"_{read}")(view, [n for n, up in nodes.items() if up]))
         except NotLeader as exc:  # the fence: another replica leads, or may; what was read is dropped
             log.info("the %s read stopped: %s", read, exc)
             return
         self._save(read, outcomes)
+
+    def _current_epoch(self):
+        """The fence's epoch now (NotLeader when this replica may not lead): what a write without a batch carries."""
+        with self._fence(0) as epoch:
+            return epoch
 
     def _ask(self, calls: dict, calls_each: int = 1, node_of: Callable = lambda key: key) -> dict:
         """The calls, NODE_WORKERS at a time, each batch fenced like a refresh's read (NotLeader once this replica
@@ -130,7 +141,7 @@ class NodeReads:
             if self._monotonic() + limit > end:
                 answers.update(dict.fromkeys(batch, TimeoutError(f"not asked: the read took its {MAX_READ_SECONDS:g} s")))
                 continue
-            with self._fence(limit):
+            with self._fence(limit) as self._epoch:
                 answers.update(self._reader.read_nodes(batch, limit, node_of))
         return answers
 
@@ -200,7 +211,11 @@ class NodeReads:
         keep = max(KEEP_INTERVALS * self.intervals.get(read, 0), MIN_KEEP)
         with self._display.publishing:
             try:
-                generation, risk = self._store.save_node_reads(read, outcomes, self._clock(), keep)
+                generation, risk = self._store.save_node_reads(read, outcomes, self._clock(), keep, self._epoch)
+            except Fenced as exc:  # another replica leads now: its reads are the ones to store
+                log.warning("refused to store the %s read: %s", read, exc)
+                self._display.publish(self._display.view, "fenced")
+                return
             except StoreError as exc:
                 log.warning("the %s read could not be stored: %r", read, exc)
                 return

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
 
-from .coordination import NotLeader
+from .coordination import MAX_BACKOFF, TICK, NotLeader
 from .records import RefreshFailed, RefreshInfo, View
-from .store import StoreError
+from .store import Fenced, StoreError
 
 log = logging.getLogger(__name__)
+
+# s between a follower's requests while no answer comes: the leader's listening session, if it was
+# reconnecting when the last one was sent, is back within MAX_BACKOFF and listens within a TICK.
+ASK_AGAIN = MAX_BACKOFF + 2 * TICK
 
 
 class Refresher:
@@ -32,6 +37,7 @@ class Refresher:
         self._running = False
         self._finished = 0  # refreshes this process ran to the end: a waiter sees its refresh end
         self._last_error: RefreshFailed | None = None
+        self._fence = None  # the epoch of the lock this refresh's read was made under: its writes carry it
 
     @property
     def running(self) -> bool:
@@ -73,8 +79,9 @@ class Refresher:
         return len(self._display.view.enabled)
 
     def _refresh(self, started: float) -> int:
+        self._fence = None
         try:
-            with self._coordinator.reading(self._deadline):  # fenced: see coordination.py
+            with self._coordinator.reading(self._deadline) as self._fence:  # fenced: see coordination.py
                 datastores = self._reader.read()
         except NotLeader as exc:  # not recorded: the bookkeeping is the leader's to write
             raise RefreshFailed("db", str(exc)) from None
@@ -84,7 +91,9 @@ class Refresher:
             try:
                 generation, view = self._store.replace_snapshot(
                     datastores, self._fallback.initial(), self._fallback.system(),
-                    lambda: self._next(started, None, None), self._reader.cluster)
+                    lambda: self._next(started, None, None), self._reader.cluster, self._fence)
+            except Fenced as exc:  # not recorded either: the bookkeeping is the new leader's now
+                raise self._refused(exc) from None
             except StoreError as exc:
                 raise self._fail(started, "db", f"database write failed: {exc}", self._unsaved(datastores)) from None
             except Exception as exc:  # noqa: BLE001 - e.g. the driver refusing a value: a failure, not a crash
@@ -126,6 +135,12 @@ class Refresher:
             generation = self._record(info)
             return self._settle(dataclasses.replace(unsaved or self._display.view, refresh=info), generation) or failed
 
+    def _refused(self, exc: Fenced) -> RefreshFailed:
+        """A write the store refused to a replica that had lost the lead: logged, counted (pve_datastore_fenced_writes_total)."""
+        log.warning("refused to store a refresh: %s", exc)
+        self._display.publish(self._display.view, "fenced")
+        return RefreshFailed("db", str(exc))
+
     def _settle(self, view: View, generation: int | None) -> RefreshFailed | None:
         """Publish a refresh's outcome; if a subscriber fails on it, the view all of them took, as a failed refresh."""
         error = self._display.publish(view, "refresh", generation)
@@ -144,13 +159,20 @@ class Refresher:
         """Store a refresh's bookkeeping; the generation it committed, None when the DB did not take it."""
         try:
             # A reader that never learned the name (a one-shot `refresh` whose read failed) keeps the stored one.
-            return self._store.record_refresh(info, self._reader.known())
+            return self._store.record_refresh(info, self._reader.known(), self._fence)
+        except Fenced as exc:
+            self._refused(exc)
+            return None
         except Exception as exc:  # noqa: BLE001 - the bookkeeping is kept in memory anyway; the next refresh retries
             log.debug("could not record the refresh: %r", exc)
             return None
 
     def _through_the_leader(self) -> int:
-        """A follower's refresh: the leader refreshes now, and the outcome it stores is the answer."""
+        """A follower's refresh: the leader refreshes now, and the outcome it stores is the answer.
+
+        The request is a NOTIFY, lost if the leader's listening session is reconnecting: it is sent
+        again every ASK_AGAIN s until the answer comes (concurrent requests share one refresh).
+        """
         limit = 2 * self._deadline + 10  # a new leader may first wait out the last one's read
         try:
             asked_at, before = self._store.refresh_state()
@@ -163,8 +185,13 @@ class Refresher:
             return self._display.generation > asked_at and (
                 (after.last_attempt, after.count) != (before.last_attempt, before.count))
 
-        if not self._display.wait(lambda: done() or self._coordinator.leads(), limit):
-            raise RefreshFailed("timeout", f"no replica stored a refresh within {limit} s of asking")
+        give_up = time.monotonic() + limit
+        while not self._display.wait(lambda: done() or self._coordinator.leads(),
+                                     min(ASK_AGAIN, give_up - time.monotonic())):
+            if time.monotonic() >= give_up:
+                raise RefreshFailed("timeout", f"no replica stored a refresh within {limit} s of asking")
+            with contextlib.suppress(StoreError):  # the database away: the wait above ends it
+                self._store.ask_for_refresh()
         view = self._display.view  # one snapshot: a later follow must not mix into the answer
         if not done():  # there was no leader to ask: this replica took the lead meanwhile
             return self.refresh()

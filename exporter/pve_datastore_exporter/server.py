@@ -11,8 +11,7 @@ import signal
 
 from . import coordination
 from .config import Config
-from .http.assemble import build_front, listen, load_web_config
-from .http.listener import HttpServer
+from .http.assemble import build_front, build_server, listen, load_web_config
 from .poller import Poller
 from .service import Service
 
@@ -47,13 +46,13 @@ def serve(config: Config, ready=None) -> int:
     service = Service(config, coordinator=coordinator)
     service.start()
     poller = Poller(service, config.refresh_interval, leads=coordinator.leads)
-    server = HttpServer(build_front(service, config, web_config), sock, context)  # before any thread starts
+    server = build_server(build_front(service, config, web_config), sock, context, config)  # before any thread starts
     poller.start()
     service.node_reads.start()
     coordinator.start(prepare=service.init_db, follow=service.display.follow,
                       role_changed=service.display.announce_role, refresh_now=poller.poke, took_lead=poller.take_over)
     if watcher:
-        watcher.start()
+        watcher.start(server)  # the web config re-read when it changes
     every = f"every {config.refresh_interval}s" if config.refresh_interval else "on demand only"
     log.info("serving on %s://%s (refresh %s)", server.scheme, config.listen_address, every)
     if ready:

@@ -9,16 +9,20 @@ import threading
 import time
 from collections.abc import Callable
 
-from .config import Config
+from .config import Config, ConfigError
 from .coordination import Coordinator
 from .display import Display, Subscriber
 from .node_reads import NodeReads
 from .proxmox import Reader
 from .records import RefreshFailed, View
 from .refreshing import Refresher
-from .store import Store, StoreError, UnknownDatastore
+from .store import DatabaseAway, Store, StoreError, UnknownDatastore
 
 log = logging.getLogger(__name__)
+
+
+class ForeignCluster(StoreError):
+    """The database holds another cluster's datastores: PROXMOX_CLUSTER_NAME differs from the name stored with them."""
 
 
 class Fallback:
@@ -67,7 +71,8 @@ class Service:
         initial = View(default_hdd=config.hdd_datastore, default_ssd=config.ssd_datastore, source="env",
                        cluster=self._reader.cluster)
         self.display = Display(self._store, initial, role=lambda: self._coordinator.role, cluster=self._reader.name,
-                               complete=self._fallback.complete)
+                               complete=self._fallback.complete, own=self._own_cluster)
+        self._foreign_seen = ""  # the other cluster's name last logged: said once, not on every GET
         self._refresher = Refresher(config, self._reader, self._store, self.display, self._coordinator,
                                     self._fallback, clock)
         # The thin pools, zpools, disks and provisioned space, each on its cadence (the leader's; serve starts it).
@@ -95,10 +100,25 @@ class Service:
         try:
             self._store.migrate()
             generation, view = self._store.load()  # its refresh bookkeeping tells the data's age after a restart
+            self._own_cluster(view)
             self._fallback.remember(view)
             self.display.publish(view, "load", generation)
+        except ForeignCluster as exc:  # two clusters' exporters on one database: `serve` stops with one line
+            raise ConfigError(f"PROXMOX_CLUSTER_NAME: {exc}") from None
         except StoreError as exc:
             log.error("database unusable at start, answering with .env defaults: %r", exc)
+
+    def _own_cluster(self, stored: View) -> None:
+        """ForeignCluster (logged once per name) when a stored view names another cluster than PROXMOX_CLUSTER_NAME."""
+        configured = self.config.proxmox_cluster_name
+        if not configured or not stored.cluster or stored.cluster == configured:
+            return
+        error = ForeignCluster(f"the database holds the datastores of cluster {stored.cluster!r}, not of "
+                               f"PROXMOX_CLUSTER_NAME={configured!r}: one database per cluster")
+        if self._foreign_seen != stored.cluster:
+            self._foreign_seen = stored.cluster
+            log.error("%s; this replica shows none of them", error)
+        raise error
 
     def init_db(self) -> None:
         """Create or upgrade the schema; errors are raised, not logged (the `init-db` command)."""
@@ -116,15 +136,22 @@ class Service:
                     self.refresh()
             return self.display.read()
         except StoreError as exc:
-            log.warning("database unreadable, answering with .env defaults: %r", exc)
-            return self._fallback.instead(self.display.present(self.view))
+            if not isinstance(exc, DatabaseAway):  # said once, when the connect failed
+                log.warning("database unreadable, answering with .env defaults: %r", exc)
+            return self._unreadable()
 
     def defaults(self) -> View:
         """The current defaults, from the DB or, failing that, from `.env`."""
         try:
             return self.display.read()
         except StoreError:
-            return self._fallback.instead(self.display.present(self.view))
+            return self._unreadable()
+
+    def _unreadable(self) -> View:
+        """The `.env` fallback's view, shown everywhere (the answers and /metrics) until the database is read again."""
+        view = self._fallback.instead(self.display.present(self.view))
+        self.display.fall_back(view)
+        return view
 
     def refresh(self) -> int:
         """Fetch and store a snapshot; concurrent callers share the one in progress; a follower asks the leader."""
@@ -134,9 +161,9 @@ class Service:
         """Change the default HDD and/or SSD datastore; raise UnknownDatastore or StoreError."""
         with self.display.publishing:
             generation, changed = self._store.set_defaults(hdd=hdd, ssd=ssd)
-            if generation == self.display.generation + 1:  # the one write since the view shown: the flags moved
+            if changed and generation == self.display.generation + 1:  # the one write since the view shown
                 self.display.publish(self.display.read(), "defaults", generation)
-            else:  # another process committed meanwhile: show all of it, with its own refresh bookkeeping
+            else:  # nothing moved, or another process committed meanwhile: show what the database holds
                 self.display.follow(generation)
             view = self.display.view
         log.info("defaults set: hdd=%r ssd=%r (changed=%s)", view.default_hdd, view.default_ssd, changed)

@@ -87,7 +87,8 @@ def rows(results: dict) -> list[dict]:
             table += _latency_rows(name, label, f"{latency} ms", entry)
         table.append(_plain_row(label, size))
         table += _rss_rows(name, label, size)
-    return table + results.get("replicas", {}).get("table", [])  # tools/bench/replicas.py judged its own
+    # tools/bench/replicas.py and db_away.py judged their own
+    return table + results.get("replicas", {}).get("table", []) + results.get("db_away", {}).get("table", [])
 
 
 def _latency_rows(name: str, label: str, latency: str, entry: dict) -> list[dict]:
@@ -229,7 +230,8 @@ def render(results: dict, table: list[dict]) -> str:
            if missed else ""),
         "", markdown_table(table), "",
     ]
-    return "\n".join(head + method_notes(plan) + results.get("replicas", {}).get("notes", [])) + "\n"
+    return "\n".join(head + method_notes(plan) + results.get("replicas", {}).get("notes", [])
+                     + results.get("db_away", {}).get("notes", [])) + "\n"
 
 
 def _load(value) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pve_datastore_exporter import __version__
 
-from . import replicas, report
+from . import db_away, replicas, report
 from . import risk as risk_bench
 from . import tls as tls_bench
 from .exporters import PEER_VENV, Ours, Peer, Static, require_peer_venv
@@ -58,6 +58,7 @@ class Plan:
     with_peer: bool = True
     exact_sizes: tuple[str, ...] = ("M", "L")  # also timed with EXPORTER_EXACT_AVAILABLE=true
     with_replicas: bool = True  # three replicas on PostgreSQL (tools/bench/replicas.py)
+    with_db_away: bool = True  # GETs while PostgreSQL is black-holed (tools/bench/db_away.py)
     tls_sizes: tuple[str, ...] = ("M",)  # also scraped over TLS with basic auth (tools/bench/tls.py)
     risk_sizes: tuple[str, ...] = ("M", "L")  # the per-node pools read (tools/bench/risk.py)
 
@@ -65,7 +66,8 @@ class Plan:
 def tiny_plan() -> Plan:
     """The smoke test's plan: S only, one round of a few scrapes."""
     return Plan(sizes=("S",), rounds=1, warmup=2, refreshes=2, fast=Counts(10, 2, 32, 2), plain=Counts(5, 2),
-                peer={"S": Counts(2, 5, 4, 10)}, with_replicas=False, tls_sizes=("S",), risk_sizes=())
+                peer={"S": Counts(2, 5, 4, 10)}, with_replicas=False, tls_sizes=("S",), with_db_away=False,
+                risk_sizes=())
 
 
 def say(message: str) -> None:
@@ -202,6 +204,8 @@ def run(plan: Plan, out_dir: Path, work: Path) -> dict:
         results["sizes"][name] = bench_size(name, plan, work)
     if plan.with_replicas:
         results["replicas"] = replicas.bench(work / "replicas", say=say)
+    if plan.with_db_away:
+        results["db_away"] = db_away.bench(work / "db-away", say=say)
     if plan.risk_sizes:
         results["risk"] = risk_bench.bench(tuple(s for s in plan.risk_sizes if s in plan.sizes), work / "risk", say)
     meta.update(loadavg_end=os.getloadavg(), duration_s=time.monotonic() - started)
@@ -216,12 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="S,M,L", help="comma list of S, M, L (default %(default)s)")
     parser.add_argument("--out", type=Path, default=HERE, help="where results.md/json go (default tools/bench)")
     parser.add_argument("--no-peer", action="store_true", help=f"skip prometheus-pve-exporter ({PEER_VENV})")
-    parser.add_argument("--no-replicas", action="store_true", help="skip the replicas on PostgreSQL (issue 10)")
+    parser.add_argument("--no-replicas", action="store_true",
+                        help="skip the replicas on PostgreSQL (issue 10) and the black-holed database (issue 22)")
     args = parser.parse_args(argv)
     sizes = tuple(s.strip().upper() for s in args.sizes.split(",") if s.strip())
     if not sizes or not set(sizes) <= set(SIZES):
         parser.error(f"--sizes: choose from {', '.join(SIZES)}")
-    plan = Plan(sizes=sizes, with_peer=not args.no_peer, with_replicas=not args.no_replicas)
+    plan = Plan(sizes=sizes, with_peer=not args.no_peer, with_replicas=not args.no_replicas,
+                with_db_away=not args.no_replicas)
     work = Path(tempfile.mkdtemp(prefix="pve-bench-"))
     try:
         results = run(plan, args.out, work)

@@ -153,6 +153,7 @@ from ansible_collections.pvedx.datastore_exporter.plugins.module_utils.exporter_
     DATASTORES_PATH,
     ExporterError,
     available,
+    check_datastore_id,
     check_limits,
     content_types,
     format_size,
@@ -198,6 +199,7 @@ def check_default(answer, role, content=None, node=None, min_available=None, ask
     datastore_id = answer.get("default_" + role)
     if not datastore_id:
         raise ExporterError("the exporter has no %s set" % label)
+    check_datastore_id(datastore_id, "the exporter's %s" % label)
     datastore = next((d for d in answer["datastores"] if d.get("id") == datastore_id), None)
     if datastore is None:
         said = "; ".join(answer.get("warnings") or ()) or "it is not among the exporter's enabled datastores"

@@ -17,6 +17,10 @@ DATASTORES_PATH = "/api/datastores"
 # and as Ansible's human_to_bytes reads them. There is no decimal (SI) reading; a lower-case b (bits) is refused.
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:([KMGTPEkmgtpe])(?:i?B)?|B)?\s*$")
 _UNITS = "KMGTPE"
+# Proxmox's datastore (storage) ID, pve-storage-id in PVE::JSONSchema: a letter, then letters, digits,
+# -, _ or ., ending in a letter or digit. Nothing else may pass: an ID lands in a disk option such as
+# "scsi0: <id>:32", where "local-lvm,import-from=..." would inject options of its own.
+_DATASTORE_ID = re.compile(r"[a-z][a-z0-9\-_.]*[a-z0-9]", re.IGNORECASE | re.ASCII)
 
 
 class ExporterError(Exception):
@@ -26,6 +30,25 @@ class ExporterError(Exception):
         super().__init__(message)
         self.status = status
         self.error = error
+
+
+def check_datastore_id(value, what):
+    """`value` when it is a Proxmox datastore ID; ExporterError saying `what` is not, otherwise."""
+    if not isinstance(value, str) or not _DATASTORE_ID.fullmatch(value):
+        raise ExporterError("%s: %r is not a Proxmox datastore ID (a letter, then letters, digits, -, _ or ., "
+                            "ending in a letter or digit)" % (what, value))
+    return value
+
+
+def check_datastore_ids(answer, where):
+    """ExporterError unless every datastore ID in an answer of GET /api/datastores is a Proxmox datastore ID."""
+    for datastore in answer.get("datastores") or ():
+        check_datastore_id(datastore.get("id") if isinstance(datastore, dict) else datastore,
+                           "a datastore in the answer of %s" % where)
+    for key in ("default_hdd", "default_ssd"):
+        if answer.get(key) is not None:
+            check_datastore_id(answer[key], "%s in the answer of %s" % (key, where))
+    return answer
 
 
 def parse_size(value):

@@ -16,6 +16,11 @@ description:
   - The defaults live in the exporter's database. The C(PROXMOX_HDD_DATASTORE) and
     C(PROXMOX_SSD_DATASTORE) settings of its C(.env) only give their initial values, so this module and the
     role's C(.env) template never undo each other.
+  - Fails when the exporter answers from its C(.env) fallback (C(source=env), its database cannot be read);
+    the defaults it then shows are not the ones set, so nothing can be compared or set.
+  - Every datastore ID it sends or is answered must be a Proxmox datastore ID (a letter, then letters, digits,
+    C(-), C(_) or C(.), ending in a letter or digit); anything else fails the task, so that no disk option can
+    ride on an ID into a play that builds a disk option such as C(scsi0) from it.
   - Speaks HTTPS with a private CA (O(ca_path)) and basic auth (O(url_username)/O(url_password)) to an exporter
     with a web config; the user must then be one of the exporter's C(EXPORTER_WRITE_USERS).
   - Uses only Ansible's own HTTP client; nothing needs to be installed on the target.
@@ -137,7 +142,7 @@ previous:
   type: dict
   sample: {"hdd_datastore": "local-lvm", "ssd_datastore": "local"}
 source:
-  description: Where the exporter read the previous defaults from, V(db) or V(env) (the C(.env) fallback).
+  description: Where the exporter read the previous defaults from; always V(db) on success (V(env) fails).
   returned: success
   type: str
   sample: db
@@ -152,7 +157,11 @@ import json
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import fetch_url
-from ansible_collections.pvedx.datastore_exporter.plugins.module_utils.exporter_api import request_headers
+from ansible_collections.pvedx.datastore_exporter.plugins.module_utils.exporter_api import (
+    ExporterError,
+    check_datastore_id,
+    request_headers,
+)
 
 ROLES = ("hdd_datastore", "ssd_datastore")
 
@@ -216,6 +225,16 @@ def _call(module, method, path, payload=None):
     return body
 
 
+def _check_ids(module, ids, where):
+    """Fail unless every datastore ID given or answered (None: no default) is a Proxmox datastore ID."""
+    try:
+        for role, value in ids.items():
+            if value is not None:
+                check_datastore_id(value, role + where)
+    except ExporterError as exc:
+        module.fail_json(msg=str(exc))
+
+
 def main():
     """Compare the requested defaults with the exporter's and change them only if needed."""
     module = AnsibleModule(
@@ -237,9 +256,16 @@ def main():
         required_by={"url_password": "url_username", "client_key": "client_cert"},
         supports_check_mode=True,
     )
-    current = _call(module, "GET", "/api/datastores/default")
-    before = dict((role, current.get(role)) for role in ROLES)
     wanted = dict((role, module.params[role]) for role in ROLES if module.params[role])
+    _check_ids(module, wanted, "")
+    current = _call(module, "GET", "/api/datastores/default")
+    if current.get("source") == "env":
+        module.fail_json(msg="the exporter answers from its .env fallback (source: env): it cannot read its "
+                             "database, so its defaults (HDD %r, SSD %r) are the configured initial ones, not those "
+                             "set; nothing was checked or set: try again once its database is back"
+                             % (current.get("hdd_datastore"), current.get("ssd_datastore")), source="env")
+    before = dict((role, current.get(role)) for role in ROLES)
+    _check_ids(module, before, " in the answer of GET /api/datastores/default")
     after = dict(before, **wanted)
     changed = after != before
     result = dict(changed=changed, previous=before, source=current.get("source"), **after)
@@ -249,6 +275,7 @@ def main():
         payload = dict((role + "_id", value) for role, value in wanted.items())
         answer = _call(module, "POST", "/api/datastores/default", payload)
         result.update((role, answer.get(role, after[role])) for role in ROLES)
+        _check_ids(module, dict((role, result[role]) for role in ROLES), " in the answer of POST /api/datastores/default")
         result["message"] = answer.get("message", "")
     module.exit_json(**result)
 

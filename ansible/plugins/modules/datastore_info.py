@@ -265,6 +265,7 @@ from ansible.module_utils.urls import fetch_url
 from ansible_collections.pvedx.datastore_exporter.plugins.module_utils.exporter_api import (
     DATASTORES_PATH,
     ExporterError,
+    check_datastore_ids,
     check_limits,
     parse_size,
     read_datastores,
@@ -283,7 +284,7 @@ def fetch_datastores(module):
                            headers=request_headers(params["url_username"], params["url_password"]))
     # On an HTTP error fetch_url hands back the error, already read, with its body in info.
     raw = info["body"] if "body" in info else (resp.read() if resp is not None else b"")
-    return read_datastores("GET " + url, info["status"], raw, info.get("msg", ""))
+    return check_datastore_ids(read_datastores("GET " + url, info["status"], raw, info.get("msg", "")), "GET " + url)
 
 
 def summary(answer, datastores):

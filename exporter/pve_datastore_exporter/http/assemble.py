@@ -13,8 +13,9 @@ from ..service import Service
 from . import policy, webconfig
 from .app import create_app
 from .front import Front, with_user
-from .listener import HTTP_THREADS, listening_socket, wsgi_pool
-from .tls import CertificateWatcher, server_context
+from .guard import mixed_costs
+from .listener import HTTP_THREADS, HttpServer, Limits, listening_socket, wsgi_pool
+from .tls import WebConfigWatcher, usable
 
 log = logging.getLogger("pve_datastore_exporter")
 
@@ -31,26 +32,25 @@ def build_front(service: Service, config: Config, web_config: webconfig.WebConfi
     return Front(wsgi_pool(with_user(app), threads), exposition, web_config)
 
 
-def tls_for(web_config: webconfig.WebConfig | None) -> tuple[ssl.SSLContext | None, CertificateWatcher | None]:
-    """The TLS context and its watcher when the web config asks for TLS; ConfigError on bad files."""
-    if web_config is None or web_config.tls is None:
-        return None, None
-    try:
-        context = server_context(web_config.tls)
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(f"web config {web_config.path}: the certificate, key or CA cannot be used ({exc})") from None
-    return context, CertificateWatcher(context, web_config.tls)
+def build_server(front: Front, sock: socket.socket, context: ssl.SSLContext | None, config: Config) -> HttpServer:
+    """The listener over `front`, with EXPORTER_MAX_CONNECTIONS_PER_CLIENT, its early closings counted."""
+    return HttpServer(front, sock, context, limits=Limits(per_client=config.max_connections_per_client),
+                      count=front.exposition.count_closed)
 
 
 def load_web_config(config: Config):
-    """The web config, its TLS context and certificate watcher (None when unset); errors stop start-up."""
+    """The web config, its TLS context and its watcher (None when unset); errors stop start-up."""
     web_config = webconfig.load(config.web_config_file) if config.web_config_file else None
-    context, watcher = tls_for(web_config)
-    if web_config:
-        log.info("web config %s: %s", config.web_config_file, web_config.summary())
-        if policy.token_unused(bool(web_config.users), config.api_token):
-            log.warning("EXPORTER_API_TOKEN is not used while basic auth is on: writers are EXPORTER_WRITE_USERS")
-    return web_config, context, watcher
+    if web_config is None:
+        return None, None, None
+    context = usable(web_config)
+    log.info("web config %s: %s", config.web_config_file, web_config.summary())
+    if mixed_costs(web_config.users):
+        log.warning("web config %s: the bcrypt hashes differ in cost, so response times tell the cheaper users' "
+                    "names from unknown ones: give every user the same cost", config.web_config_file)
+    if policy.token_unused(bool(web_config.users), config.api_token):
+        log.warning("EXPORTER_API_TOKEN is not used while basic auth is on: writers are EXPORTER_WRITE_USERS")
+    return web_config, context, WebConfigWatcher(web_config)
 
 
 def raise_open_files_limit(wanted: int = OPEN_FILES) -> None:

@@ -6,7 +6,7 @@ A scrape therefore never queues behind requests that wait (a refresh, a slow dat
 
 from __future__ import annotations
 
-import asyncio
+from typing import NamedTuple
 
 from werkzeug.http import parse_accept_header
 
@@ -14,12 +14,14 @@ from .. import i18n
 from ..answers import N_, encoded, error_body
 from ..metrics import CONTENT_TYPE, Exposition
 from . import SECURITY_HEADERS as HEADERS
-from .guard import REALM, BasicAuth, TokenBucket
+from .clients import Buckets, Busy, Turns, client_key
+from .guard import REALM, BasicAuth
 from .webconfig import WebConfig
 
 # The app's own security headers (http/__init__.py), as ASGI wants them: one declaration for both paths.
 SECURITY_HEADERS = tuple((name.lower().encode(), value.encode()) for name, value in HEADERS)
 TOO_MANY = N_("Too many requests (rate_limit in the web config); retry later.")
+TOO_MANY_LOGINS = N_("Too many password checks from your address are waiting; retry later.")
 UNAUTHENTICATED = N_("Basic authentication with a user of the web config is required.")
 
 
@@ -41,37 +43,63 @@ async def _error(scope, send, status: int, code: str, message: str, extra=()) ->
     await send({"type": "http.response.body", "body": body})
 
 
+class Rules(NamedTuple):
+    """What the web config asks of every request, swapped as one when the file is re-read."""
+
+    auth: BasicAuth | None
+    buckets: Buckets | None
+    extra: list  # the configured headers, as ASGI wants them
+    replaced: frozenset  # their names: the app's own values of these are dropped
+
+    @classmethod
+    def of(cls, web_config: WebConfig, before: Rules | None = None) -> Rules:
+        """The rules of `web_config`; `before`'s remembered passwords kept where the hash is the same."""
+        auth = BasicAuth(web_config.users, remembered_from=before.auth if before else None) if web_config.users else None
+        extra = [(name.lower().encode(), value.encode()) for name, value in web_config.headers]
+        return cls(auth, Buckets(*web_config.rate_limit) if web_config.rate_limit else None, extra,
+                   frozenset(name for name, _ in extra))
+
+
 class Front:
     """ASGI app: guard, then /metrics here, the rest to `app` (the Flask app behind a2wsgi)."""
 
-    def __init__(self, app, exposition: Exposition, web_config: WebConfig | None = None):
+    def __init__(self, app, exposition: Exposition, web_config: WebConfig | None = None, turns: Turns | None = None):
         self.app, self.exposition = app, exposition
-        web_config = web_config or WebConfig(path="")
-        self.auth = BasicAuth(web_config.users) if web_config.users else None
-        self.bucket = TokenBucket(*web_config.rate_limit) if web_config.rate_limit else None
-        self.extra = [(name.lower().encode(), value.encode()) for name, value in web_config.headers]
-        self._replaced = {name for name, _ in self.extra}
+        self.rules = Rules.of(web_config or WebConfig(path=""))
+        # bcrypt (~70 ms of CPU) in turns per client: a crowd of wrong passwords never starves a first login.
+        self.turns = turns or Turns()
+
+    def configure(self, web_config: WebConfig) -> None:
+        """Apply a re-read web config: users, rate limit and headers change for the next request at once."""
+        self.rules = Rules.of(web_config, self.rules)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return
-        if self.extra:
-            send = self._with_headers(send)
-        if self.bucket and not self.bucket.take():
+        rules = self.rules  # one web config for the whole request, whatever a reload does meanwhile
+        if rules.extra:
+            send = self._with_headers(send, rules)
+        client = client_key(scope.get("client")) if rules.buckets or rules.auth else ""  # ~5 µs: only when used
+        if rules.buckets and not rules.buckets.take(client):
             return await _error(scope, send, 429, "too_many_requests", TOO_MANY, [(b"retry-after", b"1")])
-        if self.auth and not await self._authenticated(scope):
-            return await _error(scope, send, 401, "unauthorized", UNAUTHENTICATED,
-                                [(b"www-authenticate", REALM.encode())])
+        if rules.auth:
+            try:
+                authenticated = await self._authenticated(scope, rules.auth, client)
+            except Busy:
+                return await _error(scope, send, 429, "too_many_requests", TOO_MANY_LOGINS, [(b"retry-after", b"1")])
+            if not authenticated:
+                return await _error(scope, send, 401, "unauthorized", UNAUTHENTICATED,
+                                    [(b"www-authenticate", REALM.encode())])
         if scope["path"] == "/metrics" and scope["method"] in ("GET", "HEAD"):
             return await self._metrics(scope, send)
         await self.app(scope, receive, send)
 
-    async def _authenticated(self, scope) -> bool:
+    async def _authenticated(self, scope, auth: BasicAuth, client: str) -> bool:
         header = _header(scope, b"authorization")
-        user = self.auth.remembered(header)
+        user = auth.remembered(header)
         if user is None:
-            # bcrypt takes ~70 ms: never in the event loop, which serves every other client meanwhile.
-            user = await asyncio.get_running_loop().run_in_executor(None, self.auth.user, header)
+            # bcrypt is never run in the event loop, which serves every other client meanwhile.
+            user = await self.turns(client, auth.user, header)
         if user is None:
             return False
         scope["pvedx.user"] = user  # a scope key no client can send; the app's policy reads it
@@ -92,11 +120,12 @@ class Front:
         if not chunks:
             await send({"type": "http.response.body", "body": b""})
 
-    def _with_headers(self, send):
+    @staticmethod
+    def _with_headers(send, rules: Rules):
         async def sending(message):
             if message["type"] == "http.response.start":
-                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in self._replaced]
-                message = {**message, "headers": kept + self.extra}
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in rules.replaced]
+                message = {**message, "headers": kept + rules.extra}
             await send(message)
         return sending
 

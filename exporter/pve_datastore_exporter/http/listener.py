@@ -3,68 +3,157 @@
 Chosen by measurement (docs/architecture.md#the-listener): an event loop reads requests, so slow
 or idle clients cost a socket, never a thread; `/metrics` is served from the cached bytes without
 a thread hop; the Flask app runs in a2wsgi's pool of HTTP_THREADS threads; TLS is Python's ssl.
+
+Every connection starts as a gate (gate.py): counted per client, timed, and given TLS or this
+module's HTTP protocol only when its first bytes arrive.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 
+import httptools
 import uvicorn
 from a2wsgi import WSGIMiddleware
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ..answers import encoded, error_body
+from . import SECURITY_HEADERS
+from .clients import Tally
 from .front import Front
+from .gate import Gate, Ticket, WriteWatch
 
 HTTP_THREADS = 8
-REQUEST_DEADLINE = 10  # seconds from a connection (or its previous answer) to a whole request head
+REQUEST_DEADLINE = 10  # seconds from a connection (or a request's first byte) to its whole head
+HANDSHAKE_DEADLINE = 10  # seconds from a connection to the end of its TLS handshake
+WRITE_TIMEOUT = 10  # seconds an answer may wait for a client that reads none of it
 IDLE_TIMEOUT = 60  # a kept-alive connection with no request (Prometheus reconnects when it must)
 MAX_HEAD = 64 * 1024  # request line and headers
+MAX_PIPELINE = 8  # requests read ahead of their answers on one connection
+PER_CLIENT = 64  # open connections per client address (EXPORTER_MAX_CONNECTIONS_PER_CLIENT)
+NOT_HTTP = "The request is not valid HTTP/1.1."
+HEAD_TOO_LARGE = "The request line and headers exceed 64 KiB."
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one connection may cost: time to speak, bytes read ahead, connections per client."""
+
+    deadline: float = REQUEST_DEADLINE
+    handshake: float = HANDSHAKE_DEADLINE
+    write_timeout: float = WRITE_TIMEOUT
+    per_client: int = PER_CLIENT
+    max_head: int = MAX_HEAD
+    max_pipeline: int = MAX_PIPELINE
+
+
+def _envelope(status: bytes, code: str, message: str) -> bytes:
+    """An error answer written by the listener itself, in the one JSON envelope, closing the connection."""
+    body = encoded(error_body(code, message))
+    head = [b"HTTP/1.1 " + status, b"content-type: application/json", b"content-length: %d" % len(body),
+            b"cache-control: no-store", b"connection: close",
+            *(name.lower().encode() + b": " + value.encode() for name, value in SECURITY_HEADERS)]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
 class _Protocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the two limits it lacks: a deadline and a size for a request head.
+    """uvicorn's httptools protocol with the limits it lacks: a deadline and a size for each request head,
+    a bound on requests read ahead, a write timeout, and its own errors in the JSON envelope.
 
     Without them a client that drips header lines (slowloris), or never sends one, holds its
-    connection forever, and one 50 MB header line is buffered whole.
+    connection forever; a pipelined request is never timed nor counted; an answer nobody reads
+    is held forever.
     """
 
-    deadline = REQUEST_DEADLINE
+    listener: HttpServer  # set on the per-server subclass (uvicorn's `server` is the local address)
+    ticket: Ticket | None = None
+    head_until: float | None = None  # the first head's deadline (the gate's), else one per request
+    _late = _watch = None
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        self._begin_head()
+        if self.ticket:  # the raw socket's protocol (plain HTTP); under TLS, _Tls watches the socket
+            self._watch = WriteWatch(self.listener, transport)
+        self._begin_head(self.head_until)
 
-    def _begin_head(self) -> None:
-        self._head_bytes = 0
-        self._in_head = True
-        self._late = self.loop.call_later(self.deadline, self._too_late)
+    def _begin_head(self, until: float | None = None) -> None:
+        self._head_bytes, self._in_head = 0, True
+        until = until or self.loop.time() + self.listener.limits.deadline
+        self._late = self.loop.call_at(until, self._too_late)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._in_head:
+            self._begin_head()  # a kept-alive or pipelined request: its own deadline and size
 
     def data_received(self, data: bytes) -> None:
-        if not self._in_head and (self.cycle is None or self.cycle.response_complete):
-            self._begin_head()  # the first bytes of the next request on a kept-alive connection
-        if self._in_head:
-            self._head_bytes += len(data)
+        if self.transport.is_closing():
+            return
         super().data_received(data)
-        if self._in_head and self._head_bytes > MAX_HEAD and not self.transport.is_closing():
-            self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
-                                 b"connection: close\r\n\r\n")
-            self.transport.close()
+        if self._in_head and not self.transport.is_closing():
+            # A whole read counts: a pipelined head may be charged its predecessor's tail (<= one read).
+            self._head_bytes += len(data)
+            if self._head_bytes > self.listener.limits.max_head:
+                self._refuse("head_too_large", b"431 Request Header Fields Too Large", "request_header_fields_too_large",
+                             HEAD_TOO_LARGE)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._late.cancel()
         super().on_headers_complete()
+        limits = self.listener.limits
+        if self.pipeline and (len(self.pipeline) > limits.max_pipeline or self._read_ahead() > limits.max_head):
+            self._refuse("pipeline_too_deep")
+            raise httptools.HttpParserError("pipelined too far")  # stops parsing the rest of this read
 
-    def connection_lost(self, exc) -> None:
-        self._late.cancel()
-        super().connection_lost(exc)
+    def _read_ahead(self) -> int:
+        return sum(len(c.scope["raw_path"]) + sum(len(k) + len(v) + 4 for k, v in c.scope["headers"])
+                   for c, _ in self.pipeline)
+
+    def _answering(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete or bool(self.pipeline)
+
+    def _refuse(self, reason: str, status: bytes = b"", code: str = "", message: str = "") -> None:
+        """Close, with an answer in the envelope unless another answer is on its way (it would be garbled)."""
+        self.listener.count(reason)
+        self.pipeline.clear()
+        if status and not self._answering():
+            self.transport.write(_envelope(status, code, message))
+        self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes that are not HTTP: the envelope, not its plain text."""
+        if not self.transport.is_closing():
+            self._refuse("not_http", b"400 Bad Request", "bad_request", NOT_HTTP)
 
     def _too_late(self) -> None:
         if self._in_head and not self.transport.is_closing():
-            self.transport.close()
+            self._refuse("request_timeout")
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._watch:
+            self._watch.paused()
+
+    def resume_writing(self) -> None:
+        if self._watch:
+            self._watch.cancel()
+        super().resume_writing()
+
+    def connection_lost(self, exc) -> None:
+        if self._late:
+            self._late.cancel()
+        if self._watch:
+            self._watch.cancel()
+        super().connection_lost(exc)
+        if self.ticket:
+            self.ticket.release()
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -81,20 +170,34 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 class HttpServer:
-    """The app on a socket, plain or TLS, until stopped."""
+    """The app on a socket, plain or TLS, until stopped; `context` may be swapped at any time (a reload)."""
 
     def __init__(self, front: Front, sock: socket.socket, context: ssl.SSLContext | None = None,
-                 deadline: float = REQUEST_DEADLINE):
-        protocol = type("Protocol", (_Protocol,), {"deadline": deadline})
-        config = uvicorn.Config(front, http=protocol, lifespan="off", access_log=False, log_config=None,
+                 deadline: float = REQUEST_DEADLINE, limits: Limits | None = None,
+                 count: Callable[[str], None] | None = None):
+        self.front, self.context = front, context
+        self.limits = limits or Limits(deadline=deadline)
+        self.tally = Tally(self.limits.per_client)
+        self.count = count or (lambda reason: None)  # a connection closed early, by reason (a metric)
+        protocol = type("Protocol", (_Protocol,), {"listener": self})
+
+        def connection(config, server_state, app_state, _loop=None):
+            def make_http():
+                return protocol(config=config, server_state=server_state, app_state=app_state, _loop=_loop)
+            return Gate(self, make_http, server_state.connections)
+
+        config = uvicorn.Config(front, http=connection, lifespan="off", access_log=False, log_config=None,
                                 server_header=False, date_header=True, timeout_keep_alive=IDLE_TIMEOUT,
                                 timeout_graceful_shutdown=3, proxy_headers=False)
-        config.load()
-        config.ssl = context  # ours: the web config's policy, its certificate reloaded in place
+        config.load()  # no TLS for uvicorn: each gate starts it with the context of its moment
         self.server = uvicorn.Server(config)
         self.sock = sock
         self.port = sock.getsockname()[1]
         self.scheme = "https" if context else "http"
+
+    @staticmethod
+    def loop_time() -> float:
+        return asyncio.get_running_loop().time()
 
     def run(self) -> None:
         """Serve until stop() (or SIGTERM/SIGINT when run in the main thread)."""

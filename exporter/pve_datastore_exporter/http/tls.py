@@ -1,4 +1,4 @@
-"""The listener's TLS context, and its certificate re-read in place when the files change."""
+"""The listener's TLS context, and the web config re-read whole when it or a file it names changes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import logging
 import os
 import ssl
 import threading
+from collections.abc import Callable
 
-from .webconfig import Tls
+from ..config import ConfigError
+from . import webconfig
+from .webconfig import Tls, WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,27 +43,55 @@ def _stamp(path: str) -> tuple:
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
-class CertificateWatcher:
-    """Re-reads the certificate, key and client CA into the same context when their files change.
+def usable(web: WebConfig) -> ssl.SSLContext | None:
+    """A new TLS context for `web` (None without TLS); raises ConfigError naming what cannot be used.
 
-    OpenSSL uses what a context holds at each handshake, so a renewal (certbot, step-ca: files
-    replaced in place) reaches the next connection with no restart; open connections keep theirs.
-    A half-written renewal (a key that does not match yet) keeps the old pair and is retried.
+    Always a new context: loading into the one in use would add a new client CA to the old one
+    (a removed CA stays trusted) and drop the key of a half-written renewal (every handshake fails).
+    """
+    try:
+        return server_context(web.tls) if web.tls else None
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"web config {web.path}: the certificate, key or CA cannot be used ({exc})") from None
+    finally:
+        webconfig.forget_inline(web)  # OpenSSL has read them: inline PEM lives only in the context
+
+
+class WebConfigWatcher:
+    """Re-reads the web config, whole, when it or a file it names changes; applies all of it or none.
+
+    A certificate renewal (certbot, step-ca: files replaced in place), a new client CA, a user or a
+    header reach the next connection or request with no restart; open connections keep their TLS
+    session. A change that cannot be used (a half-written renewal, a YAML error) keeps the config
+    in force, says why once in the log and sets pve_datastore_web_config_last_reload_successful 0.
     """
 
-    def __init__(self, context: ssl.SSLContext, tls: Tls, every: float = 1.0):
-        self.context, self.tls, self.every = context, tls, every
-        self._files = [f for f in (tls.cert_file, tls.key_file, tls.ca_file) if f]
-        self._seen = self._stamps()
+    def __init__(self, web: WebConfig, every: float = 1.0):
+        self.current, self.every = web, every
+        self._seen = self._stamps(web)
+        self._failure: str | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tls-reload", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="web-config-reload", daemon=True)
+        self.apply: Callable[[WebConfig, ssl.SSLContext | None], None] = lambda web, context: None
+        self.reloaded: Callable[[bool], None] = lambda ok: None
         self.reloads = 0
 
-    def _stamps(self) -> list[tuple]:
-        return [_stamp(f) for f in self._files]
+    @staticmethod
+    def _stamps(web: WebConfig) -> list[tuple]:
+        files = [web.path] + ([f for f in (web.tls.cert_file, web.tls.key_file, web.tls.ca_file)
+                               if f and f not in web.tls.inline] if web.tls else [])
+        return [(f, _stamp(f)) for f in files]
 
-    def start(self) -> None:
-        """Watch in a daemon thread."""
+    def start(self, server) -> None:
+        """Watch in a daemon thread; each good change swaps `server`'s TLS context and its front's rules."""
+        def apply(web: WebConfig, context: ssl.SSLContext | None) -> None:
+            if context is not None:
+                server.context = context  # one assignment: a handshake sees the old context or the new
+            server.front.configure(web)
+        self.apply = apply
+        exposition = getattr(server.front, "exposition", None)
+        if exposition is not None:
+            self.reloaded = lambda ok: exposition.web_config_reloaded.set(1 if ok else 0)
         self._thread.start()
 
     def stop(self) -> None:
@@ -72,18 +103,23 @@ class CertificateWatcher:
             self.check()
 
     def check(self) -> bool:
-        """Reload if a file changed since the last good load; True when it did."""
-        stamps = self._stamps()
-        if stamps == self._seen:
+        """Re-read and apply the file if it or a file it names changed; True when a new config is in force."""
+        if self._stamps(self.current) == self._seen and self._failure is None:
             return False
         try:
-            self.context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
-            if self.tls.ca_file:
-                self.context.load_verify_locations(cafile=self.tls.ca_file)
-        except (ssl.SSLError, OSError) as exc:
-            log.warning("TLS certificate changed but cannot be loaded yet, keeping the old one: %s", exc)
+            web = webconfig.load(self.current.path)
+            context = usable(web)
+            if (web.tls is None) != (self.current.tls is None):
+                raise ConfigError(f"web config {web.path}: TLS can be turned on or off only by a restart")
+        except ConfigError as exc:
+            if str(exc) != self._failure:  # said once, tried again every second until it can be used
+                log.warning("%s; the web config in force is kept", exc)
+                self._failure = str(exc)
+            self.reloaded(False)
             return False
-        self._seen = stamps
+        self.apply(web, context)
+        self.current, self._seen, self._failure = web, self._stamps(web), None
         self.reloads += 1
-        log.info("TLS certificate reloaded from %s", self.tls.cert_file)
+        self.reloaded(True)
+        log.info("web config %s reloaded: %s", web.path, web.summary())
         return True

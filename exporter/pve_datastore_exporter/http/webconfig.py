@@ -47,6 +47,9 @@ KEYS = {"": {"tls_server_config", "http_server_config", "basic_auth_users", "rat
                               "cipher_suites", "prefer_server_cipher_suites", "curve_preferences"},
         "http_server_config": {"http2", "headers"}, "rate_limit": {"interval", "burst"}}
 BCRYPT_HASH = re.compile(r"^\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}$")
+# RFC 9110 field-value: visible ASCII, inner spaces and tabs; no control byte, no edge whitespace.
+# (obs-text is refused too: a browser reads it as Latin-1, rarely what the file meant.)
+HEADER_VALUE = re.compile(r"[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +65,7 @@ class Tls:
     ciphers: str | None = None
     prefer_server_ciphers: bool = True
     curve: str | None = None
+    inline: tuple[str, ...] = ()  # the private files written for inline PEM (removed once loaded)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +84,7 @@ class WebConfig:
                + (", client certificates required" if self.tls.verify_mode == ssl.CERT_REQUIRED else "")
                if self.tls else "no TLS")
         users = f"basic auth for {len(self.users)} user(s)" if self.users else "no basic auth"
-        rate = f", at most {self.rate_limit[1]} requests per burst" if self.rate_limit else ""
+        rate = f", at most {self.rate_limit[1]} requests per burst per client" if self.rate_limit else ""
         return f"{tls}, {users}{rate}"
 
 
@@ -124,6 +128,19 @@ def _file(value, base: Path, key: str) -> str:
     return str(file)
 
 
+def forget_inline(web: WebConfig) -> None:
+    """Remove the private files of inline PEM once OpenSSL has read them."""
+    _remove(web.tls.inline if web.tls else ())
+
+
+def _remove(names) -> None:
+    for name in names:
+        try:
+            os.unlink(name)
+        except OSError:
+            pass
+
+
 def _inline(pem, what: str) -> str:
     """Inline PEM as a private file for OpenSSL, which loads keys from files only."""
     if not isinstance(pem, str) or "-----BEGIN" not in pem:
@@ -157,17 +174,28 @@ def _tls(tls, base: Path) -> Tls | None:
         raise ValueError(f"client_auth_type {auth!r} is not one of {', '.join(CLIENT_AUTH)}")
     if tls.get("client_allowed_sans"):
         raise ValueError("client_allowed_sans is not supported: issue client certificates from a CA of their own")
-    ca = _pem_source(tls, base, "client_ca", "client_ca_file", required=False)
-    if CLIENT_AUTH[auth] != ssl.CERT_NONE and not ca:
-        raise ValueError(f"client_auth_type {auth} needs client_ca_file")
     low, high = (_version(tls, "min_version", "TLS12"), _version(tls, "max_version", "TLS13"))
     if low > high:
         raise ValueError("min_version is above max_version")
-    return Tls(cert_file=_pem_source(tls, base, "cert", "cert_file", required=True),
-               key_file=_pem_source(tls, base, "key", "key_file", required=True), ca_file=ca,
-               verify_mode=CLIENT_AUTH[auth], min_version=low, max_version=high, ciphers=_ciphers(tls),
-               prefer_server_ciphers=_bool(tls.get("prefer_server_cipher_suites", True), "prefer_server_cipher_suites"),
-               curve=_curve(tls))
+    policy = dict(verify_mode=CLIENT_AUTH[auth], min_version=low, max_version=high, ciphers=_ciphers(tls),
+                  prefer_server_ciphers=_bool(tls.get("prefer_server_cipher_suites", True), "prefer_server_cipher_suites"),
+                  curve=_curve(tls))
+    sources: dict[str, str | None] = {}
+    try:
+        for inline, file, required in (("client_ca", "client_ca_file", False), ("cert", "cert_file", True),
+                                       ("key", "key_file", True)):
+            sources[file] = _pem_source(tls, base, inline, file, required)
+        if CLIENT_AUTH[auth] != ssl.CERT_NONE and not sources["client_ca_file"]:
+            raise ValueError(f"client_auth_type {auth} needs client_ca_file")
+    except ValueError:
+        _remove(_written(sources, tls))  # refused: no private copy of a key is left behind
+        raise
+    return Tls(cert_file=sources["cert_file"], key_file=sources["key_file"], ca_file=sources["client_ca_file"],
+               inline=_written(sources, tls), **policy)
+
+
+def _written(sources: dict, tls: dict) -> tuple[str, ...]:
+    return tuple(name for key, name in sources.items() if name and key.removesuffix("_file") in tls)
 
 
 def _version(tls: dict, key: str, default: str) -> ssl.TLSVersion:
@@ -225,8 +253,10 @@ def _headers(http) -> tuple:
         if name not in HEADERS:
             raise ValueError(f"http_server_config.headers: unknown header {name!r}")
         allowed = HEADERS[name]
-        if not isinstance(value, str) or "\n" in value or "\r" in value or allowed and value.lower() not in allowed:
-            raise ValueError(f"http_server_config.headers.{name}: invalid value {value!r}")
+        if not isinstance(value, str) or value and not HEADER_VALUE.fullmatch(value) \
+                or allowed and value.lower() not in allowed:
+            raise ValueError(f"http_server_config.headers.{name}: invalid value {value!r} (HTTP allows visible ASCII, "
+                             "inner spaces and tabs)")
     return tuple((name, value) for name, value in headers.items() if value)
 
 

@@ -13,8 +13,9 @@ from peewee import __exception_wrapper__ as driver_errors  # turns DB-API errors
 
 from ..records import REFRESHED, Datastore, NodeFigures, RefreshInfo, Risk, View
 from . import risk as node_reads
-from .leader import LOCK_CLASS, LOCK_KEY, HeldLock
+from .leader import EPOCH, LOCK_CLASS, LOCK_KEY, HeldLock
 from .notify import CHANGES, GENERATION, REFRESH, NoSignals
+from .reach import PROBE, DatabaseAway, Reach
 from .replicas import AlreadyServed, open_coordination
 from .sessions import SessionError, is_sqlite
 from .tables import (
@@ -43,11 +44,20 @@ class UnknownDatastore(LookupError):
     """A default was asked for a datastore the cluster does not have (or has disabled)."""
 
 
+class Fenced(Exception):
+    """A leader's write refused, rolled back: another replica took the lock since this one took it (its epoch moved)."""
+
+    def __init__(self, fence: int, found: int | None):
+        super().__init__(f"this replica no longer leads (its lock's epoch {fence}, the database's {found}): "
+                         "its write was refused")
+
+
 @dataclasses.dataclass
 class Commit:
-    """What a write committed: the generation it raised the database to (0 for a write that announces nothing)."""
+    """What a write committed: the generation it raised the database to, or the one it holds for a write that changed nothing."""
 
     generation: int = 0
+    changed: bool = True  # the body sets it False when it moved nothing: no generation, no NOTIFY
 
 
 class Store:
@@ -61,22 +71,31 @@ class Store:
         self.database = open_database(url, busy_timeout_ms)
         self._writing = threading.Lock()  # one writer at a time inside the process
         self._postgres = not is_sqlite(url)
+        self._connection = Reach(self.database, self._postgres).connection  # a connection per call
         db.initialize(self.database)
 
     @contextlib.contextmanager
-    def _write(self, announce: bool = True):
-        """One transaction; it yields the Commit whose generation is set when the body is done."""
+    def _write(self, announce: bool = True, fence: int | None = None):
+        """One transaction; it yields the Commit whose generation is set when the body is done.
+
+        A leader's write carries `fence`, the epoch its lock was taken with: checked last, just before
+        COMMIT, so that a take-over at any moment of the write refuses it (Fenced, rolled back). A
+        take-over after the check cannot overtake it: the new leader's writes wait for WRITER_LOCK.
+        """
         # SQLite: take the write lock at BEGIN. A deferred transaction that reads first cannot be
         # upgraded while another writer holds the lock, and then fails at once ("database is locked").
         immediate = {} if self._postgres else {"lock_type": "IMMEDIATE"}
         commit = Commit()
-        with self._writing, self.database.connection_context(), self.database.atomic(**immediate):
+        with self._writing, self._connection(), self.database.atomic(**immediate):
             if self._postgres:  # one writer at a time among replicas too: two CREATE TABLEs at once collide
                 self.database.execute_sql(WRITER_LOCK)
             migrate_schema(self.database)  # also what recreates a DB file deleted under us
             yield commit
-            if announce:
+            self._check_fence(fence)
+            if announce and commit.changed:
                 commit.generation = self._announce()
+            elif announce:
+                commit.generation = self._generation()
 
     def _announce(self) -> int:
         """Raise the generation in the write's transaction, and tell the listening replicas on commit."""
@@ -87,6 +106,13 @@ class Store:
             self.database.execute_sql("SELECT pg_notify(%s, %s)", (CHANGES, str(generation)))
         return generation
 
+    def _check_fence(self, fence: int | None) -> None:
+        if fence is None or not self._postgres:  # SQLite: one process serves the file (its lock file)
+            return
+        row = self.database.execute_sql(EPOCH).fetchone()
+        if row is None or row[0] != fence:
+            raise Fenced(fence, row and row[0])
+
     def migrate(self) -> None:
         """Create missing tables and columns in place; a seed-era file keeps its rows and flags."""
         with self._write(announce=False):
@@ -94,21 +120,22 @@ class Store:
 
     def is_empty(self) -> bool:
         """True before the first refresh ever stored a datastore."""
-        with self.database.connection_context():
+        with self._connection():
             return not DatastoreModel.select().where(DatastoreModel.present == True).exists()  # noqa: E712
 
     def replace_snapshot(self, datastores: list[Datastore], initial_defaults: dict[str, str],
                          system_defaults: dict[str, str], bookkeeping: Callable[[], RefreshInfo],
-                         cluster: str = "") -> tuple[int, View]:
+                         cluster: str = "", fence: int | None = None) -> tuple[int, View]:
         """Swap in a new snapshot and its bookkeeping in one transaction; return its generation and the view it wrote.
 
         Every default flag is kept; a kind of default no row carries yet takes `initial_defaults[kind]`. Of what
         is stored only the small `datastores` table is read: the flags and the datastores that vanished.
         `bookkeeping()` is called last, so that the refresh's duration includes its write. `cluster` is
-        the cluster's name as the reader knows it, kept for the replicas that do not read.
+        the cluster's name as the reader knows it, kept for the replicas that do not read. `fence`: the
+        leader's epoch (Fenced when another replica took the lock since).
         """
         now = utcnow()
-        with self._write() as commit:
+        with self._write(fence=fence) as commit:
             before = {row.id: row for row in self._locked(DatastoreModel.select())}
             self._upsert(datastores, now)
             seen = {d.id for d in datastores}
@@ -175,6 +202,7 @@ class Store:
         """Move the default flags; the generation and whether a flag moved; UnknownDatastore unless each target is enabled."""
         changed = False
         with self._write() as commit:
+            commit.changed = False  # until a flag moves
             for kind, datastore_id in (("hdd", hdd), ("ssd", ssd)):
                 if datastore_id is None:
                     continue
@@ -186,7 +214,7 @@ class Store:
                 flag = getattr(DatastoreModel, f"is_default_{kind}")
                 DatastoreModel.update({flag: False}).where(flag == True).execute()  # noqa: E712
                 DatastoreModel.update({flag: True}).where(DatastoreModel.id == datastore_id).execute()
-                changed = True
+                changed = commit.changed = True
             if changed:
                 drop_placeholders()  # the stand-in of a .env default the cluster lacks, now that none names it
         return commit.generation, changed
@@ -194,7 +222,7 @@ class Store:
     def load(self) -> tuple[int, View]:
         """The view and the generation it belongs to, read from one snapshot of the database."""
         node = DatastoreNodeModel
-        with self.database.connection_context(), self._snapshot():
+        with self._connection(), self._snapshot():
             generation = self._generation()
             nodes: dict[str, list[NodeFigures]] = {}
             query = node.select(node.datastore, node.node, node.active, node.size, node.used, node.available)
@@ -208,19 +236,21 @@ class Store:
             risk = node_reads.load()
         return generation, dataclasses.replace(to_view(rows, to_refresh_info(state), state and state.cluster), risk=risk)
 
-    def save_node_reads(self, read: str, outcomes: dict, now: float, keep_for: float) -> tuple[int, Risk]:
+    def save_node_reads(self, read: str, outcomes: dict, now: float, keep_for: float,
+                        fence: int | None = None) -> tuple[int, Risk]:
         """Store one per-node read (node -> its records, or (reason, error)); the generation and every read's figures.
 
-        A node that failed keeps its last good figures until they are `keep_for` s old (store/risk.py).
+        A node that failed keeps its last good figures until they are `keep_for` s old (store/risk.py). `fence`
+        is the epoch the read's batches were made under (Fenced when another replica took the lock since).
         """
-        with self._write() as commit:
+        with self._write(fence=fence) as commit:
             node_reads.save(read, outcomes, now, keep_for)
             risk = node_reads.load()
         return commit.generation, risk
 
     def refresh_state(self) -> tuple[int, RefreshInfo]:
         """The generation and the bookkeeping of the last refresh, whichever process made it."""
-        with self.database.connection_context(), self._snapshot():
+        with self._connection(), self._snapshot():
             return self._generation(), to_refresh_info(RefreshStateModel.get_or_none(RefreshStateModel.id == 1))
 
     def _snapshot(self):
@@ -234,12 +264,12 @@ class Store:
     def ask_for_refresh(self) -> None:
         """Ask the leader (the replica holding the lock) to refresh now; PostgreSQL only."""
         if self._postgres:
-            with self.database.connection_context():
+            with self._connection():
                 self.database.execute_sql("SELECT pg_notify(%s, '')", (REFRESH,))
 
-    def record_refresh(self, info: RefreshInfo, cluster: str = "") -> int:
+    def record_refresh(self, info: RefreshInfo, cluster: str = "", fence: int | None = None) -> int:
         """Write the bookkeeping of a refresh that stored no snapshot; the generation it raised the database to."""
-        with self._write() as commit:
+        with self._write(fence=fence) as commit:
             self._save_refresh(info, cluster)
         return commit.generation
 
@@ -250,5 +280,5 @@ class Store:
 
 
 # What the coordination (coordination.py) takes from here: the store stays the one door to the database.
-__all__ = ["AlreadyServed", "HeldLock", "NoSignals", "SessionError", "Store", "StoreError", "UnknownDatastore", "is_sqlite",
-           "open_coordination"]
+__all__ = ["PROBE", "AlreadyServed", "DatabaseAway", "Fenced", "HeldLock", "NoSignals", "SessionError", "Store",
+           "StoreError", "UnknownDatastore", "is_sqlite", "open_coordination"]

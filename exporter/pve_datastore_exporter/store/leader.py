@@ -20,10 +20,13 @@ LOCK_CLASS = 0x70766478  # "pvdx": the first of the lock's two keys
 LOCK_KEY = "hashtext(current_database() || '.' || current_schema())"  # the second: this database and schema
 TRY_LOCK = f"SELECT pg_try_advisory_lock({LOCK_CLASS}, {LOCK_KEY})"
 NOW = "extract(epoch FROM clock_timestamp())"
-# Taking over: name the new holder, and learn until when the last holder's read may still run.
-TAKE_OVER = (f"INSERT INTO leader (id, holder, since) VALUES (1, %s, {NOW}) "
-             "ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, since = EXCLUDED.since "
-             f"RETURNING greatest(coalesce(reading_until, 0) - {NOW}, 0)")
+# Taking over: name the new holder, raise the epoch (the fencing token every write of this holder
+# carries), and learn until when the last holder's read may still run.
+TAKE_OVER = (f"INSERT INTO leader (id, holder, since, epoch) VALUES (1, %s, {NOW}, 1) "
+             "ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, since = EXCLUDED.since, "
+             "epoch = coalesce(leader.epoch, 0) + 1 "
+             f"RETURNING greatest(coalesce(reading_until, 0) - {NOW}, 0), epoch")
+EPOCH = "SELECT epoch FROM leader WHERE id = 1"  # what a fenced write compares with its own, in its transaction
 BEGIN_READ = f"UPDATE leader SET reading_until = {NOW} + %s WHERE id = 1"
 END_READ = "UPDATE leader SET reading_until = NULL WHERE id = 1"
 
@@ -35,6 +38,7 @@ class PgLock:
         self._url, self._holder, self._connect = url, holder, connect
         self._conn = None
         self._mutex = threading.Lock()  # the coordination thread and a refresh thread share the session
+        self.epoch: int | None = None  # raised by every take-over: the fencing token of this holder's writes
 
     def try_acquire(self) -> float | None:
         """Take the lock if it is free: None when another session holds it, else seconds to wait before reading."""
@@ -43,7 +47,8 @@ class PgLock:
                 self._conn = self._connect(self._url)
             if not self._run(TRY_LOCK):
                 return None
-            return float(self._run(TAKE_OVER, (self._holder,)))
+            grace, self.epoch = self._run(TAKE_OVER, (self._holder,), row=True)
+            return float(grace)
 
     def begin_read(self, seconds: float) -> None:
         """Mark a read that ends within `seconds`; SessionError when the session (so the lock) is gone."""
@@ -65,13 +70,15 @@ class PgLock:
         with self._mutex:
             self._close()
 
-    def _run(self, sql: str, args: tuple = ()):
+    def _run(self, sql: str, args: tuple = (), row: bool = False):
         if self._conn is None:
             raise SessionError("the lock's session is closed")
         try:
             with self._conn.cursor() as cursor:
                 cursor.execute(sql, args)
-                return cursor.fetchone()[0] if cursor.description else None
+                if not cursor.description:
+                    return None
+                return cursor.fetchone() if row else cursor.fetchone()[0]
         except driver_error() as exc:
             self._close()
             raise SessionError(f"the lock's session ended: {first_line(exc)}") from None
@@ -116,6 +123,8 @@ class FileLock:
 
 class HeldLock:
     """The lock of a process that leads alone (a SQLite file it holds): always held, nothing to fence."""
+
+    epoch = None  # nothing to fence: no other process writes as the leader
 
     def __init__(self, file_lock: FileLock | None = None):
         self._file_lock = file_lock

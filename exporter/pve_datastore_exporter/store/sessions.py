@@ -47,13 +47,20 @@ def with_defaults(url: str, defaults: dict) -> dict:
     return extra
 
 
+def pg_params(url: str) -> dict:
+    """The connection's parameters in a postgresql:// URL, the user and password percent-decoded as libpq does (%40 is @)."""
+    from playhouse.db_url import parseresult_to_dict
+
+    # A password with / ? # cannot stand in a URL as it is: percent-encoding is the only way to write it.
+    return parseresult_to_dict(urlparse(url), unquote_password=True, unquote_user=True)
+
+
 def pg_connect(url: str):
     """A new autocommit psycopg2 session for `url`, with SESSION's timeouts; SessionError when it fails."""
     import psycopg2
-    from playhouse.db_url import parseresult_to_dict
 
-    # Parsed as peewee parses it, so the lock's session logs in exactly as the store's connections do.
-    params = {**parseresult_to_dict(urlparse(url)), **with_defaults(url, SESSION)}
+    # Parsed as the store's connections are, so the lock's session logs in exactly as they do.
+    params = {**pg_params(url), **with_defaults(url, SESSION)}
     try:
         conn = psycopg2.connect(**params)
     except psycopg2.Error as exc:

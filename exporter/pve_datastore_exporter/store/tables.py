@@ -138,6 +138,7 @@ class LeaderModel(BaseModel):
     holder = TextField(null=True)  # host, pid and listen address of the replica that took the lock last
     since = DoubleField(null=True)  # the database's clock, epoch seconds
     reading_until = DoubleField(null=True)  # set before each read of Proxmox, cleared after; NULL between reads
+    epoch = BigIntegerField(null=True)  # raised by each take-over; a leader's write carries the one it took
 
     class Meta:
         table_name = "leader"
@@ -176,7 +177,7 @@ def open_database(url: str, busy_timeout_ms: int = 5000):
             with contextlib.suppress(OSError):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
         return connect(url, pragmas={"journal_mode": "wal", "busy_timeout": busy_timeout_ms, "foreign_keys": 1})
-    return connect(url, **with_defaults(url, MAIN))
+    return connect(url, unquote_password=True, unquote_user=True, **with_defaults(url, MAIN))  # as pg_params
 
 
 def migrate_schema(database) -> None:
@@ -184,7 +185,7 @@ def migrate_schema(database) -> None:
     if "id" in {c.name for c in database.get_columns("datastore_nodes")}:
         DatastoreNodeModel.drop_table()  # a per-refresh cache from before the composite key
     database.create_tables(MODELS, safe=True)
-    for model in (DatastoreModel, RefreshStateModel):
+    for model in (DatastoreModel, RefreshStateModel, LeaderModel):
         table = model._meta.table_name
         have = {c.name for c in database.get_columns(table)}
         missing = [f for f in model._meta.sorted_fields if f.column_name not in have]
