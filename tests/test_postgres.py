@@ -467,3 +467,25 @@ def test_a_followers_refresh_request_lost_by_the_leader_is_asked_again(postgres_
         held.release()
         if listening:
             listening.close()
+
+
+def test_a_per_node_read_of_a_leader_that_lost_its_lock_is_not_stored(postgres_server, store):
+    from pve_datastore_exporter.records import ThinPool
+
+    leading = Leading(store.url, "A")
+    holders = []
+    try:
+        with leading.coordinator.reading(1) as fence:  # a batch of the pools read, fenced as the refresh is
+            pass
+        holders.append(take_over(postgres_server, store.url, "B"))
+        before = store.load()
+        pool = ThinPool("pve1", "pve", "data", 1000, 100, 64, 58)
+        with pytest.raises(Fenced):
+            store.save_node_reads("pools", {"pve1": [pool]}, 100.0, 900, fence)
+        assert store.load() == before  # nothing of it, not even the generation
+        store.save_node_reads("pools", {"pve1": [pool]}, 100.0, 900, holders[0].epoch)  # the new leader's lands
+        assert store.load()[1].risk.thin_pools == (pool,)
+    finally:
+        leading.stop()
+        for lock in holders:
+            lock.release()
