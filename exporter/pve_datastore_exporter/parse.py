@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import sys
 from collections.abc import Iterable
 
 from .records import Datastore, NodeFigures, RefreshFailed
@@ -105,12 +106,13 @@ def _node_figures(item: dict) -> NodeFigures:
     # disk/maxdisk exist only while status is "available"; "unknown" is not an empty disk
     # (docs/proxmox-api.md#sizes-absent-when-unknown).
     if item.get("status") != "available" or "maxdisk" not in item or "disk" not in item:
-        return NodeFigures(node=item["node"], active=False)
+        return NodeFigures(node=sys.intern(item["node"]), active=False)
     try:
         size, used = _bytes(item["maxdisk"]), _bytes(item["disk"])
     except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON 1e400 arrives as inf
         raise RefreshFailed("parse", f"/cluster/resources: sizes of {item['storage']!r} are not byte counts") from None
-    return NodeFigures(node=item["node"], size=size, used=used, available=max(size - used, 0), active=True)
+    # Interned: every datastore repeats the node's name; one string per node, not one per row.
+    return NodeFigures(node=sys.intern(item["node"]), size=size, used=used, available=max(size - used, 0), active=True)
 
 
 def parse_storage_config(payload) -> dict[str, Datastore]:

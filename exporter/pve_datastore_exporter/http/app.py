@@ -6,6 +6,7 @@ bodies.py; here they meet a request.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from pathlib import Path
@@ -37,6 +38,29 @@ def check_auth(writers: frozenset[str], api_token: str) -> None:
                              writers=writers, api_token=api_token, authorization=request.headers.get("Authorization", ""))
     if refused:
         raise ApiError(refused.status, refused.code, i18n.gettext(refused.message, **dict(refused.values)))
+
+
+def tag_for(version: str | None, *facts: str) -> str | None:
+    """The ETag of an answer built from `version` (Service.version) and the request's `facts`; None without one."""
+    if version is None:
+        return None
+    return f"{version}-{hashlib.blake2b('/'.join(facts).encode(), digest_size=6).hexdigest()}"  # an ETag is ASCII
+
+
+def not_modified(app: Flask, tag: str | None, **headers: str):
+    """304 Not Modified when the request's If-None-Match holds `tag` (weak comparison, RFC 9110), else None."""
+    if tag is None or not request.if_none_match.contains_weak(tag):
+        return None
+    response = app.response_class(status=304, headers=headers)
+    response.set_etag(tag, weak=True)
+    return response
+
+
+def with_tag(response, tag: str | None):
+    """`response` with its weak ETag: the same data, whatever age it reports (docs/architecture.md#conditional-gets)."""
+    if tag:
+        response.set_etag(tag, weak=True)
+    return response
 
 
 def create_app(service: Service, config: Config, refresh_waiters: int) -> Flask:
@@ -85,11 +109,13 @@ def _register_errors(app: Flask) -> None:
 def _register_reads(app: Flask, service: Service) -> None:
     @app.get("/api/datastores")
     def list_datastores():
-        return jsonify(datastores_answer(service.datastores(), service.age()))
+        tag = tag_for(service.version(), "list", i18n.current())
+        return not_modified(app, tag) or with_tag(jsonify(datastores_answer(service.datastores(), service.age())), tag)
 
     @app.get("/api/datastores/default")
     def get_defaults():
-        return jsonify(defaults_answer(service.defaults()))
+        tag = tag_for(service.version(), "defaults", i18n.current())
+        return not_modified(app, tag) or with_tag(jsonify(defaults_answer(service.defaults())), tag)
 
     @app.get("/metrics")
     def metrics_route():  # the front (front.py) answers GET and HEAD; this gives other methods their 405
@@ -166,16 +192,23 @@ def _register_page(app: Flask, service: Service, config: Config) -> None:
         if part not in (None, "status"):
             raise ApiError(404, "not_found", i18n.gettext("The page has no part %(part)s; the one part is 'status'.",
                                                           part=repr(part)))
+        token_required = policy.token_required(bool(request.environ.get("pvedx.basic_auth")), config.api_token)
+        # The page's tag leaves its age out (page.js keeps it current through the status part); the
+        # status part's holds the age as it is said, so a poll brings a new one only when it reads otherwise.
+        facts = ("page", i18n.current(), str(int(token_required)))
+        tag = tag_for(service.version(), *facts, *(() if part is None else ("status", i18n.ago(service.age()))))
+        unchanged = not_modified(app, tag, **{"Cache-Control": "no-store", "Vary": "Cookie"})
+        if unchanged:
+            return unchanged
         # The status part, polled every 15 s by every open page, renders neither the list nor its
         # 10,000 nodes (the view is loaded whole all the same).
         view = service.datastores()
         answer = (datastores_answer if part is None else summary_answer)(view, service.age())
         template = "index.html" if part is None else "_status.html"
-        token_required = policy.token_required(bool(request.environ.get("pvedx.basic_auth")), config.api_token)
         # The warnings as records beside the answer's English sentences: the page says them by code.
         html = render_template(template, answer=answer, warnings=answers.default_warnings(view),
                                token_required=token_required)
-        response = app.make_response(html)
+        response = with_tag(app.make_response(html), tag)
         response.headers["Cache-Control"] = "no-store"  # the page shows live state; never a stale copy
         response.vary.add("Cookie")
         if asked:

@@ -1,6 +1,7 @@
 """Basic auth and the rate limit of the web config, as plain objects the front (front.py) asks.
 
-The one importer of bcrypt: the web config (webconfig.py) only parses the hashes.
+The one importer of bcrypt, when a web config has users (`load_bcrypt`, at start): the web config
+(webconfig.py) only parses the hashes.
 """
 
 from __future__ import annotations
@@ -13,17 +14,26 @@ import threading
 import time
 from collections.abc import Callable
 
-import bcrypt
+from ..config import ConfigError
 
 REALM = 'Basic realm="pve-datastore-exporter", charset="UTF-8"'
 DUMMY_HASH = b"$2b$10$" + b"." * 53  # checked for an unknown user, so that it costs the time a known one does
+
+
+def load_bcrypt():
+    """bcrypt, or ConfigError in one line: imported only when basic auth is configured (~0.5 MB otherwise unused)."""
+    try:
+        import bcrypt
+    except ImportError as exc:
+        raise ConfigError(f"basic_auth_users in the web config needs bcrypt, which cannot be loaded ({exc})") from None
+    return bcrypt
 
 
 def check_password(users: dict[str, bytes], user: str, password: bytes) -> bool:
     """bcrypt's verdict; an unknown user costs the same time as a known one."""
     hashed = users.get(user, DUMMY_HASH)
     try:
-        ok = bcrypt.checkpw(password, hashed)
+        ok = load_bcrypt().checkpw(password, hashed)
     except ValueError:  # e.g. a NUL byte in the password
         return False
     return ok and user in users
@@ -57,6 +67,7 @@ class BasicAuth:
     """
 
     def __init__(self, users: dict[str, bytes]):
+        load_bcrypt()  # at start: a missing bcrypt is a configuration error, not a 500 at the first login
         self.users = users
         self._verified: dict[str, bytes] = {}
 
