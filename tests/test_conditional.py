@@ -1,5 +1,7 @@
 """Conditional GETs over real HTTP: an ETag on the API's reads, the page and its status part, 304 for If-None-Match."""
 
+import gzip
+
 import pytest
 
 from .factories import FakeReader, config
@@ -85,3 +87,14 @@ def test_a_304_keeps_the_headers_of_its_answer(exporter):
     assert unchanged.status_code == 304
     assert unchanged.headers["Cache-Control"] == "no-store" and "Cookie" in unchanged.headers["Vary"]
     assert unchanged.headers["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.parametrize("path", ["/api/datastores", "/"])
+def test_the_page_and_the_api_are_gzipped_for_clients_that_ask(exporter, path):
+    zipped = exporter.get(path, headers={"Accept-Encoding": "gzip"}, stream=True)
+    raw = zipped.raw.read(decode_content=False)
+    plain = exporter.get(path, headers={"Accept-Encoding": "identity"})
+    assert zipped.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in zipped.headers["Vary"]
+    assert gzip.decompress(raw) == plain.content and len(raw) < len(plain.content)
+    assert "Content-Encoding" not in plain.headers and "Accept-Encoding" in plain.headers["Vary"]
+    assert zipped.headers["ETag"] == plain.headers["ETag"]  # weak: the same data in either coding

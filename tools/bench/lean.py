@@ -137,7 +137,8 @@ def page_polls(port: int, other_default: str) -> dict:
     def poll(label: str) -> None:
         sizes = {}
         for path in ("/?part=status", "/"):
-            response, body = _get(port, path, {"If-None-Match": tags[path]} if path in tags else {}, timeout=60)
+            headers = {"Accept-Encoding": "gzip", **({"If-None-Match": tags[path]} if path in tags else {})}
+            response, body = _get(port, path, headers, timeout=60)  # gzip: every browser asks for it
             tags[path] = response.getheader("ETag") or tags.get(path)
             sizes[path] = {"status": response.status, "bytes": _wire_bytes(response, body)}
         out[label] = sizes

@@ -345,7 +345,8 @@ def method_notes(plan: dict) -> list[str]:
         "- Instances (issue 21): 1, 5 and 10 `serve` processes at S (one SQLite file each, one simulator), "
         "after each one's first refresh; VmRSS and PSS (/proc/<pid>/smaps_rollup) summed.",
         "- Page polls (issue 21): page.js' poll as a client sends it: the status part (`/?part=status`), then, "
-        "as while a select is edited, the whole page, each with the ETag of its previous answer in If-None-Match; "
+        "as while a select is edited, the whole page, each with `Accept-Encoding: gzip` (as browsers send) and "
+        "the ETag of its previous answer in If-None-Match; "
         "status line, headers and body counted. Then `POST /api/datastores/default` with another HDD default "
         "and the same poll.",
     ]

@@ -6,6 +6,7 @@ bodies.py; here they meet a request.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import threading
@@ -25,6 +26,8 @@ from .bodies import MAX_BODY, ApiError, parse_defaults_body
 log = logging.getLogger(__name__)
 
 PACKAGE = Path(__file__).resolve().parent.parent  # templates/ and static/ sit beside the modules, not in http/
+COMPRESSED = ("text/html", "application/json")  # the page (~5 MB at 100 x 100) and the API's answers
+COMPRESS_FROM = 256  # bytes: below it gzip's header costs about what it saves
 ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "payload_too_large", 429: "too_many_requests"}
 
@@ -73,7 +76,26 @@ def create_app(service: Service, config: Config, refresh_waiters: int) -> Flask:
     _register_reads(app, service)
     _register_writes(app, service, config, refresh_waiters)
     _register_page(app, service, config)
+    _register_compression(app)
     return app
+
+
+def _register_compression(app: Flask) -> None:
+    @app.after_request
+    def compressed(response):
+        # Browsers, requests and Ansible ask for gzip: the page at 100 x 100 goes from ~4.9 MB to
+        # ~0.3 MB on the wire. Static files (passed through) and short answers are sent as they are.
+        if (response.status_code != 200 or response.direct_passthrough or response.mimetype not in COMPRESSED
+                or "Content-Encoding" in response.headers):
+            return response
+        response.vary.add("Accept-Encoding")
+        if request.accept_encodings.quality("gzip") <= 0:
+            return response
+        body = response.get_data()
+        if len(body) >= COMPRESS_FROM:
+            response.set_data(gzip.compress(body, compresslevel=6, mtime=0))
+            response.headers["Content-Encoding"] = "gzip"
+        return response
 
 
 def _register_errors(app: Flask) -> None:
