@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
+import gzip
 import http.client
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -130,21 +132,34 @@ def _wire_bytes(response: http.client.HTTPResponse, body: bytes) -> int:
     return head + sum(len(f"{k}: {v}\r\n") for k, v in response.getheaders()) + len(body)
 
 
+VERSION = re.compile(rb'id="status"[^>]*data-version="([^"]*)"')
+
+
 def page_polls(port: int, other_default: str) -> dict:
-    """Bytes of one page.js poll at rest (its status part, and the page while a select is edited), then after a change."""
+    """Bytes of page.js' poll: the status part, and the page when the status' version moved; at rest, then after a change."""
     tags, out = {}, {}
 
-    def poll(label: str) -> None:
-        sizes = {}
-        for path in ("/?part=status", "/"):
-            headers = {"Accept-Encoding": "gzip", **({"If-None-Match": tags[path]} if path in tags else {})}
-            response, body = _get(port, path, headers, timeout=60)  # gzip: every browser asks for it
-            tags[path] = response.getheader("ETag") or tags.get(path)
-            sizes[path] = {"status": response.status, "bytes": _wire_bytes(response, body)}
-        out[label] = sizes
+    def get(path: str) -> tuple[int, bytes, int]:
+        headers = {"Accept-Encoding": "gzip", **({"If-None-Match": tags[path]} if path in tags else {})}
+        response, body = _get(port, path, headers, timeout=60)  # gzip: every browser asks for it
+        tags[path] = response.getheader("ETag") or tags.get(path)
+        text = gzip.decompress(body) if response.getheader("Content-Encoding") == "gzip" else body
+        return response.status, text, _wire_bytes(response, body)
 
-    poll("first")
-    poll("unchanged")
+    def poll() -> dict:
+        status, text, size = get("/?part=status")
+        sizes = {"/?part=status": {"status": status, "bytes": size}}
+        version = VERSION.search(text)[1] if status == 200 else shown["version"]
+        if version != shown["version"]:
+            status, text, size = get("/")
+            sizes["/"] = {"status": status, "bytes": size}
+            shown["version"] = version
+        return sizes
+
+    _, page, _ = get("/")  # the page as loaded: the version it shows
+    shown = {"version": VERSION.search(page)[1]}
+    out["first"] = poll()  # learns the status part's tag
+    out["unchanged"] = poll()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.request("POST", "/api/datastores/default", body=json.dumps({"hdd_datastore_id": other_default}),
                  headers={"Content-Type": "application/json"})
@@ -153,7 +168,7 @@ def page_polls(port: int, other_default: str) -> dict:
     conn.close()
     if answer.status != 200:
         raise RuntimeError(f"POST /api/datastores/default answered {answer.status}")
-    poll("after a default changed")
+    out["after a default changed"] = poll()
     return out
 
 

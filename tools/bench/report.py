@@ -227,7 +227,8 @@ def _lean_rows(name: str, label: str, size: dict) -> list[dict]:
             poll = polls[label_key]
             total = sum(p["bytes"] for p in poll.values())
             statuses = ", ".join(f"{path} {p['status']}" for path, p in poll.items())
-            row = _row(label, "–", f"bytes per page poll while a select is edited, {figure} ({statuses})", total)
+            row = _row(label, "–", f"bytes per page poll (page.js: the status part, the page if its version moved), "
+                       f"{figure} ({statuses})", total)
             if label_key == "unchanged":
                 row.update(target=f"< {POLL_BYTES}", verdict=_verdict(total < POLL_BYTES))
             out.append(row)
@@ -344,9 +345,9 @@ def method_notes(plan: dict) -> list[str]:
         "`python -X importtime` of what `serve` imports, self time summed per top-level package, best of 3.",
         "- Instances (issue 21): 1, 5 and 10 `serve` processes at S (one SQLite file each, one simulator), "
         "after each one's first refresh; VmRSS and PSS (/proc/<pid>/smaps_rollup) summed.",
-        "- Page polls (issue 21): page.js' poll as a client sends it: the status part (`/?part=status`), then, "
-        "as while a select is edited, the whole page, each with `Accept-Encoding: gzip` (as browsers send) and "
-        "the ETag of its previous answer in If-None-Match; "
+        "- Page polls (issue 21): page.js' poll as a client sends it, after loading the page: the status part "
+        "(`/?part=status`), and the whole page when the status part's `data-version` moved, each with "
+        "`Accept-Encoding: gzip` (as browsers send) and the ETag of its previous answer in If-None-Match; "
         "status line, headers and body counted. Then `POST /api/datastores/default` with another HDD default "
         "and the same poll.",
     ]

@@ -138,11 +138,13 @@
       lastDefaults = defaultsOf(fresh);
     }
     selectsBehind = !afterAction && editing();
-    if (!selectsBehind) {
-      if (changed(fresh, "defaults-form")) swapDefaults(fresh);
-      revertSelects();
-    }
+    if (!selectsBehind) catchUpDefaults(fresh);
     return got;
+  }
+
+  function catchUpDefaults(fresh) {
+    if (changed(fresh, "defaults-form")) swapDefaults(fresh);
+    revertSelects();
   }
 
   function defaultsOf(fresh) {
@@ -167,12 +169,17 @@
     // The status alone; the whole page only when its version says the data changed.
     const got = await fetchParts(urls.status, ["status"]);
     if (!got.ok || pending) return got;
-    if (got.unchanged) return selectsBehind ? update(false) : got; // the same version, the same age
-    const next = got.fresh.getElementById("status");
-    const moved = next.dataset.version !== $("status").dataset.version;
-    // The age first: the page fetched next may be a 304 (the selects behind, the data the same).
-    if (!moved && changed(got.fresh, "status")) $("status").replaceWith(next);
-    if (selectsBehind || moved) return update(false);
+    if (!got.unchanged) { // a 304: the same version, the same age
+      const next = got.fresh.getElementById("status");
+      if (next.dataset.version !== $("status").dataset.version) return update(false);
+      if (changed(got.fresh, "status")) $("status").replaceWith(next);
+    }
+    // Selects left behind while the user was in them take the last page's defaults once left: the
+    // data has not moved since (the version says so), so that page is current and is not fetched again.
+    if (selectsBehind && !editing()) {
+      selectsBehind = false;
+      catchUpDefaults(lastDefaults);
+    }
     return got;
   }
 
