@@ -237,7 +237,8 @@ def _exact(datastore: Datastore, avail: dict[str, dict[str, int]]) -> Datastore:
     def reported(n: NodeFigures) -> bool:  # only over figures /cluster/resources has: no avail without a size
         return n.active and datastore.id in avail.get(n.node, {})
 
-    nodes = tuple(dataclasses.replace(n, available=avail[n.node][datastore.id]) if reported(n) else n
+    # A NodeFigures built, not dataclasses.replace'd: ~3x faster, and 100 x 100 clusters have 10,000.
+    nodes = tuple(NodeFigures(n.node, n.size, n.used, avail[n.node][datastore.id], n.active) if reported(n) else n
                   for n in datastore.nodes)
     if not any(reported(n) for n in nodes):
         return datastore
