@@ -55,9 +55,10 @@ def _libc_function(name: str):
 class MemoryReturn:
     """A Display subscriber: after a change, glibc hands the heap a refresh freed back to the system.
 
-    Python frees a refresh's parsed answer and old view, but glibc keeps the pages (at 100 nodes x
-    100 datastores ~15 MB more after each refresh, docs/architecture.md#memory); malloc_trim(0) returns
-    them. It runs once the refresh has returned (a second later, in a short thread of its own).
+    Python frees a refresh's parsed answer and old view, but glibc keeps the free pages of its heap
+    until told: malloc_trim(0) returns them (with the fixed mmap threshold above, ~1 MB at 100 nodes x
+    100 datastores; ~8 MB without it, docs/architecture.md#memory). It runs once the refresh has
+    returned (a second later, in a short thread of its own).
     """
 
     def __init__(self, delay: float = 1.0):
