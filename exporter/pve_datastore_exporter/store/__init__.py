@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import sys
 import threading
 from collections.abc import Callable
 
-from peewee import DatabaseError
-from peewee import __exception_wrapper__ as driver_errors  # turns DB-API errors into peewee's
-
 from ..records import REFRESHED, Datastore, NodeFigures, RefreshInfo, View
+from .drivers import peewee  # first: peewee without psycopg2 (store/drivers.py)
 from .leader import EPOCH, LOCK_CLASS, LOCK_KEY, HeldLock
 from .notify import CHANGES, GENERATION, REFRESH, NoSignals
 from .reach import PROBE, DatabaseAway, Reach
@@ -33,6 +32,8 @@ from .tables import (
     utcnow,
 )
 
+DatabaseError = peewee.DatabaseError
+driver_errors = peewee.__exception_wrapper__  # turns DB-API errors into peewee's
 StoreError = DatabaseError  # what callers catch: every peewee failure (locked, read-only, corrupt)
 CHUNK = 200  # rows per multi-row INSERT: well under SQLite's limit of bound parameters
 WRITER_LOCK = f"SELECT pg_advisory_xact_lock({LOCK_CLASS + 1}, {LOCK_KEY})"  # released at COMMIT or ROLLBACK
@@ -224,7 +225,7 @@ class Store:
             query = node.select(node.datastore, node.node, node.active, node.size, node.used, node.available)
             for datastore, name, active, size, used, available in self.database.execute(query).fetchall():
                 nodes.setdefault(datastore, []).append(
-                    NodeFigures(node=name, size=size, used=used, available=available, active=bool(active)))
+                    NodeFigures(node=sys.intern(name), size=size, used=used, available=available, active=bool(active)))
             # Sorted here, not by ORDER BY: PostgreSQL's collation may order IDs unlike the parser.
             rows = [to_datastore(row, sorted(nodes.get(row.id, ()), key=lambda n: n.node))
                     for row in sorted(DatastoreModel.select(), key=lambda row: row.id)]
@@ -235,6 +236,11 @@ class Store:
         """The generation and the bookkeeping of the last refresh, whichever process made it."""
         with self._connection(), self._snapshot():
             return self._generation(), to_refresh_info(RefreshStateModel.get_or_none(RefreshStateModel.id == 1))
+
+    def generation(self) -> int:
+        """The number every write raises: one small query, what a conditional GET compares (service.version)."""
+        with self.database.connection_context():
+            return self._generation()
 
     def _snapshot(self):
         # One snapshot for every statement: PostgreSQL's default isolation lets each see a later commit.
