@@ -113,6 +113,7 @@ lock: $(LOCK_STAMP)
 	$(UV_COMPILE) --python-version 3.12 ansible/requirements-test.txt -o $(ANSIBLE_LOCK)
 	$(UV_COMPILE) --python-version 3.11 requirements/bench.in -o $(BENCH_LOCK)
 	$(UV_COMPILE) --python-version 3.11 requirements/dist.in -o $(DIST_LOCK)
+	$(UV_COMPILE) --python-version 3.11 --no-deps requirements/helm.in -o requirements/helm.txt
 
 venv: $(STAMP) $(ANSIBLE_STAMP)
 
@@ -130,6 +131,7 @@ golden: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python -m tools.settings_docs
+	$(BIN)/python -m tools.chart_docs
 
 # The texts to translate, from the code and the templates (babel.cfg), merged into each catalogue;
 # then translate the new entries (docs/architecture.md#languages). tests/test_i18n.py checks them.
