@@ -53,10 +53,11 @@ RUN groupadd --system --gid "${GID}" exporter \
  && mkdir -p /data && chown "${UID}:${GID}" /data && chmod 1777 /data
 COPY --from=build /opt/venv /opt/venv
 COPY deploy/image/entrypoint.sh /usr/local/bin/pve-datastore-exporter-entrypoint
+# No DATABASE_URL here (it would clash with a DATABASE_URL_FILE): the default, the relative
+# sqlite:///instance/proxmox_manager.db, lands in the volume because the working directory is /data.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    DATABASE_URL=sqlite:////data/pve-datastore-exporter.db \
     EXPORTER_LISTEN_ADDRESS=0.0.0.0:9863
 WORKDIR /data
 VOLUME ["/data"]

@@ -80,9 +80,9 @@ def test_read_only_as_any_user_with_a_secret_file_it_serves_reports_health_and_s
         health = podman("healthcheck", "run", name, check=False)
         assert health.returncode == 0, health.stdout + health.stderr
         in_container = podman("exec", name, "sh", "-c",
-                              "grep VmRSS /proc/1/status; cat /proc/[0-9]*/stat; ls /data").stdout
+                              "grep VmRSS /proc/1/status; cat /proc/[0-9]*/stat; ls /data/instance").stdout
         rss_kib = int(re.search(r"VmRSS:\s+(\d+) kB", in_container)[1])
-        assert "pve-datastore-exporter.db" in in_container  # the SQLite file went to the /data volume
+        assert "proxmox_manager.db" in in_container  # the default SQLite file went to the /data volume
         states = re.findall(r"^\d+ \(.*?\) (\w) ", in_container, re.M)
         assert states and "Z" not in states, f"a zombie in the container: {in_container}"
         shown = podman("inspect", name).stdout + podman("logs", name).stdout + podman("logs", name).stderr
@@ -113,6 +113,12 @@ def test_demo_with_no_other_argument_shows_the_page_on_the_published_port(image)
         assert "<html" in page.text
     finally:
         podman("rm", "--force", "--volumes", name, check=False)
+
+
+def test_the_database_url_may_come_from_a_file_the_image_sets_none(inspected):
+    """An image default for DATABASE_URL would make every DATABASE_URL_FILE a start-up error."""
+    assert not [e for e in inspected["Config"]["Env"] if e.startswith("DATABASE_URL")]
+    assert inspected["Config"]["WorkingDir"] == "/data"
 
 
 def test_a_secret_set_twice_stops_the_start_naming_both_and_never_the_value(image):

@@ -91,8 +91,11 @@ BASES = {
 
 
 def podman(*args: str, check: bool = True, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run podman; the output is captured as text."""
-    return subprocess.run(["podman", *args], check=check, capture_output=True, text=True, timeout=timeout, env=env)
+    """Run podman; the output is captured as text. With `check`, a failure raises with podman's stderr."""
+    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, env=env)
+    if check and done.returncode:
+        raise RuntimeError(f"podman {' '.join(args)}: exit {done.returncode}\n{done.stderr[-3000:]}")
+    return done
 
 
 def ensure(name: str, env: dict | None = None) -> str:
