@@ -25,12 +25,13 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Documentation, manual pages and translations are left out of every base: nothing here reads them.
 DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*")
 
-# The official postgres image's contract, as far as deploy/ uses it: POSTGRES_USER, POSTGRES_PASSWORD and
-# POSTGRES_DB make the cluster on the first start into PGDATA; then the server listens on every address
-# and asks for a password (scram-sha-256) from the network.
+# The official postgres image's contract, as far as deploy/ uses it: POSTGRES_USER, POSTGRES_PASSWORD (or
+# POSTGRES_PASSWORD_FILE) and POSTGRES_DB make the cluster on the first start into PGDATA; then the server
+# listens on every address and asks for a password (scram-sha-256) from the network.
 POSTGRES_ENTRYPOINT = r"""#!/bin/sh
 set -eu
 PGBIN=/usr/lib/postgresql/15/bin
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then POSTGRES_PASSWORD=$(cat "$POSTGRES_PASSWORD_FILE"); fi
 : "${PGDATA:=/var/lib/postgresql/data}" "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=$POSTGRES_USER}"
 mkdir -p "$PGDATA" /run/postgresql && chown postgres:postgres "$PGDATA" /run/postgresql && chmod 0700 "$PGDATA"
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
