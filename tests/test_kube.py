@@ -18,6 +18,7 @@ from tools.processes import free_port
 
 from .containers import engine_env, exporter_image, podman, wait_for
 from .helm import render
+from .needs import require_tool
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +31,7 @@ PG_PASSWORD = "kube-pg-s3cret"
 def gateway():
     """The pod network's gateway: the address of this machine that the pods reach."""
     engine_env()
+    require_tool("catatonit")  # the pause process of podman's pods
     if podman("network", "exists", NETWORK, check=False).returncode:
         podman("network", "create", NETWORK)
     (subnet,) = json.loads(podman("network", "inspect", NETWORK).stdout)[0]["subnets"]

@@ -17,9 +17,11 @@ from .needs import load_yaml, require_tool
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_the_image_label_and_the_ansible_collection_carry_the_package_version():
+def test_the_image_label_the_chart_and_the_ansible_collection_carry_the_package_version():
     assert re.search(r"^ARG VERSION=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M)[1] == __version__
     assert load_yaml(ROOT / "ansible" / "galaxy.yml")["version"] == __version__
+    chart = load_yaml(ROOT / "deploy" / "helm" / "pve-datastore-exporter" / "Chart.yaml")
+    assert chart["appVersion"] == chart["version"] == __version__
     role_defaults = load_yaml(ROOT / "ansible/roles/pve_datastore_exporter/defaults/main.yml")
     assert role_defaults["pve_datastore_exporter_package"] == f"pve-datastore-exporter=={__version__}"
 
