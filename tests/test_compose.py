@@ -77,7 +77,17 @@ class Stack:
     def __exit__(self, *exc):
         if exc[0]:
             print(self.compose("logs", check=False).stdout[-6000:])
+        listed = json.loads(podman("ps", "--all", "--format", "json").stdout or "[]")
+        containers = [c["Id"] for c in listed  # podman-compose labels its containers with the directory
+                      if (c.get("Labels") or {}).get("com.docker.compose.project.working_dir") == str(COMPOSE)]
+        mounts = json.loads(podman("inspect", *containers, check=False).stdout or "[]") if containers else []
+        # The image's VOLUME /data gives the services without a named volume there an anonymous one,
+        # which `down --volumes` leaves behind.
+        anonymous = {m["Name"] for c in mounts for m in c.get("Mounts", []) if m.get("Type") == "volume"
+                     and len(m.get("Name", "")) == 64}
         self.compose("down", "--volumes", check=False)
+        for volume in anonymous:
+            podman("volume", "rm", "--force", volume, check=False)
 
 
 def query(port: int, promql: str) -> list[dict]:

@@ -120,8 +120,8 @@ class Played:
     def __exit__(self, *exc):
         logs = [podman("logs", c, check=False).stderr[-3000:] for c in self.containers()]
         podman("kube", "down", str(self.path), check=False)
-        for obj in self.objects:
-            if obj["kind"] == "PersistentVolumeClaim":
+        for obj in self.objects:  # kube play makes a named volume of each claim, ConfigMap and Secret
+            if obj["kind"] in ("PersistentVolumeClaim", "ConfigMap", "Secret"):
                 podman("volume", "rm", "--force", obj["metadata"]["name"], check=False)
         for name in self.secrets:
             podman("secret", "rm", name, check=False)
