@@ -60,9 +60,12 @@ def wheelhouse() -> Path:
 def exporter_image() -> str:
     """The image of the root Dockerfile, built once per session (podman's layer cache keeps the rest)."""
     base = image_bases.ensure("python", env=engine_env())
+    before = podman("image", "inspect", "--format", "{{.Id}}", IMAGE, check=False).stdout.strip()
     podman("build", "--format", "docker", "--build-arg", f"BASE={base}",
            "--volume", f"{wheelhouse()}:/wheels:ro", "--build-arg", "PIP_NO_INDEX=1",
            "--build-arg", "PIP_FIND_LINKS=/wheels", "--tag", IMAGE, str(ROOT), timeout=600)
+    if before and before != podman("image", "inspect", "--format", "{{.Id}}", IMAGE).stdout.strip():
+        podman("rmi", before, check=False)  # the last session's image, untagged now: not kept
     return IMAGE
 
 
