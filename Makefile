@@ -10,6 +10,19 @@ ANSIBLE_VENV   := .venv-ansible
 ANSIBLE_STAMP  := $(ANSIBLE_VENV)/.installed
 BENCH_VENV     := .venv-bench
 BENCH_STAMP    := $(BENCH_VENV)/.installed
+# `make dist`: build (PEP 517 front end) and twine, locked in a virtualenv of their own.
+DIST_VENV      := .venv-dist
+DIST_STAMP     := $(DIST_VENV)/.installed
+DIST_LOCK      := requirements/dist.txt
+# The one version number (issue 20): the package's __version__; the image's label, the chart's appVersion
+# and the Ansible collection's version are checked against it (tests/test_release.py).
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' exporter/pve_datastore_exporter/__init__.py)
+# `make image`: podman or docker, the Dockerfile's BASE (a registry image by default), and optionally a
+# directory of the locked wheels for a build that reaches no index (WHEELHOUSE=dir, mounted at /wheels).
+ENGINE     ?= $(shell command -v podman || command -v docker)
+IMAGE      ?= pve-datastore-exporter:$(VERSION)
+BASE       ?= python:3.11-slim-bookworm
+WHEELHOUSE ?=
 
 # Each virtualenv installs from its lock, requirements/*.txt: every package pinned with its hashes,
 # written by `make lock` (uv pip compile) from the ranges in setup.cfg, ansible/requirements-test.txt
@@ -27,6 +40,9 @@ BENCH_LOCK   := requirements/bench.txt
 # The Ansible tests' wheelhouse (tests/ansible_helpers.py): the package's runtime dependencies and build
 # backend, at .venv's versions, downloaded by hash for every install the role makes in the tests.
 WHEELHOUSE_LOCK := requirements/wheelhouse.txt
+# The image's virtualenv (Dockerfile): the runtime dependencies with the postgres extra, and the build
+# backend that builds the exporter's wheel in the image's first stage, at .venv's versions.
+IMAGE_LOCK := requirements/image.txt
 # The locking tool, pinned, in a throw-away venv of its own; PyPI is the index the locks are written from.
 UV_VERSION := 0.13.9
 LOCK_VENV  := .venv-lock
@@ -38,7 +54,7 @@ LOCK_INDEX ?= https://pypi.org/simple
 UV_COMPILE = $(LOCK_VENV)/bin/uv pip compile --quiet --no-config --default-index $(LOCK_INDEX) --universal \
 	--generate-hashes --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade)
 
-.PHONY: help venv lock demo test lint bench golden docs messages screenshot dashboard-picture clean
+.PHONY: help venv lock demo test lint bench golden docs messages screenshot dashboard-picture clean image dist
 
 help:
 	@echo "make demo   - run the exporter against the simulated Proxmox cluster"
@@ -51,6 +67,8 @@ help:
 	@echo "make messages - extract the page's and the API's texts into the catalogues (locales/*/messages.po)"
 	@echo "make screenshot - docs/screenshot*.png of the page from a real browser run"
 	@echo "make dashboard-picture - docs/dashboard.png: the dashboard's layout and data from a real Prometheus run"
+	@echo "make image  - the OCI image from the Dockerfile (podman or docker; BASE=, IMAGE=, WHEELHOUSE=)"
+	@echo "make dist   - the sdist and the wheel in dist/, checked by twine"
 
 # The project itself goes in editable, without its dependencies (the lock brought them) and with the
 # lock's setuptools/wheel as build backend (no isolated build env downloading an unpinned one).
@@ -75,6 +93,12 @@ $(BENCH_STAMP): $(BENCH_LOCK)
 	$(BENCH_VENV)/bin/pip --disable-pip-version-check check
 	touch $(BENCH_STAMP)
 
+$(DIST_STAMP): $(DIST_LOCK)
+	$(PYTHON) -m venv --clear $(DIST_VENV)
+	$(DIST_VENV)/bin/pip $(PIP_LOCKED) $(DIST_LOCK)
+	$(DIST_VENV)/bin/pip --disable-pip-version-check check
+	touch $(DIST_STAMP)
+
 $(LOCK_STAMP):
 	$(PYTHON) -m venv --clear $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip --quiet --disable-pip-version-check install uv==$(UV_VERSION)
@@ -85,8 +109,11 @@ $(LOCK_STAMP):
 lock: $(LOCK_STAMP)
 	$(UV_COMPILE) --python-version 3.11 --extra test pyproject.toml requirements/venv.in -o $(VENV_LOCK)
 	$(UV_COMPILE) --python-version 3.11 --constraint $(VENV_LOCK) pyproject.toml requirements/venv.in -o $(WHEELHOUSE_LOCK)
+	$(UV_COMPILE) --python-version 3.11 --extra postgres --constraint $(VENV_LOCK) pyproject.toml requirements/venv.in -o $(IMAGE_LOCK)
 	$(UV_COMPILE) --python-version 3.12 ansible/requirements-test.txt -o $(ANSIBLE_LOCK)
 	$(UV_COMPILE) --python-version 3.11 requirements/bench.in -o $(BENCH_LOCK)
+	$(UV_COMPILE) --python-version 3.11 requirements/dist.in -o $(DIST_LOCK)
+	$(UV_COMPILE) --python-version 3.11 --no-deps requirements/helm.in -o requirements/helm.txt
 
 venv: $(STAMP) $(ANSIBLE_STAMP)
 
@@ -104,6 +131,7 @@ golden: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python -m tools.settings_docs
+	$(BIN)/python -m tools.chart_docs
 
 # The texts to translate, from the code and the templates (babel.cfg), merged into each catalogue;
 # then translate the new entries (docs/architecture.md#languages). tests/test_i18n.py checks them.
@@ -122,5 +150,19 @@ screenshot: $(STAMP)
 dashboard-picture: $(STAMP)
 	$(BIN)/python -m tools.dashboard_picture
 
+# --format docker keeps the HEALTHCHECK (podman's default OCI format has no field for it).
+image:
+	@test -n "$(ENGINE)" || { echo "make image: podman or docker is needed"; exit 1; }
+	$(ENGINE) build $(if $(findstring podman,$(ENGINE)),--format docker) --build-arg BASE=$(BASE) \
+		--build-arg VERSION=$(VERSION) $(if $(WHEELHOUSE),--volume $(abspath $(WHEELHOUSE)):/wheels:ro \
+		--build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/wheels) --tag $(IMAGE) .
+
+# The build backend comes from the dist lock too (--no-isolation: nothing unpinned is downloaded).
+DIST_DIR ?= dist
+dist: $(DIST_STAMP)
+	rm -rf $(DIST_DIR)
+	$(DIST_VENV)/bin/python -m build --no-isolation --sdist --wheel --outdir $(DIST_DIR) .
+	$(DIST_VENV)/bin/twine check --strict $(DIST_DIR)/*
+
 clean:
-	rm -rf $(VENV) $(ANSIBLE_VENV) $(BENCH_VENV) $(LOCK_VENV) build *.egg-info exporter/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(ANSIBLE_VENV) $(BENCH_VENV) $(DIST_VENV) $(LOCK_VENV) build dist *.egg-info exporter/*.egg-info .pytest_cache

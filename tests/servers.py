@@ -14,9 +14,9 @@ from pve_datastore_exporter.store import Store
 class Exporter:
     """A running exporter (service + HTTP) built from a config and a reader."""
 
-    def __init__(self, config, reader):
+    def __init__(self, config, reader, **service):
         self.config = config
-        self.service = Service(config, reader, Store(config.database_url))
+        self.service = Service(config, reader, Store(config.database_url), **service)
         self.exposition = Exposition(process=False)
         self.service.start()
         self.server = HttpServer(build_front(self.service, config, exposition=self.exposition, threads=4),

@@ -42,7 +42,7 @@ from tests.needs import in_ci, require_tool
 from tools.processes import free_port, terminate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-from pve_datastore_exporter import simulator  # noqa: E402
+from pve_datastore_exporter import __version__, simulator  # noqa: E402
 
 ROOTFS = Path(os.environ.get("PVEDX_ROOTFS", "/var/cache/pvedx-test-rootfs"))
 SUITE = "bookworm"
@@ -254,7 +254,7 @@ def test_role_on_a_real_systemd(container, tmp_path):
     cert, key, serial = issue(container.test_ca)
     secrets = (sim.token_value, API_TOKEN, *PASSWORDS.values(), key.splitlines()[1])
     shared = {
-        "pve_datastore_exporter_package": "pve-datastore-exporter==0.1.0",
+        "pve_datastore_exporter_package": f"pve-datastore-exporter=={__version__}",
         "pve_datastore_exporter_pip_no_index": True,
         "pve_datastore_exporter_proxmox_host": f"127.0.0.1:{sim.port}",
         "pve_datastore_exporter_proxmox_user": sim.user,

@@ -23,6 +23,7 @@ import bcrypt
 import pytest
 import trustme
 
+from pve_datastore_exporter import __version__
 from tests.ansible_helpers import (
     ANSIBLE_VENV,
     SECRETS,
@@ -206,7 +207,7 @@ def test_installed_layout_and_modes(converged):
     assert "StateDirectory=pve-datastore-exporter" in unit
     proc = subprocess.run([str(prefix / VENV / "bin/pve-datastore-exporter"), "--version"],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and "0.1.0" in proc.stdout + proc.stderr
+    assert proc.returncode == 0 and __version__ in proc.stdout + proc.stderr
 
 
 def _check_config(prefix: Path) -> str:
@@ -559,7 +560,7 @@ def refused(tmp_path_factory):
     """One play over one inventory host per bad setting (all this machine, each with its own prefix):
     {host: (PlayResult, the messages of that host's failures, its prefix)}."""
     base = tmp_path_factory.mktemp("preflight")
-    hosts = {f"bad{i}": dict(role_vars(base / f"prefix{i}", "pve-datastore-exporter==0.1.0", **settings),
+    hosts = {f"bad{i}": dict(role_vars(base / f"prefix{i}", f"pve-datastore-exporter=={__version__}", **settings),
                              ansible_connection="local", ansible_python_interpreter=str(ANSIBLE_VENV / "bin/python"))
              for i, (settings, _) in enumerate(BAD_SETTINGS)}
     inventory = base / "inventory.json"

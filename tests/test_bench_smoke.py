@@ -49,6 +49,15 @@ def test_tiny_bench_writes_one_table(tmp_path):
                    for load in ("sequential", "concurrent", "new_connection"))
     assert size["latency"]["0"]["static"]["sequential"]["content_encoding"] == "gzip"
     assert size["rss_mb"]["ours"] > 0
+    # Issue 21: start-up, instances, page polls (304s while nothing changed), nginx when installed.
+    assert 0 < size["start_up"]["filled"]["healthz_s"] <= size["start_up"]["filled"]["metrics_with_data_s"]
+    assert size["instances"]["2"]["pss_mb"] > size["instances"]["1"]["pss_mb"] > 0
+    unchanged = size["page_polls"]["unchanged"]  # the status part is new if its age read otherwise meanwhile
+    assert list(unchanged) == ["/?part=status"] and unchanged["/?part=status"]["status"] in (200, 304)
+    assert {p["status"] for p in size["page_polls"]["after a default changed"].values()} == {200}
+    if plan.nginx_sizes:
+        assert size["latency"]["0"]["nginx"]["sequential"]["errors"] == 0
+    assert results["imports_ms"]["total"] > 0
 
     saved = json.loads((out / "results.json").read_text())
     assert saved["meta"]["ours_version"] and saved["meta"]["machine"]

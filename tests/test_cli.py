@@ -5,6 +5,7 @@ import json
 import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -181,12 +182,18 @@ def test_serving_imports_no_simulator_module(tmp_path, sim):
             time.sleep(0.2)
         assert body and len(body["datastores"]) == 5
         assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
+        mapped = Path(f"/proc/{proc.pid}/maps").read_text()
     finally:
         proc.terminate()
         _, imports = proc.communicate(timeout=15)
     loaded = [line.rsplit("|", 1)[-1].strip() for line in imports.splitlines() if "|" in line]
     assert "pve_datastore_exporter.http.app" in loaded and "pve_datastore_exporter.proxmox" in loaded
     assert [m for m in loaded if "simulator" in m or m.startswith("tools")] == []
+    # Doors this configuration does not use stay shut (SQLite, no web config; requests' charset
+    # detection, which Proxmox's UTF-8 JSON never needs): their native code is
+    # never mapped (-X importtime would list peewee's failed attempt at psycopg2 too).
+    assert [lib for lib in ("_psycopg", "libpq", "_yaml", "_bcrypt", "charset_normalizer") if lib in mapped] == []
+    assert "/_sqlite3." in mapped  # the control: the check sees a library that is loaded
 
 
 
@@ -372,3 +379,50 @@ def test_check_config_never_prints_a_database_password(tmp_path, url, password):
                           "PROXMOX_PASSWORD": "x-pass"}, "check-config")
     assert "DATABASE_URL" in done.stdout + done.stderr  # it said something about the URL
     assert password not in done.stdout + done.stderr
+
+
+WITHOUT = """
+import sys
+sys.modules[sys.argv[1]] = None  # as if it were not installed: importing it raises ImportError
+from pve_datastore_exporter.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+# A bcrypt hash of "pw" (cost 4): the web config only parses it.
+USERS = "basic_auth_users:\n  alice: $2b$04$wcy8NPC6nwbJNGJNChc/oeRb4M/JXPvRKAzJR/PIfH0JZG8PTWSgO\n"
+
+
+@pytest.mark.parametrize("missing,web_config,expected", [
+    ("babel", None, "configuration error: Babel is not installed"),
+    ("yaml", "", "configuration error: web config {path}: PyYAML cannot be loaded"),
+    ("bcrypt", USERS, "configuration error: basic_auth_users in the web config needs bcrypt, which cannot be loaded"),
+])
+def test_a_door_imported_at_first_use_that_cannot_load_stops_the_start_in_one_line(tmp_path, missing, web_config,
+                                                                                      expected):
+    # Babel, PyYAML and bcrypt are imported only when needed; their absence must still show at start,
+    # never as a 500 at the first Korean request or the first login.
+    port = free_port()
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite", "PROXMOX_HOST": "127.0.0.1:1",
+           "PROXMOX_USER": "m@pve", "PROXMOX_PASSWORD": "x", "EXPORTER_LISTEN_ADDRESS": f"127.0.0.1:{port}"}
+    path = tmp_path / "web.yml"
+    if web_config is not None:
+        path.write_text(web_config)
+        env["EXPORTER_WEB_CONFIG_FILE"] = str(path)
+    done = subprocess.run([str(BIN.parent / "python"), "-c", WITHOUT, missing, "--env-file", "/dev/null", "serve"],
+                          env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(expected.format(path=path)), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+BABEL_WHEN_NEEDED = """
+import sys
+from pve_datastore_exporter import i18n
+print(i18n.translate("en", "Refresh"), "babel" in sys.modules)
+print(i18n.translate("ko", "Refresh"), "babel" in sys.modules)
+"""
+
+
+def test_babel_is_loaded_by_the_first_korean_answer_not_by_english_ones():
+    done = subprocess.run([str(BIN.parent / "python"), "-c", BABEL_WHEN_NEEDED], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.splitlines() == ["Refresh False", "새로고침 True"], done.stderr

@@ -215,3 +215,61 @@ def test_scrub_masks_a_secret_echoed_in_another_letter_case():
     secret = "Tok-S3cret-Abcdef-0123"
     text = f"401: header was authorization: pveapitoken=m@pve!x={secret.lower()} / {secret.upper()[:12]}"
     assert cfg.scrub(text, (secret,)) == "401: header was authorization: pveapitoken=m@pve!x=*** / ***"
+
+
+# -- *_FILE: a secret read from a file (containers' secrets) ------------------------------------------
+
+def test_every_secret_and_the_database_url_may_come_from_a_file(tmp_path):
+    """Each of FILE_SETTINGS read from NAME_FILE, one trailing newline stripped (what `echo x > f` writes)."""
+    assert set(cfg.FILE_SETTINGS) == {"PROXMOX_TOKEN_VALUE", "PROXMOX_PASSWORD", "EXPORTER_API_TOKEN", "DATABASE_URL"}
+    values = {"PROXMOX_TOKEN_VALUE": "tok en\n", "PROXMOX_PASSWORD": "pw\r\n", "EXPORTER_API_TOKEN": "api",
+              "DATABASE_URL": "sqlite:////data/x.db\n"}
+    environ = {}
+    for env, value in values.items():
+        (tmp_path / env).write_text(value, newline="")
+        environ[f"{env}_FILE"] = str(tmp_path / env)
+    c = cfg.load(env_file=None, environ=environ)
+    assert (c.proxmox_token_value, c.proxmox_password, c.api_token, c.database_url) == \
+        ("tok en", "pw", "api", "sqlite:////data/x.db")
+
+
+def test_a_file_variable_in_the_env_file_works_like_one_in_the_environment(tmp_path):
+    (tmp_path / "secret").write_text("from-file\n")
+    (tmp_path / ".env").write_text(f"PROXMOX_PASSWORD_FILE={tmp_path / 'secret'}\n")
+    assert cfg.load(env_file=str(tmp_path / ".env"), environ={}).proxmox_password == "from-file"
+
+
+@pytest.mark.parametrize("env", ["PROXMOX_TOKEN_VALUE", "DATABASE_URL"])
+def test_a_setting_and_its_file_both_set_is_an_error_naming_both(tmp_path, env):
+    (tmp_path / "f").write_text("sqlite:///in-file.db")
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.load(env_file=None, environ={env: "sqlite:///direct-s3cret.db", f"{env}_FILE": str(tmp_path / "f")})
+    assert f"{env} and {env}_FILE are both set" in str(info.value)
+    assert "s3cret" not in str(info.value) and "in-file" not in str(info.value)
+
+
+def test_an_unreadable_file_is_an_error_naming_the_file_never_its_content(tmp_path):
+    missing = tmp_path / "nothing-here"
+    with pytest.raises(cfg.ConfigError, match=f"PROXMOX_PASSWORD_FILE: cannot read {missing} "):
+        cfg.load(env_file=None, environ={"PROXMOX_PASSWORD_FILE": str(missing)})
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xffs3cret-bytes")
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.load(env_file=None, environ={"EXPORTER_API_TOKEN_FILE": str(binary)})
+    assert str(info.value) == f"EXPORTER_API_TOKEN_FILE: {binary} is not UTF-8 text"
+    with pytest.raises(cfg.ConfigError) as info:  # a directory: read() fails, the path is named
+        cfg.load(env_file=None, environ={"PROXMOX_TOKEN_VALUE_FILE": str(tmp_path)})
+    assert str(info.value).startswith(f"PROXMOX_TOKEN_VALUE_FILE: cannot read {tmp_path} (")
+
+
+def test_a_bad_value_read_from_a_file_is_reported_masked(tmp_path):
+    (tmp_path / "url").write_text("mysql://user:db-s3cret@host/db\n")
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.load(env_file=None, environ={"DATABASE_URL_FILE": str(tmp_path / "url")})
+    assert str(info.value).startswith("DATABASE_URL: invalid value") and "db-s3cret" not in str(info.value)
+
+
+def test_readme_names_every_file_variant():
+    readme = (ROOT / "README.md").read_text()
+    for env in cfg.FILE_SETTINGS:
+        assert f"`{env}_FILE`" in readme, env

@@ -412,3 +412,25 @@ def test_static_files_are_served_from_the_package_and_revalidated(exporter):
         again = requests.get(f"{exporter.url}/static/{name}", headers={"If-None-Match": response.headers["ETag"]}, timeout=10)
         assert again.status_code == 304
 
+
+
+def test_polls_while_a_select_is_edited_are_304s_of_the_status_alone(exporter, page):
+    page.clock.install()
+    page.goto(exporter.url + "/")
+    page.select_option("#hdd-select", "tank")  # chosen, not saved
+    requests.post(exporter.url + "/api/datastores/default", json={"ssd_datastore_id": "tank"},
+                  headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).raise_for_status()
+    with page.expect_response(lambda response: response.url == exporter.url + "/"):
+        page.clock.run_for(15_000)  # the version moved: the whole page, once, its selects left behind
+    answered = []
+    page.on("response", lambda response: answered.append((response.url.removeprefix(exporter.url), response.status)))
+    for _ in range(2):
+        with page.expect_response(lambda response: "part=status" in response.url):
+            page.clock.run_for(15_000)
+    assert answered == [("/?part=status", 304)] * 2, answered  # headers only, and never the page again
+    expect(page.locator("#hdd-select")).to_have_value("tank")  # still the user's
+    page.select_option("#hdd-select", "local-lvm")  # back to the default: the page's defaults may come in
+    with page.expect_response(lambda response: "part=status" in response.url):
+        page.clock.run_for(15_000)
+    expect(page.locator("#ssd-select")).to_have_value("tank")  # from the last page, which the 304 says is current
+    assert [url for url, _ in answered] == ["/?part=status"] * 3

@@ -39,12 +39,19 @@ class PrivateCA:
         path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
         return path
 
-    def issue(self, cert_path: Path, key_path: Path, organisation: str = "pvedx tests", days: int = 90) -> None:
-        """A server certificate (+ key) for localhost and 127.0.0.1, valid for `days`."""
+    def issue(self, cert_path: Path, key_path: Path, organisation: str = "pvedx tests", days: int = 90,
+              more_addresses: tuple[str, ...] = ()) -> None:
+        """A server certificate (+ key) for localhost, 127.0.0.1 and `more_addresses` (IP addresses or host
+        names), valid for `days`."""
         key, now = ec.generate_private_key(ec.SECP256R1()), dt.datetime.now(dt.UTC)
         subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
                              x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
         sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        for address in more_addresses:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(address)))
+            except ValueError:
+                sans.append(x509.DNSName(address))
         cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(self.cert.subject)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=days))

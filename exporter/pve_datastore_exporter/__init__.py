@@ -1,3 +1,3 @@
 """Prometheus exporter and JSON API for Proxmox VE datastores."""
 
-__version__ = "0.1.0"
+__version__ = "1.2.0"

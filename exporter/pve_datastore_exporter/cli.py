@@ -147,6 +147,15 @@ def cmd_check_config(config: Config, args) -> int:
     return 0
 
 
+def cmd_healthcheck(config: Config, args) -> int:
+    """Exit 0 when the exporter serving with these settings answers GET /healthz, 1 otherwise."""
+    from .http import probe
+
+    alive, seen = probe.check(config)
+    print(f"{'healthy' if alive else 'unhealthy'}: {seen}", file=sys.stdout if alive else sys.stderr)
+    return 0 if alive else 1
+
+
 PROG = "pve-datastore-exporter"
 DESCRIPTION = ("Prometheus exporter and JSON API for the datastores of a Proxmox VE cluster: reads their capacity, "
                "caches it with the default HDD and SSD datastores in a database, and serves /metrics, the API and "
@@ -201,6 +210,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--ssd", metavar="ID", help="the datastore new SSD disks go to (an enabled datastore of the cluster)")
     command("init-db", cmd_init_db, "create or upgrade the database schema")
     command("check-config", cmd_check_config, "print the effective settings")
+    command("healthcheck", cmd_healthcheck, "exit 0 when the exporter serving with these settings answers "
+            "GET /healthz (the image's HEALTHCHECK)")
     _simulate_arguments(command("simulate", cmd_simulate, "serve a simulated Proxmox VE API over HTTPS "
                                 "(token and ticket auth, drifting usage, faults over POST /_sim/faults)",
                                 needs_config=False))

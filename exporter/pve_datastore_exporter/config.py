@@ -209,6 +209,37 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
+# Containers' secrets (docker/podman secrets, Kubernetes Secrets mounted as files): every secret setting,
+# and DATABASE_URL (it holds the database's password), may instead be read from the file named by
+# NAME_FILE, as the official images of PostgreSQL and others do. Derived from the table, never listed twice.
+FILE_SETTINGS: tuple[str, ...] = tuple(s.env for s in SETTINGS if s.secret) + ("DATABASE_URL",)
+
+
+def file_variant(env: str) -> str:
+    """The variable naming a file that holds `env`'s value: PROXMOX_PASSWORD -> PROXMOX_PASSWORD_FILE."""
+    return f"{env}_FILE"
+
+
+def _from_files(values: dict[str, str | None]) -> dict[str, str]:
+    """The values of FILE_SETTINGS read from their NAME_FILE, the file's trailing newline stripped."""
+    read = {}
+    for env in FILE_SETTINGS:
+        path = (values.get(file_variant(env)) or "").strip()
+        if not path:
+            continue
+        if (values.get(env) or "").strip():
+            raise ConfigError(f"{env} and {file_variant(env)} are both set; set one of them")
+        try:
+            with open(path, encoding="utf-8") as stream:
+                content = stream.read()
+        except OSError as exc:  # the message names the file, never what it holds
+            raise ConfigError(f"{file_variant(env)}: cannot read {path} ({exc.strerror or exc})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{file_variant(env)}: {path} is not UTF-8 text") from None
+        read[env] = content.removesuffix("\n").removesuffix("\r")
+    return read
+
+
 class _ConfigMethods:
     """What a Config does beyond holding the settings; its fields are made from SETTINGS below."""
 
@@ -273,6 +304,9 @@ def load(env_file: str | None = ".env", environ: Mapping[str, str] | None = None
             raise ConfigError(f"--env-file: {env_file} is not UTF-8 text") from None
     # An empty variable in the environment (e.g. `PROXMOX_HOST=` from compose) does not hide the file's.
     values.update({s.env: environ[s.env] for s in SETTINGS if environ.get(s.env, "").strip()})
+    values.update({file_variant(env): environ[file_variant(env)] for env in FILE_SETTINGS
+                   if environ.get(file_variant(env), "").strip()})
+    values.update(_from_files(values))
     parsed = {}
     for setting in SETTINGS:
         raw = values.get(setting.env)

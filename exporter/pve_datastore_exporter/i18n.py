@@ -1,6 +1,8 @@
 """The page's and the API messages' languages: English (the source text) and Korean (the seed's).
 
-Babel is the one door: the catalogues are gettext `.po` text under `locales/`, compiled in memory
+Babel is the one door, imported when first needed (a Korean answer, the page's figures): a process
+that only answers /metrics and the API in English never loads it; `require_babel` checks at start
+that it can be found. The catalogues are gettext `.po` text under `locales/`, compiled in memory
 when first used (no `.mo` to build or ship), and numbers and times follow the locale's CLDR data.
 http/app.py says which language a request gets (`use`) and asks for texts (`gettext`, `ngettext`);
 the templates call `_()` and the figure filters `install` gives them. How to add a string:
@@ -12,19 +14,16 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import functools
+import importlib.util
 import io
 import re
 from decimal import Decimal
+from gettext import NullTranslations
 from pathlib import Path
-
-from babel.dates import format_datetime, format_timedelta
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from babel.numbers import format_decimal
-from babel.support import NullTranslations, Translations
 
 from . import formatting
 from .answers import N_, WARNINGS, DefaultWarning
+from .config import ConfigError
 from .risk_answers import RISKS
 
 LANGUAGES = ("en", "ko")
@@ -109,13 +108,31 @@ def current() -> str:
     return _language.get()
 
 
+def require_babel() -> None:
+    """ConfigError unless Babel can be found: imported at its first use, its absence must show at start."""
+    if importlib.util.find_spec("babel") is None:
+        raise ConfigError("Babel is not installed: the page and the Korean answers need it (pip install Babel)")
+
+
+@functools.cache
+def _babel():
+    """Babel's dates and numbers modules, imported at the first figure formatted (the page)."""
+    from babel import dates, numbers
+
+    return dates, numbers
+
+
 # -- texts -------------------------------------------------------------------------------
 
 @functools.cache
 def translations(language: str) -> NullTranslations:
     """The catalogue of `language`, compiled from its .po text; English is the source text itself."""
     if language == DEFAULT:
-        return NullTranslations()
+        return NullTranslations()  # the stdlib's: English needs no Babel
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+    from babel.support import Translations
+
     with (LOCALES / language / "LC_MESSAGES" / "messages.po").open("rb") as po:
         catalog = read_po(po, locale=language)
     compiled = io.BytesIO()
@@ -174,7 +191,7 @@ def _localized(text: str, locale: str | None) -> str:
         return text
     decimals = len(number.partition(".")[2])
     pattern = "0." + "0" * decimals if decimals else "0"
-    return format_decimal(Decimal(number), format=pattern, locale=locale or current()) + space + unit
+    return _babel()[1].format_decimal(Decimal(number), format=pattern, locale=locale or current()) + space + unit
 
 
 def iec(value: int | None, locale: str | None = None) -> str:
@@ -189,7 +206,7 @@ def percent(used: int | None, size: int | None, locale: str | None = None) -> st
 
 def number(value: int, locale: str | None = None) -> str:
     """A count with the locale's grouping."""
-    return format_decimal(value, locale=locale or current())
+    return _babel()[1].format_decimal(value, locale=locale or current())
 
 
 def ago(seconds: float | None, locale: str | None = None) -> str:
@@ -204,7 +221,7 @@ def ago(seconds: float | None, locale: str | None = None) -> str:
             unit = length
             break
     # Floored to a whole unit first: Babel rounds, and "1 minute ago" must not be said of 50 s.
-    return format_timedelta(dt.timedelta(seconds=-(whole // unit * unit)), threshold=1, add_direction=True,
+    return _babel()[0].format_timedelta(dt.timedelta(seconds=-(whole // unit * unit)), threshold=1, add_direction=True,
                             locale=locale or current())
 
 
@@ -213,7 +230,7 @@ def moment(iso: str | None, locale: str | None = None) -> str:
     if not iso:
         return ""
     when = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    return format_datetime(when, "long", tzinfo=dt.UTC, locale=locale or current())
+    return _babel()[0].format_datetime(when, "long", tzinfo=dt.UTC, locale=locale or current())
 
 
 def install(env) -> None:

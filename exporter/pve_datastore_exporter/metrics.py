@@ -81,11 +81,14 @@ def render_datastores(view: View) -> bytes:
         if datastore:
             lines.append(f"pve_datastore_default{_labels(pve_cluster=cluster, role=role, datastore=datastore, source=view.source)} 1")
     lines += render_risk(view)  # thin pools, zpools, disks, provisioned space: the per-node reads
-    return ("\n".join(lines) + "\n").encode()
+    lines.append("")  # the final newline, without another copy of the whole text
+    text = "\n".join(lines)
+    del lines  # at 100 x 100 the lines, the text and the bytes are ~3.4 MB each: two at a time at most
+    return text.encode()
 
 
 class Exposition:
-    """Keeps the rendered datastore bytes (plain and gzip) and the self-metrics registry."""
+    """Keeps the rendered datastore bytes (deflated only) and the self-metrics registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None, process: bool = True,
                  clock: Callable[[], float] = time.monotonic):
@@ -117,14 +120,18 @@ class Exposition:
         self.web_config_reloaded.set(1)
         self._clock = clock
         self._counted: tuple = (None, None)  # (refresh, reason) last counted
-        self._parts = (b"", _deflate(b"", 6, final=False), 0)  # (plain, deflate, crc32), swapped as one
+        # (gzip header + deflate, crc32, length) of the datastore bytes, swapped as one. One copy,
+        # compressed: at 100 x 100 the plain text is 3.4 MB, its deflate 0.24 MB; a scrape without
+        # gzip inflates it.
+        self._parts = (GZIP_HEADER + _deflate(b"", 6, final=False), 0, 0)
         self._own = (float("-inf"), b"", b"")  # (rendered at, plain, gzip) of the self-metrics
         self._own_lock = threading.Lock()
 
     def __call__(self, view: View, event: str) -> None:
         """A Display subscriber: re-render on every change, count refresh outcomes."""
         plain = render_datastores(view)
-        self._parts = (plain, _deflate(plain, 6, final=False), zlib.crc32(plain))
+        self._parts = (GZIP_HEADER + _deflate(plain, 6, final=False), zlib.crc32(plain), len(plain))
+        del plain
         info = view.refresh
         # Counted after the new bytes are in place, so no scrape sees the count without the data.
         if event == "refresh":
@@ -164,15 +171,15 @@ class Exposition:
 
     def scrape(self, use_gzip: bool) -> list[bytes]:
         """The whole exposition as chunks: cached datastore bytes, then the self-metrics."""
-        plain, deflated, crc = self._parts
+        zipped, crc, length = self._parts
         own_plain, own_deflated = self._own_parts()
-        if not use_gzip:
-            return [plain, own_plain]
+        if not use_gzip:  # Prometheus always asks for gzip; curl without --compressed pays ~1 ms per MB
+            return [zlib.decompressobj(-15).decompress(memoryview(zipped)[len(GZIP_HEADER):]), own_plain]
         # One gzip member from two deflate runs: the cached one ends on a byte boundary without a
         # final block, the small one per scrape closes the stream; only the trailer is computed.
         # (Two concatenated members would be valid gzip too, but curl and browsers keep the first.)
-        trailer = struct.pack("<II", zlib.crc32(own_plain, crc), (len(plain) + len(own_plain)) & 0xFFFFFFFF)
-        return [GZIP_HEADER, deflated, own_deflated, trailer]
+        trailer = struct.pack("<II", zlib.crc32(own_plain, crc), (length + len(own_plain)) & 0xFFFFFFFF)
+        return [zipped, own_deflated + trailer]  # two writes, the cached part never copied
 
 
 def _deflate(data: bytes, level: int, final: bool) -> bytes:

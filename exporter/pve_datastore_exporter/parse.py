@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import sys
 from collections.abc import Iterable
 
 from .records import Datastore, NodeFigures, RefreshFailed
@@ -64,22 +65,40 @@ def _items(payload, what: str) -> list[dict]:
     if not isinstance(payload, list):
         raise RefreshFailed("parse", f"{what}: expected a list from Proxmox, got {type(payload).__name__}")
     items = [item for item in payload if isinstance(item, dict) and isinstance(item.get("storage"), str)]
-    # Any string of an entry, read today or not: a JSON "\ud800" escape decodes to a lone surrogate.
-    invalid = next(((k, v) for i in items for k, v in i.items() if isinstance(v, str) and INVALID_TEXT.search(v)), None)
-    if invalid:
-        raise RefreshFailed("parse", f"{what}: the {quoted(str(invalid[0]))} of an entry is not valid text "
-                            f"(a lone surrogate or NUL): {quoted(invalid[1])}")
-    too_long = [(item, field) for item in items if (field := _too_long(item))]
+    _check_text(items, what)
+    kept, too_long = [], []
+    for item in items:  # each entry looked at once: 100 x 100 clusters list 10,000
+        field = _too_long(item)
+        if field:
+            too_long.append((item, field))
+        else:
+            kept.append(item)
     if too_long:
         shown = "; ".join(f"{field} over {MAX_TEXT[field]} characters: {quoted(item[field])}"
                           for item, field in too_long[:5]) + ("; ..." if len(too_long) > 5 else "")
         log.warning("%s: left out %d entries with text no real cluster sends: %s", what, len(too_long), shown)
-    return [item for item in items if not _too_long(item)]
+    return kept
+
+
+def _check_text(items: list[dict], what: str) -> None:
+    """RefreshFailed naming the first string of an entry that is not valid text, read today or not."""
+    # A JSON "\ud800" escape decodes to a lone surrogate. One search over all the strings (joined by
+    # a newline, which it does not match), then, only if it found one, the entry to name.
+    strings = [v for i in items for v in i.values() if isinstance(v, str)]
+    if not INVALID_TEXT.search("\n".join(strings)):
+        return
+    key, value = next((k, v) for i in items for k, v in i.items() if isinstance(v, str) and INVALID_TEXT.search(v))
+    raise RefreshFailed("parse", f"{what}: the {quoted(str(key))} of an entry is not valid text "
+                        f"(a lone surrogate or NUL): {quoted(value)}")
 
 
 def _too_long(item: dict) -> str | None:
     """The first field of `item` longer than MAX_TEXT allows, or None."""
-    return next((k for k, limit in MAX_TEXT.items() if len(_text(item.get(k))) > limit), None)
+    for key, limit in MAX_TEXT.items():
+        value = item.get(key)
+        if isinstance(value, str) and len(value) > limit:
+            return key
+    return None
 
 
 def parse_resources(payload) -> dict[str, Datastore]:
@@ -105,12 +124,13 @@ def _node_figures(item: dict) -> NodeFigures:
     # disk/maxdisk exist only while status is "available"; "unknown" is not an empty disk
     # (docs/proxmox-api.md#sizes-absent-when-unknown).
     if item.get("status") != "available" or "maxdisk" not in item or "disk" not in item:
-        return NodeFigures(node=item["node"], active=False)
+        return NodeFigures(node=sys.intern(item["node"]), active=False)
     try:
         size, used = _bytes(item["maxdisk"]), _bytes(item["disk"])
     except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON 1e400 arrives as inf
         raise RefreshFailed("parse", f"/cluster/resources: sizes of {item['storage']!r} are not byte counts") from None
-    return NodeFigures(node=item["node"], size=size, used=used, available=max(size - used, 0), active=True)
+    # Interned: every datastore repeats the node's name; one string per node, not one per row.
+    return NodeFigures(node=sys.intern(item["node"]), size=size, used=used, available=max(size - used, 0), active=True)
 
 
 def parse_storage_config(payload) -> dict[str, Datastore]:
@@ -227,7 +247,8 @@ def _exact(datastore: Datastore, avail: dict[str, dict[str, int]]) -> Datastore:
     def reported(n: NodeFigures) -> bool:  # only over figures /cluster/resources has: no avail without a size
         return n.active and datastore.id in avail.get(n.node, {})
 
-    nodes = tuple(dataclasses.replace(n, available=avail[n.node][datastore.id]) if reported(n) else n
+    # A NodeFigures built, not dataclasses.replace'd: ~3x faster, and 100 x 100 clusters have 10,000.
+    nodes = tuple(NodeFigures(n.node, n.size, n.used, avail[n.node][datastore.id], n.active) if reported(n) else n
                   for n in datastore.nodes)
     if not any(reported(n) for n in nodes):
         return datastore

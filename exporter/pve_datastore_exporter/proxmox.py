@@ -8,18 +8,40 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 
-import requests
-import urllib3
-from proxmoxer import AuthenticationError, ProxmoxAPI, ResourceException
 
-from .calls import Abandoned, Busy, Threads, gather
-from .config import Config, ConfigError, scrub
-from .parse import online_nodes, parse, parse_cluster_name, parse_node_storage, quoted, with_exact_available
-from .records import Datastore, RefreshFailed
+def _import_requests():
+    """requests without charset detection: charset_normalizer costs ~2.6 MB resident, and Proxmox's
+    answers are UTF-8 JSON that proxmoxer decodes as such (docs/architecture.md#memory)."""
+    if "requests" in sys.modules:  # imported before us (a test run): as it is
+        return sys.modules["requests"]
+    hidden = [name for name in ("charset_normalizer", "chardet") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # its import raises ImportError: requests goes without detection
+    try:
+        with warnings.catch_warnings():  # requests says so once, as a warning at import
+            warnings.filterwarnings("ignore", message="Unable to find acceptable character detection")
+            import requests
+    finally:
+        for name in hidden:
+            del sys.modules[name]
+    return requests
+
+
+requests = _import_requests()  # before proxmoxer, which imports it too
+
+import urllib3  # noqa: E402 - after requests, above
+from proxmoxer import AuthenticationError, ProxmoxAPI, ResourceException  # noqa: E402
+
+from .calls import Abandoned, Busy, Threads, gather  # noqa: E402
+from .config import Config, ConfigError, scrub  # noqa: E402
+from .parse import online_nodes, parse, parse_cluster_name, parse_node_storage, quoted, with_exact_available  # noqa: E402
+from .records import Datastore, RefreshFailed  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ def kept(default, **column):
     return field(default=default, metadata={"column": column, "refreshed": False})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: 40 bytes less each, and 100 x 100 clusters hold 10,000
 class NodeFigures:
     """One datastore as one node reports it; sizes are None when Proxmox says `unknown`."""
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -79,6 +81,7 @@ class Service:
         self.node_reads = NodeReads(config, self._reader, self._store, self.display, self._coordinator.leads,
                                     self._coordinator.reading, clock)
         self._first_fetch = True  # the seed's "first call fetches", claimed by one GET only
+        self._boot = secrets.token_hex(4)  # a restart may answer otherwise (its .env): its tags are new
         self._first_lock = threading.Lock()
 
     @property
@@ -168,6 +171,21 @@ class Service:
             view = self.display.view
         log.info("defaults set: hdd=%r ssd=%r (changed=%s)", view.default_hdd, view.default_ssd, changed)
         return view, changed
+
+    def version(self) -> str | None:
+        """A tag of everything the answers are built from but the data's age; None when the DB cannot be read.
+
+        The store's generation (every write raises it) and what this process adds to what it reads
+        (display.present): the last refresh's outcome, the cluster's name, the role. Read before the
+        answer it tags, so a tag is never newer than its answer. Costs one small query, not a load.
+        """
+        view = self.view
+        try:
+            generation = self._store.generation()
+        except StoreError:
+            return None
+        made_of = repr((self._boot, generation, view.refresh, view.cluster, self.role)).encode()
+        return hashlib.blake2b(made_of, digest_size=8).hexdigest()
 
     def age(self) -> float | None:
         """Seconds since the last successful refresh, or None if there never was one."""

@@ -18,6 +18,9 @@ PER_LATENCY = (  # (figure, key in a run summary, load)
     ("throughput, 16 clients (scrapes/s)", "throughput_per_s", "concurrent"),
 )
 REFRESH_L_S, RSS_L_MB = 1.0, 100.0
+# Issue 21's targets.
+RSS_TARGET_MB = {"S": 45.0, "L": 64.0}  # after refreshes and scrapes
+PEAK_L_MB, LISTENING_S, EXACT_L_MS, POLL_BYTES, NGINX_P50 = 80.0, 1.0, 1000.0, 1000, 1.5
 
 
 def machine() -> dict:
@@ -87,8 +90,10 @@ def rows(results: dict) -> list[dict]:
             table += _latency_rows(name, label, f"{latency} ms", entry)
         table.append(_plain_row(label, size))
         table += _rss_rows(name, label, size)
-    # tools/bench/replicas.py and db_away.py judged their own
-    return table + results.get("replicas", {}).get("table", []) + results.get("db_away", {}).get("table", [])
+        table += _lean_rows(name, label, size)
+    # tools/bench/replicas.py and db_away.py judged their own rows
+    return (table + _import_rows(results.get("imports_ms")) + results.get("replicas", {}).get("table", [])
+            + results.get("db_away", {}).get("table", []))
 
 
 def _latency_rows(name: str, label: str, latency: str, entry: dict) -> list[dict]:
@@ -111,6 +116,11 @@ def _latency_rows(name: str, label: str, latency: str, entry: dict) -> list[dict
     out.append(row)
     if "refresh_exact" in entry:
         out.append(_exact_row(label, latency, entry["refresh_exact"]))
+        if name == "L" and latency == "0 ms":
+            exact = out[-1]["ours"]
+            out[-1].update(target=f"< {EXACT_L_MS:.0f}", verdict=_verdict(exact < EXACT_L_MS))
+    if "nginx" in entry:
+        out += _nginx_rows(label, latency, entry)
     if "tls" in entry:
         out += _tls_rows(name, label, latency, entry)
     return out
@@ -175,9 +185,64 @@ def _rss_rows(name: str, label: str, size: dict) -> list[dict]:
     ours, peer = rss["ours"], rss.get("peer")
     row = _row(label, "–", "resident memory after refreshes and scrapes, VmRSS (MB)", ours, peer,
                vs_peer=divide(ours, peer))
+    if name in RSS_TARGET_MB:  # issue 21's, tighter than issue 3's < 100 MB at L
+        row.update(target=f"≤ {RSS_TARGET_MB[name]:.0f}", verdict=_verdict(ours is not None and ours <= RSS_TARGET_MB[name]))
+    peak = _row(label, "–", "peak resident memory of ours, VmHWM (MB)", rss["ours_peak"])
     if name == "L":
-        row.update(target=f"< {RSS_L_MB:.0f}", verdict=_verdict(ours is not None and ours < RSS_L_MB))
-    return [row, _row(label, "–", "peak resident memory of ours, VmHWM (MB)", rss["ours_peak"])]
+        peak.update(target=f"≤ {PEAK_L_MB:.0f}", verdict=_verdict(rss["ours_peak"] is not None and rss["ours_peak"] <= PEAK_L_MB))
+    return [row, peak]
+
+
+NGINX_FIGURES = (("scrape p50, 1 client", "sequential", "p50_ms", "ms"), ("scrape p99, 1 client", "sequential", "p99_ms", "ms"),
+                 ("throughput, 16 clients", "concurrent", "throughput_per_s", "scrapes/s"))
+
+
+def _nginx_rows(label: str, latency: str, entry: dict) -> list[dict]:
+    """Issue 21: ours against nginx serving the same gzip bytes from a file (the higher anchor)."""
+    out = []
+    for figure, load, key, unit in NGINX_FIGURES:
+        a, n = entry["ours"][load][key], entry["nginx"][load][key]
+        row = _row(label, latency, f"{figure} ({unit}); nginx, the same gzip bytes from a file: {number(n)}; "
+                   f"ours ÷ nginx: {ratio(divide(a, n))}", a)
+        if key == "p50_ms" and n:
+            row.update(target=f"≤ {NGINX_P50}x nginx", verdict=_verdict(a / n <= NGINX_P50))
+        out.append(row)
+    return out
+
+
+def _lean_rows(name: str, label: str, size: dict) -> list[dict]:
+    """Issue 21: start-up, several instances per host, bytes per page poll."""
+    out = []
+    for state, start in size.get("start_up", {}).items():
+        healthz = _row(label, "–", f"start-up, {state} database: exec to /healthz answering (s)", start["healthz_s"],
+                       target=f"≤ {LISTENING_S:g}", verdict=_verdict(start["healthz_s"] <= LISTENING_S))
+        out += [healthz, _row(label, "–", f"start-up, {state} database: exec to the first /metrics with data (s)",
+                              start["metrics_with_data_s"])]
+    for count, memory in size.get("instances", {}).items():
+        out.append(_row(label, "–", f"{count} serve process{'es' if count != '1' else ''} on one host, each its own "
+                        f"SQLite file: VmRSS summed (MB); PSS summed, shared pages split: {number(memory['pss_mb'])}",
+                        memory["rss_mb"]))
+    polls = size.get("page_polls")
+    if polls:
+        for label_key, figure in (("unchanged", "nothing changed"), ("after a default changed", "after one default changed")):
+            poll = polls[label_key]
+            total = sum(p["bytes"] for p in poll.values())
+            statuses = ", ".join(f"{path} {p['status']}" for path, p in poll.items())
+            row = _row(label, "–", f"bytes per page poll (page.js: the status part, the page if its version moved), "
+                       f"{figure} ({statuses})", total)
+            if label_key == "unchanged":
+                row.update(target=f"< {POLL_BYTES}", verdict=_verdict(total < POLL_BYTES))
+            out.append(row)
+    return out
+
+
+def _import_rows(imports: dict | None) -> list[dict]:
+    """`serve`'s imports: the total, and each dependency in the figure's text (ms, self time per package)."""
+    if not imports:
+        return []
+    listed = "; ".join(f"{name} {ms:g}" for name, ms in imports.items() if name != "total")
+    return [_row("serve's imports", "–", f"import time of `serve`, best of 3 (ms); per package: {listed}",
+                 imports["total"])]
 
 
 def markdown_table(table: list[dict]) -> str:
@@ -274,4 +339,17 @@ def method_notes(plan: dict) -> list[str]:
         "our headers. It is measured only in the 0 ms pass: Proxmox latency cannot touch it (nor our scrapes).",
         "- Memory: VmRSS (and the peak, VmHWM) from /proc/<pid>/status after all refreshes and scrapes of the "
         "size, in MB of 10^6 bytes (peer: gunicorn master + worker).",
+        "- nginx (issue 21): Debian's nginx-light, one process (`master_process off`), `access_log off`, on loopback, serving our gzip "
+        "body from the static file's directory at /metrics with our Content-Type and `Content-Encoding: gzip`; "
+        "in the same alternating rounds as ours and the static file (0 ms pass).",
+        "- Start-up (issue 21): `serve` exec'd with an empty SQLite file, then again on the file it filled; "
+        "polled every 5 ms for /healthz's 200 and for the first /metrics holding a datastore series. Imports: "
+        "`python -X importtime` of what `serve` imports, self time summed per top-level package, best of 3.",
+        "- Instances (issue 21): 1, 5 and 10 `serve` processes at S (one SQLite file each, one simulator), "
+        "after each one's first refresh; VmRSS and PSS (/proc/<pid>/smaps_rollup) summed.",
+        "- Page polls (issue 21): page.js' poll as a client sends it, after loading the page: the status part "
+        "(`/?part=status`), and the whole page when the status part's `data-version` moved, each with "
+        "`Accept-Encoding: gzip` (as browsers send) and the ETag of its previous answer in If-None-Match; "
+        "status line, headers and body counted. Then `POST /api/datastores/default` with another HDD default "
+        "and the same poll.",
     ]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pve_datastore_exporter import __version__
 
-from . import db_away, replicas, report
+from . import db_away, lean, replicas, report
 from . import risk as risk_bench
 from . import tls as tls_bench
 from .exporters import PEER_VENV, Ours, Peer, Static, require_peer_venv
@@ -61,12 +61,18 @@ class Plan:
     with_db_away: bool = True  # GETs while PostgreSQL is black-holed (tools/bench/db_away.py)
     tls_sizes: tuple[str, ...] = ("M",)  # also scraped over TLS with basic auth (tools/bench/tls.py)
     risk_sizes: tuple[str, ...] = ("M", "L")  # the per-node pools read (tools/bench/risk.py)
+    # Issue 21 (tools/bench/lean.py): start-up, nginx as the higher anchor, page polls, instances per host.
+    start_sizes: tuple[str, ...] = ("S", "L")
+    nginx_sizes: tuple[str, ...] = ("S", "L")
+    poll_sizes: tuple[str, ...] = ("L",)
+    instance_counts: tuple[int, ...] = (1, 5, 10)  # serve processes at S, on the S simulator
 
 
 def tiny_plan() -> Plan:
     """The smoke test's plan: S only, one round of a few scrapes."""
     return Plan(sizes=("S",), rounds=1, warmup=2, refreshes=2, fast=Counts(10, 2, 32, 2), plain=Counts(5, 2),
-                peer={"S": Counts(2, 5, 4, 10)}, with_replicas=False, tls_sizes=("S",), with_db_away=False,
+                peer={"S": Counts(2, 5, 4, 10)}, with_replicas=False, with_db_away=False, tls_sizes=("S",), start_sizes=("S",),
+                nginx_sizes=("S",) if lean.nginx_available() else (), poll_sizes=("S",), instance_counts=(1, 2),
                 risk_sizes=())
 
 
@@ -149,6 +155,7 @@ def bench_size(name: str, plan: Plan, work: Path) -> dict:
         say(f"{name}: {nodes} nodes x {datastores} datastores: starting the simulator and the exporters")
         sim = SimulatorProc(nodes, datastores, work, work / "simulator-state")
         stack.callback(sim.stop)
+        lean_figures = before_ours(name, plan, sim, work)
         ours = Ours(sim.env, work, work, f"ours-{name}")
         stack.callback(ours.stop)
         peer = Peer(sim.env, sim.port, work, work, f"peer-{name}") if plan.with_peer else None
@@ -160,6 +167,10 @@ def bench_size(name: str, plan: Plan, work: Path) -> dict:
         write_static(work / f"static-{name}", plain["body"], zipped["body"])
         static = Static(work / f"static-{name}", work, f"static-{name}")
         stack.callback(static.stop)
+        nginx = lean.Nginx(work / f"static-{name}", work, f"nginx-{name}", zipped["content_type"]) \
+            if name in plan.nginx_sizes else None
+        if nginx:
+            stack.callback(nginx.stop)
         result = {"nodes": nodes, "datastores": datastores, "rows": plain["body"].count(b"\npve_datastore_active{"),
                   "bytes": {"ours_gzip": zipped["bytes"], "ours_plain": plain["bytes"]}, "latency": {}}
         for index, latency in enumerate(plan.latencies):
@@ -169,6 +180,7 @@ def bench_size(name: str, plan: Plan, work: Path) -> dict:
             if exact:
                 entry["refresh_exact"] = measure_refresh(exact, sim, plan.refreshes)
             servers = ({"ours": ours.port} | ({"static": static.port} if index == 0 else {})
+                       | ({"nginx": nginx.port} if nginx and index == 0 else {})
                        | ({"tls": tls.target} if tls else {}))  # TLS in the same rounds as plain: one drift
             entry.update(fast_rounds(plan, sim, servers))
             if tls:
@@ -184,7 +196,22 @@ def bench_size(name: str, plan: Plan, work: Path) -> dict:
                            for who, port in (("ours", ours.port), ("static", static.port))}
         result["rss_mb"] = {"ours": _mb(ours.proc.rss_kib()), "ours_peak": _mb(ours.proc.rss_kib(field="VmHWM")),
                             "peer": _mb(peer.proc.rss_kib(with_children=True)) if peer else None}
-    return result
+        if name in plan.poll_sizes:  # after the memory: the page's first render loads its templates and Babel
+            say(f"{name}: page polls with If-None-Match")
+            result["page_polls"] = lean.page_polls(ours.port, lean.other_datastore(ours.port))
+    return result | lean_figures
+
+
+def before_ours(name: str, plan: Plan, sim: SimulatorProc, work: Path) -> dict:
+    """Issue 21's figures taken before our exporter starts: start-up times, and several instances at S."""
+    out = {}
+    if name in plan.start_sizes:
+        say(f"{name}: start-up, an empty database then a filled one")
+        out["start_up"] = lean.start_up(sim.env, work, name)
+    if name == "S" and plan.instance_counts:
+        say(f"S: {', '.join(map(str, plan.instance_counts))} serve processes")
+        out["instances"] = lean.instances(sim.env, work, plan.instance_counts)
+    return out
 
 
 def _mb(kib: int | None) -> float | None:
@@ -199,7 +226,7 @@ def run(plan: Plan, out_dir: Path, work: Path) -> dict:
     meta = report.machine() | {"ours_version": __version__, "server": "uvicorn {} + httptools {} + a2wsgi {}".format(
                                    *(importlib.metadata.version(d) for d in ("uvicorn", "httptools", "a2wsgi"))),
                                "peer": require_peer_venv() if plan.with_peer else None}
-    results = {"meta": meta, "plan": dataclasses.asdict(plan), "sizes": {}}
+    results = {"meta": meta, "plan": dataclasses.asdict(plan), "sizes": {}, "imports_ms": lean.import_times()}
     for name in plan.sizes:
         results["sizes"][name] = bench_size(name, plan, work)
     if plan.with_replicas:

@@ -1,6 +1,7 @@
 """Basic auth and the rate limit of the web config, as plain objects the front (front.py) asks.
 
-The one importer of bcrypt: the web config (webconfig.py) only parses the hashes.
+The one importer of bcrypt, when a web config has users (`load_bcrypt`, at start): the web config
+(webconfig.py) only parses the hashes.
 """
 
 from __future__ import annotations
@@ -13,9 +14,18 @@ import threading
 import time
 from collections.abc import Callable
 
-import bcrypt
+from ..config import ConfigError
 
 REALM = 'Basic realm="pve-datastore-exporter", charset="UTF-8"'
+
+
+def load_bcrypt():
+    """bcrypt, or ConfigError in one line: imported only when basic auth is configured (~0.5 MB otherwise unused)."""
+    try:
+        import bcrypt
+    except ImportError as exc:
+        raise ConfigError(f"basic_auth_users in the web config needs bcrypt, which cannot be loaded ({exc})") from None
+    return bcrypt
 
 
 def dummy_hash(users: dict[str, bytes]) -> bytes:
@@ -37,7 +47,7 @@ def check_password(users: dict[str, bytes], user: str, password: bytes, dummy: b
     """bcrypt's verdict; an unknown user costs what a known one does (the dummy hash's cost)."""
     hashed = users.get(user) or dummy or dummy_hash(users)
     try:
-        ok = bcrypt.checkpw(password, hashed)
+        ok = load_bcrypt().checkpw(password, hashed)
     except ValueError:  # e.g. a NUL byte in the password
         return False
     return ok and user in users
@@ -78,6 +88,7 @@ class BasicAuth:
 
     def __init__(self, users: dict[str, bytes], check: Callable[..., bool] = check_password,
                  remembered_from: BasicAuth | None = None):
+        load_bcrypt()  # at start: a missing bcrypt is a configuration error, not a 500 at the first login
         self.users, self.check = users, check
         self.dummy = dummy_hash(users)
         # A re-read web config keeps what was verified against the same hash: no bcrypt storm.

@@ -14,8 +14,6 @@ import ssl
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from ..config import ConfigError
 
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -90,6 +88,10 @@ class WebConfig:
 
 def load(path: str) -> WebConfig:
     """Read and check the file; ConfigError names the first thing wrong, in one line."""
+    try:
+        import yaml  # only with a web config: a plain `serve` never loads PyYAML
+    except ImportError as exc:
+        raise ConfigError(f"web config {path}: PyYAML cannot be loaded ({exc})") from None
     try:
         text = Path(path).read_text(encoding="utf-8")
         raw = yaml.safe_load(text) or {}

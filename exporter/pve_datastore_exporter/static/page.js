@@ -19,6 +19,8 @@
   let stale = null; // the message shown while polls fail, taken away once one succeeds
   let selectsBehind = false; // the selects were left alone while the user was in them: fetch again
   const shown = {}; // each part's HTML as the server last sent it: an unchanged part is left alone
+  const tags = {}; // each URL's ETag as last fetched: the server answers 304 (no body) while it holds
+  let lastDefaults = null; // the defaults form of the last page fetched, for a 304 that finds the selects behind
 
   function $(id) { return document.getElementById(id); }
 
@@ -56,11 +58,14 @@
 
   async function fetchParts(url, parts) {
     try {
-      const response = await fetchWithin(url, { headers: { Accept: "text/html" } });
+      const headers = { Accept: "text/html", ...(tags[url] ? { "If-None-Match": tags[url] } : {}) };
+      const response = await fetchWithin(url, { headers });
+      if (response.status === 304 && tags[url]) return { ok: true, unchanged: true };
       if (!response.ok) return { ok: false, reason: text("page_failed", { status: response.status }) };
       const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
       // A proxy's login or error page, say: nothing of it is swapped in.
       if (!parts.every((id) => fresh.getElementById(id))) return { ok: false, reason: text("page_unknown") };
+      tags[url] = response.headers.get("ETag"); // kept only with parts to show for it
       return { ok: true, fresh };
     } catch (e) {
       return { ok: false, reason: why(e) };
@@ -124,16 +129,29 @@
     const got = await fetchParts(urls.page, PARTS);
     // A newer fetch, or an action started meanwhile, brings a newer page: this one is stale.
     if (!got.ok || mine !== generation || (!afterAction && pending)) return got;
-    const fresh = got.fresh;
-    if (changed(fresh, "status")) $("status").replaceWith(fresh.getElementById("status"));
-    $("datastore-count").textContent = fresh.getElementById("datastore-count").textContent;
-    if (changed(fresh, "datastore-rows")) swapRows(fresh);
-    selectsBehind = !afterAction && editing();
-    if (!selectsBehind) {
-      if (changed(fresh, "defaults-form")) swapDefaults(fresh);
-      revertSelects();
+    // 304: the page is the one last fetched, whose parts are in place but perhaps its defaults.
+    const fresh = got.unchanged ? lastDefaults : got.fresh;
+    if (!got.unchanged) {
+      if (changed(fresh, "status")) $("status").replaceWith(fresh.getElementById("status"));
+      $("datastore-count").textContent = fresh.getElementById("datastore-count").textContent;
+      if (changed(fresh, "datastore-rows")) swapRows(fresh);
+      lastDefaults = defaultsOf(fresh);
     }
+    selectsBehind = !afterAction && editing();
+    if (!selectsBehind) catchUpDefaults(fresh);
     return got;
+  }
+
+  function catchUpDefaults(fresh) {
+    if (changed(fresh, "defaults-form")) swapDefaults(fresh);
+    revertSelects();
+  }
+
+  function defaultsOf(fresh) {
+    // The defaults form alone, in a document of its own: what swapDefaults reads, without the 10,000 rows.
+    const doc = document.implementation.createHTMLDocument("");
+    doc.body.append(doc.importNode(fresh.getElementById("defaults-form"), true));
+    return doc;
   }
 
   function reachable(got) {
@@ -151,9 +169,17 @@
     // The status alone; the whole page only when its version says the data changed.
     const got = await fetchParts(urls.status, ["status"]);
     if (!got.ok || pending) return got;
-    const next = got.fresh.getElementById("status");
-    if (selectsBehind || next.dataset.version !== $("status").dataset.version) return update(false);
-    if (changed(got.fresh, "status")) $("status").replaceWith(next);
+    if (!got.unchanged) { // a 304: the same version, the same age
+      const next = got.fresh.getElementById("status");
+      if (next.dataset.version !== $("status").dataset.version) return update(false);
+      if (changed(got.fresh, "status")) $("status").replaceWith(next);
+    }
+    // Selects left behind while the user was in them take the last page's defaults once left: the
+    // data has not moved since (the version says so), so that page is current and is not fetched again.
+    if (selectsBehind && !editing()) {
+      selectsBehind = false;
+      catchUpDefaults(lastDefaults);
+    }
     return got;
   }
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import sys
 import threading
 from collections.abc import Callable
 
-from peewee import DatabaseError
-from peewee import __exception_wrapper__ as driver_errors  # turns DB-API errors into peewee's
-
 from ..records import REFRESHED, Datastore, NodeFigures, RefreshInfo, Risk, View
-from . import risk as node_reads
+from .drivers import peewee  # first: peewee without psycopg2 (store/drivers.py)
 from .leader import EPOCH, LOCK_CLASS, LOCK_KEY, HeldLock
 from .notify import CHANGES, GENERATION, REFRESH, NoSignals
 from .reach import PROBE, DatabaseAway, Reach
 from .replicas import AlreadyServed, open_coordination
+from .risk import load as load_reads
+from .risk import save as save_reads
 from .sessions import SessionError, is_sqlite
 from .tables import (
     KINDS,
@@ -35,6 +35,8 @@ from .tables import (
     utcnow,
 )
 
+DatabaseError = peewee.DatabaseError
+driver_errors = peewee.__exception_wrapper__  # turns DB-API errors into peewee's
 StoreError = DatabaseError  # what callers catch: every peewee failure (locked, read-only, corrupt)
 CHUNK = 200  # rows per multi-row INSERT: well under SQLite's limit of bound parameters
 WRITER_LOCK = f"SELECT pg_advisory_xact_lock({LOCK_CLASS + 1}, {LOCK_KEY})"  # released at COMMIT or ROLLBACK
@@ -228,12 +230,12 @@ class Store:
             query = node.select(node.datastore, node.node, node.active, node.size, node.used, node.available)
             for datastore, name, active, size, used, available in self.database.execute(query).fetchall():
                 nodes.setdefault(datastore, []).append(
-                    NodeFigures(node=name, size=size, used=used, available=available, active=bool(active)))
+                    NodeFigures(node=sys.intern(name), size=size, used=used, available=available, active=bool(active)))
             # Sorted here, not by ORDER BY: PostgreSQL's collation may order IDs unlike the parser.
             rows = [to_datastore(row, sorted(nodes.get(row.id, ()), key=lambda n: n.node))
                     for row in sorted(DatastoreModel.select(), key=lambda row: row.id)]
             state = RefreshStateModel.get_or_none(RefreshStateModel.id == 1)
-            risk = node_reads.load()
+            risk = load_reads()
         return generation, dataclasses.replace(to_view(rows, to_refresh_info(state), state and state.cluster), risk=risk)
 
     def save_node_reads(self, read: str, outcomes: dict, now: float, keep_for: float,
@@ -244,14 +246,19 @@ class Store:
         is the epoch the read's batches were made under (Fenced when another replica took the lock since).
         """
         with self._write(fence=fence) as commit:
-            node_reads.save(read, outcomes, now, keep_for)
-            risk = node_reads.load()
+            save_reads(read, outcomes, now, keep_for)
+            risk = load_reads()
         return commit.generation, risk
 
     def refresh_state(self) -> tuple[int, RefreshInfo]:
         """The generation and the bookkeeping of the last refresh, whichever process made it."""
         with self._connection(), self._snapshot():
             return self._generation(), to_refresh_info(RefreshStateModel.get_or_none(RefreshStateModel.id == 1))
+
+    def generation(self) -> int:
+        """The number every write raises: one small query, what a conditional GET compares (service.version)."""
+        with self.database.connection_context():
+            return self._generation()
 
     def _snapshot(self):
         # One snapshot for every statement: PostgreSQL's default isolation lets each see a later commit.

@@ -24,6 +24,7 @@ from playhouse.db_url import connect
 from playhouse.migrate import SchemaMigrator, migrate
 
 from ..records import COLUMNS, Datastore, RefreshInfo, View
+from .drivers import bind_psycopg2
 from .sessions import MAIN, is_sqlite, sqlite_path, with_defaults
 
 db = DatabaseProxy()
@@ -177,6 +178,7 @@ def open_database(url: str, busy_timeout_ms: int = 5000):
             with contextlib.suppress(OSError):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
         return connect(url, pragmas={"journal_mode": "wal", "busy_timeout": busy_timeout_ms, "foreign_keys": 1})
+    bind_psycopg2()
     return connect(url, unquote_password=True, unquote_user=True, **with_defaults(url, MAIN))  # as pg_params
 
 
