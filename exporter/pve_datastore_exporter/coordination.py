@@ -97,6 +97,15 @@ class Coordinator:
         self._lock.release()
         self._signals.close()
 
+    def epoch(self) -> int | None:
+        """The fence a write that follows no read carries (None for a lone process); NotLeader unless this replica leads.
+
+        No mark is made: no Proxmox call is fenced by it, and a mark without a read would only delay a hand-over.
+        """
+        if not self._leading:
+            raise NotLeader("another replica leads")
+        return getattr(self._lock, "epoch", None)
+
     @contextlib.contextmanager
     def reading(self, seconds: float):
         """Around one read of Proxmox that ends within `seconds`: NotLeader before it, or after it, without the lock.

@@ -60,11 +60,12 @@ class NodeReads:
     """Runs each per-node read when due, while this replica leads; stores and publishes its outcome."""
 
     def __init__(self, config, reader, store, display, leads: Callable[[], bool], fence: Callable,
-                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
+                 epoch: Callable[[], int | None], clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
                  rand: Callable[[], float] = random.random):
         self._reader, self._store, self._display, self._leads = reader, store, display, leads
         self._fence = fence  # coordination.Coordinator.reading: each batch of calls is fenced like a refresh
         self._epoch = None  # the fence's epoch of the last batch: the read's write carries it (store.Fenced)
+        self._current_epoch = epoch  # Coordinator.epoch: the fence of a write that follows no call (no mark made)
         self._clock, self._monotonic, self._rand = clock, monotonic, rand
         self._timeout, self._secrets = config.proxmox_timeout, config.secrets()
         self.intervals = {read: seconds for read, seconds in (
@@ -125,11 +126,6 @@ class NodeReads:
             log.info("the %s read stopped: %s", read, exc)
             return
         self._save(read, outcomes)
-
-    def _current_epoch(self):
-        """The fence's epoch now (NotLeader when this replica may not lead): what a write without a batch carries."""
-        with self._fence(0) as epoch:
-            return epoch
 
     def _ask(self, calls: dict, calls_each: int = 1, node_of: Callable = lambda key: key) -> dict:
         """The calls, NODE_WORKERS at a time, each batch fenced like a refresh's read (NotLeader once this replica

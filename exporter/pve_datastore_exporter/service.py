@@ -79,7 +79,7 @@ class Service:
                                     self._fallback, clock)
         # The thin pools, zpools, disks and provisioned space, each on its cadence (the leader's; serve starts it).
         self.node_reads = NodeReads(config, self._reader, self._store, self.display, self._coordinator.leads,
-                                    self._coordinator.reading, clock)
+                                    self._coordinator.reading, self._coordinator.epoch, clock)
         self._first_fetch = True  # the seed's "first call fetches", claimed by one GET only
         self._boot = secrets.token_hex(4)  # a restart may answer otherwise (its .env): its tags are new
         self._first_lock = threading.Lock()
