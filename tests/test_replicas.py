@@ -147,6 +147,11 @@ def first_read_after(sims: list[Simulator], moment: float) -> tuple[float, int] 
     return min(starts, default=None)
 
 
+def unmarked(server, url: str) -> bool:
+    """No read of Proxmox marked in the database (leader.reading_until empty): the leader is between reads."""
+    return server.sql("SELECT reading_until FROM leader WHERE reading_until IS NOT NULL", url.rsplit("/", 1)[1]) == []
+
+
 def kill_leader(replicas: Replicas, server, how: str, mid_read: bool) -> tuple[int, float]:
     """Kill the leader (`kill` -9, or `terminate` its lock session) idle or mid-read; (its slot, when)."""
     slot = replicas.leader()
@@ -154,7 +159,9 @@ def kill_leader(replicas: Replicas, server, how: str, mid_read: bool) -> tuple[i
     if mid_read:
         wait_for(lambda: in_flight(sim) > 0, 3 * INTERVAL, "read in progress")
     else:
-        wait_for(lambda: in_flight(sim) == 0 and sim.request_count > 0, 3 * INTERVAL, "idle leader")
+        # Idle: no request in flight and no read marked (a per-node read's batch marks between its calls too).
+        wait_for(lambda: in_flight(sim) == 0 and sim.request_count > 0 and unmarked(server, replicas.url),
+                 3 * INTERVAL, "idle leader")
     if how == "terminate":
         pid = lock_session(server, replicas.url)
         moment = time.monotonic()
