@@ -6,6 +6,7 @@ cluster): the simulators' request logs then say which replica read Proxmox, and 
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 
@@ -147,9 +148,24 @@ def first_read_after(sims: list[Simulator], moment: float) -> tuple[float, int] 
     return min(starts, default=None)
 
 
-def unmarked(server, url: str) -> bool:
-    """No read of Proxmox marked in the database (leader.reading_until empty): the leader is between reads."""
-    return server.sql("SELECT reading_until FROM leader WHERE reading_until IS NOT NULL", url.rsplit("/", 1)[1]) == []
+def marked(server, url: str) -> bool:
+    """True while the leader's read mark (docs/architecture.md#replicas) is set in `url`'s database."""
+    [(mark,)] = server.sql("SELECT reading_until FROM leader WHERE id = 1", database=url.rsplit("/", 1)[1])
+    return mark is not None
+
+
+def stopped_between_reads(proc: ExporterProcess, sim: Simulator, server, url: str) -> bool:
+    """Freeze the leader (SIGSTOP); True if it stands between reads, else let it go on (SIGCONT).
+
+    The simulator's quiet is not enough: the mark is set before a read's first request and cleared
+    after its last, and under load those gaps last long enough for a poll to fall into one. A frozen
+    leader cannot set or clear its mark: the kill that follows is between reads for sure.
+    """
+    proc.proc.send_signal(signal.SIGSTOP)
+    if in_flight(sim) == 0 and sim.request_count > 0 and not marked(server, url):
+        return True
+    proc.proc.send_signal(signal.SIGCONT)
+    return False
 
 
 def kill_leader(replicas: Replicas, server, how: str, mid_read: bool) -> tuple[int, float]:
@@ -157,15 +173,15 @@ def kill_leader(replicas: Replicas, server, how: str, mid_read: bool) -> tuple[i
     slot = replicas.leader()
     sim = replicas.sim(slot)
     if mid_read:
-        wait_for(lambda: in_flight(sim) > 0, 3 * INTERVAL, "read in progress")
+        wait_for(lambda: in_flight(sim) > 0, 3 * INTERVAL, "read in progress")  # the mark precedes the requests
     else:
-        # Idle: no request in flight and no read marked (a per-node read's batch marks between its calls too).
-        wait_for(lambda: in_flight(sim) == 0 and sim.request_count > 0 and unmarked(server, replicas.url),
-                 3 * INTERVAL, "idle leader")
+        wait_for(lambda: stopped_between_reads(replicas.procs[slot], sim, server, replicas.url), 3 * INTERVAL,
+                 "leader between reads")
     if how == "terminate":
         pid = lock_session(server, replicas.url)
         moment = time.monotonic()
         server.sql(f"SELECT pg_terminate_backend({pid})")
+        replicas.procs[slot].proc.send_signal(signal.SIGCONT)  # a leader frozen between reads goes on, cut off
     else:
         moment = time.monotonic()
         replicas.procs[slot].kill9()
