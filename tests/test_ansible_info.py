@@ -12,6 +12,7 @@ import json
 import os
 import ssl
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +52,7 @@ PLAY = """\
         validate_certs: "{{ item.validate_certs | default(omit) }}"
         ca_path: "{{ item.ca_path | default(omit) }}"
         timeout: "{{ item.timeout | default(omit) }}"
+        max_thin_metadata: "{{ item.max_thin_metadata | default(omit) }}"
       loop: "{{ module_calls }}"
       loop_control:
         label: "{{ item.name }}"
@@ -143,6 +145,11 @@ def sim(tmp_path_factory):
 def exporter(sim, tmp_path_factory):
     """`serve` over the simulated cluster; EXPORTER_REFRESH_INTERVAL=0 keeps its data still."""
     e = start_exporter(tmp_path_factory.mktemp("exporter"), sim.env())
+    # The first per-node pools read follows the first refresh within seconds (then every 300 s): wait for
+    # it, so that every plugin call sees the same answer.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and len([r for r in e.api().get("node_reads", ()) if r["read"] == "pools"]) < 3:
+        time.sleep(0.2)
     yield e
     e.stop()
 
@@ -166,6 +173,7 @@ def main_calls(url: str, api: dict, dead: str) -> tuple[list, list]:
         {"name": "bad_size", "url": url, "min_available": "12 parsecs"},
         {"name": "unreachable", "url": dead, "timeout": 3},
         {"name": "wrong_path", "url": url + "/nope"},
+        {"name": "thin_refused", "url": url, "max_thin_metadata": 0.001},
     ]
     lookup = [
         {"name": "hdd", "terms": ["hdd"], "options": {"url": url}},
@@ -180,6 +188,9 @@ def main_calls(url: str, api: dict, dead: str) -> tuple[list, list]:
         {"name": "stale", "terms": ["hdd"], "options": {"url": url, "max_age": 0}},
         {"name": "bad_term", "terms": ["nvme"], "options": {"url": url}},
         {"name": "lookup_unreachable", "terms": ["ssd"], "options": {"url": dead, "timeout": 3}},
+        {"name": "hdd_thin_metadata_over", "terms": ["hdd"], "options": {"url": url, "max_thin_metadata": 0.001}},
+        {"name": "hdd_thin_metadata_fits", "terms": ["hdd"], "options": {"url": url, "node": "pve1", "max_thin_metadata": 0.99}},
+        {"name": "hdd_overcommit_unknown", "terms": ["hdd"], "options": {"url": url, "max_overcommit": 2}},
     ]
     return module, lookup
 
@@ -310,6 +321,24 @@ def test_lookup_refuses_a_default_that_does_not_fit(main_run):
     assert "default_datastore takes hdd or ssd, got ['nvme']" in results["bad_term"]["msg"]
     for name in ("ssd_without_images", "not_on_node", "bad_term"):
         assert results[name]["failed"] is True, name
+
+
+@pytest.mark.slow
+def test_lookup_refuses_a_risky_default_with_a_sentence(main_run):
+    api, _, results, _ = main_run
+    hdd = by_id(api, api["default_hdd"])
+    assert hdd["type"] == "lvmthin" and hdd["thin_metadata_fraction"] > 0.001  # the pools read ran
+    msg = results["hdd_thin_metadata_over"]["msg"]
+    assert results["hdd_thin_metadata_over"]["failed"] and (
+        f"the default HDD datastore '{hdd['id']}' has its thin pool metadata {hdd['thin_metadata_fraction'] * 100:.1f} % "
+        "full, over max_thin_metadata=0.001") in msg
+    assert results["hdd_thin_metadata_fits"]["msg"] == [hdd["id"]]
+    # The provisioned read is off: a limit that cannot be checked is a refusal, never a pass.
+    assert f"'{hdd['id']}' has no provisioned figure" in results["hdd_overcommit_unknown"]["msg"]
+    refused = {r["id"]: r["reasons"] for r in results["thin_refused"].get("refused", ())}
+    assert not results["thin_refused"].get("failed"), results["thin_refused"]
+    assert hdd["id"] in refused and hdd["id"] not in {d["id"] for d in results["thin_refused"]["datastores"]}
+    assert "over max_thin_metadata=0.001" in refused[hdd["id"]][0]
 
 
 @pytest.mark.slow
@@ -575,6 +604,41 @@ def test_read_datastores_and_refresh_age(exporter_api):
     assert exporter_api.refresh_age({"last_refresh": {"age_seconds": None}}) is None
     assert exporter_api.request_headers("a", "b")["Authorization"] == "Basic YTpi"
     assert "Authorization" not in exporter_api.request_headers()
+
+
+# The risk options (issue 19): each refusal is a sentence naming the datastore, the figure and the limit.
+RISKY = {"id": "local-lvm", "type": "lvmthin", "thin_metadata_fraction": 0.93, "provisioned": 1500, "overcommit": 1.5,
+         "nodes": [{"node": "pve1", "size": 1000, "thin_metadata_size": 1000, "thin_metadata_used": 930, "provisioned": 1500},
+                   {"node": "pve2", "size": 1000, "thin_metadata_size": 1000, "thin_metadata_used": None, "provisioned": None}]}
+TANK = {"id": "tank", "type": "zfspool", "nodes": [{"node": "pve2", "zpool": "tank", "zpool_health": "DEGRADED"},
+                                                   {"node": "pve3", "zpool": "tank", "zpool_health": "ONLINE"}]}
+
+
+@pytest.mark.parametrize("datastore,node,options,wanted", [
+    (RISKY, None, {"max_thin_metadata": 0.8},
+     ["the default HDD datastore 'local-lvm' has its thin pool metadata 93.0 % full, over max_thin_metadata=0.8"]),
+    (RISKY, "pve1", {"max_thin_metadata": 0.95}, []),
+    (RISKY, "pve2", {"max_thin_metadata": 0.95},
+     ["the default HDD datastore 'local-lvm' has no thin pool metadata figure on node pve2 (the exporter reads it every "
+      "EXPORTER_POOLS_INTERVAL), so max_thin_metadata=0.95 cannot be checked"]),
+    (RISKY, "pve1", {"max_overcommit": 1.2},
+     ["the default HDD datastore 'local-lvm' has 1.50 times its size promised to guests' disks on node pve1, "
+      "over max_overcommit=1.2"]),
+    (RISKY, None, {"max_overcommit": 2}, []),
+    (TANK, "pve2", {}, ["the default HDD datastore 'tank' lives on ZFS pool tank, which is DEGRADED on node pve2; "
+                        "pass healthy_pool=false to use it anyway"]),
+    (TANK, "pve3", {}, []),
+    (TANK, None, {"healthy_pool": False}, []),
+    ({"id": "local", "type": "dir", "nodes": []}, None, {"max_thin_metadata": 0.1, "max_overcommit": 0.1}, []),
+])
+def test_risk_refusals(exporter_api, datastore, node, options, wanted):
+    assert exporter_api.risk_refusals(datastore, "default HDD datastore", node, **options) == wanted
+
+
+@pytest.mark.parametrize("options", [{"max_thin_metadata": 1.5}, {"max_thin_metadata": -0.1}, {"max_overcommit": 0}])
+def test_risk_limits_are_checked(exporter_api, options):
+    with pytest.raises(ValueError):
+        exporter_api.check_limits(**options)
 
 
 @pytest.mark.parametrize("given", ["local", "local-lvm", "ceph_vm.2", "Zeta9"])

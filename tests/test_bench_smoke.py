@@ -67,3 +67,18 @@ def test_tiny_bench_writes_one_table(tmp_path):
     assert "Proxmox requests per scrape" in markdown and "**PASS**" in markdown
     assert "scrape p50 over TLS + basic auth, new connection per scrape" in markdown
     assert all(row["verdict"] in ("", "PASS", "MISS") for row in saved["table"])
+
+
+@pytest.mark.timeout(60)
+def test_the_pools_read_rows_at_a_tiny_size(tmp_path):
+    from tools.bench import risk
+
+    results = risk.bench(("S",), tmp_path, say=lambda message: None, refreshes=1, scrapes=5, seconds=1)
+    size = results["S"]
+    read = size["pools_read"]
+    assert read["proxmox_requests"] == 2 * 3 and read["nodes_failed"] == 0 and read["thin_pools"] >= 3  # lvmthin + zfs per node
+    assert size["pools_off"]["scrape_p50_ms"] > 0 and size["pools_on"]["refresh_median_s"] > 0
+    md = tmp_path / "results.md"
+    md.write_text("# head\n")
+    risk.append(results, md)
+    assert "| S: 3 × 6 | 6 (2 per node) |" in md.read_text()

@@ -98,6 +98,16 @@ def test_demo_answers_within_60_seconds(tmp_path):
             time.sleep(0.2)
         assert body and len(body["datastores"]) == 5 and body["source"] == "db"
         assert 'pve_datastore_up 1.0' in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        # The per-node reads follow within seconds: a degraded pool, a thin pool near its metadata limit, a worn SSD.
+        while time.monotonic() < deadline and not (body.get("disk_risks") and body.get("node_reads")
+                                                  and len({r["read"] for r in body["node_reads"]}) == 3):
+            body = requests.get(f"http://127.0.0.1:{port}/api/datastores", timeout=2).json()
+            time.sleep(0.2)
+        risks = {d["id"]: d["risks"] for d in body["datastores"]}
+        assert any("metadata on pve1 is 93.0 % full" in r for r in risks["local-lvm"]), risks
+        assert any("tank on pve2 is DEGRADED" in r for r in risks["tank"]), risks
+        assert any("/dev/sda on pve3" in r and "6.0 % of its life left" in r for r in body["disk_risks"])
+        assert body["datastores"][0]["provisioned"] is not None  # the demo's token sees guests' volumes
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=15)

@@ -320,6 +320,7 @@ def replica_series(cluster, scale, leader, index):
                     out[f"pve_datastore_{metric}_bytes{{{labels}}}"] = value
     for role, name in (("hdd", "ceph-vm"), ("ssd", "local")):
         out[f'pve_datastore_default{{{base},role="{role}",datastore="{name}",source="db"}}'] = 1
+    out.update(risk_series(base, cluster, scale))
     refreshes = index if leader else 0  # followers make no refresh of their own
     out.update({"up": 1, "pve_datastore_up": 1, "pve_datastore_leader": int(leader),
                 "pve_datastore_last_refresh_success_timestamp_seconds": END - (SAMPLES - 1 - index) * STEP - 5,
@@ -328,6 +329,34 @@ def replica_series(cluster, scale, leader, index):
                 "pve_datastore_refresh_duration_seconds_sum": 0.2 * refreshes,
                 "pve_datastore_refresh_duration_seconds_count": refreshes,
                 'pve_datastore_refresh_failures_total{reason="timeout"}': refreshes // 10})
+    return out
+
+
+def risk_series(base, cluster, scale):
+    """The per-node reads' series of one replica: thin pools (one backing no datastore), a zpool, disks, provisioned."""
+    out = {}
+    for i, node in enumerate(NODES):
+        pool = f'{base},datastore="local-lvm",node="{node}",thin_pool="pve/data"'
+        out[f"pve_datastore_thin_metadata_size_bytes{{{pool}}}"] = GIB
+        out[f"pve_datastore_thin_metadata_used_bytes{{{pool}}}"] = GIB * (0.3 + 0.3 * i) // scale
+        size = capacity(scale, "local-lvm", node, 0)[0]
+        out[f'pve_datastore_provisioned_bytes{{{base},datastore="local-lvm",node="{node}"}}'] = size * (1 + i) // 2
+    spare = f'{base},node="pve1",thin_pool="vg-spare/scratch"'  # backs no datastore: no datastore label
+    out[f"pve_datastore_thin_metadata_size_bytes{{{spare}}}"] = GIB
+    out[f"pve_datastore_thin_metadata_used_bytes{{{spare}}}"] = GIB // 10
+    out[f'pve_datastore_provisioned_bytes{{{base},datastore="ceph-vm",node="pve1"}}'] = 12288 * scale * GIB
+    zpool = f'{base},node="pve1",pool="tank"'
+    health = "DEGRADED" if cluster == "beta" else "ONLINE"
+    for state in ("ONLINE", "DEGRADED", "FAULTED"):
+        out[f'pve_datastore_zfs_pool_state{{{zpool},state="{state}"}}'] = int(state == health)
+    out.update({f"pve_datastore_zfs_pool_size_bytes{{{zpool}}}": 1000 * GIB, f"pve_datastore_zfs_pool_allocated_bytes{{{zpool}}}":
+                850 * GIB, f"pve_datastore_zfs_pool_fragmentation_ratio{{{zpool}}}": 0.31})
+    for node, devpath, kind, healthy, life in (("pve1", "/dev/sda", "ssd", 1, 0.07), ("pve2", "/dev/sdb", "hdd", 0, None)):
+        disk = f'{base},node="{node}",devpath="{devpath}"'
+        out[f'pve_datastore_disk_info{{{disk},type="{kind}",model="M-{kind}",serial="S{scale}"}}'] = 1
+        out[f"pve_datastore_disk_healthy{{{disk}}}"] = healthy
+        if life is not None:
+            out[f"pve_datastore_disk_life_left_ratio{{{disk}}}"] = life
     return out
 
 
@@ -459,6 +488,20 @@ def test_the_cluster_variable_selects_one_cluster(replicas, dashboard):
         assert {dict(labels).get("pve_cluster") for labels in result} == {"beta"}, key
         if key[0] not in PER_REPLICA:
             assert result == {k: v for k, v in both[key].items() if ("pve_cluster", "beta") in k}, key
+
+
+@pytest.mark.slow
+def test_the_risk_row_answers_per_object_once_for_two_replicas(replicas, dashboard):
+    pair, _ = answers(replicas, dashboard, PAIR, cluster="beta")
+    thin = {dict(k)["node"] + " " + dict(k)["thin_pool"]: v for k, v in pair[("Thin pool metadata by node", "A")].items()}
+    assert thin == pytest.approx({"pve1 pve/data": 0.15, "pve2 pve/data": 0.3, "pve3 pve/data": 0.45,
+                                  "pve1 vg-spare/scratch": 0.1}, abs=0.001)  # the unbacked pool too
+    over = {(dict(k)["datastore"], dict(k)["node"]): v for k, v in pair[("Overcommit per datastore", "A")].items()}
+    assert over[("ceph-vm", "shared")] == pytest.approx(12288 / 10240) and over[("local-lvm", "pve3")] == pytest.approx(1.5)
+    assert [dict(k)["state"] for k in pair[("ZFS pools", "A")]] == ["DEGRADED"]
+    smart = {dict(k)["devpath"]: v for k, v in pair[("Disks: SMART and life left", "A")].items()}
+    assert smart == {"/dev/sda": 1.0, "/dev/sdb": 0.0}
+    assert list(pair[("Disks: SMART and life left", "B")].values()) == pytest.approx([7.0])
 
 
 @pytest.mark.slow

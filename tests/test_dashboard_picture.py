@@ -169,6 +169,7 @@ def test_the_real_dashboard_lays_out_without_overlaps():
     (510, "s", 1, "8.5 min"),
     (9000, "s", 1, "2.5 hour"),
     (2, "short", 0, "2"),
+    (1.2834, "suffix:\u00d7", 2, "1.28\u00d7"),
     (float("nan"), "bytes", 1, "NaN"),
     (None, "bytes", 1, "No data"),
 ])

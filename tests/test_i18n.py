@@ -279,7 +279,7 @@ class _Text(html.parser.HTMLParser):
 def english_words(page: str, answer: dict) -> list[str]:
     """Latin words on a Korean page that are neither names (Proxmox, datastore, HDD...) nor the data."""
     allowed = {"Proxmox", "datastore", "Datastore", "HDD", "SSD", "API", "EXPORTER", "TOKEN", "env", "exporter",
-               "images", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "UTC"}
+               "images", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "UTC", "ZFS", "SMART"}
     names = [answer["default_hdd"], answer["default_ssd"], *re.findall(r"'([^']+)'", " ".join(answer["warnings"]))]
     for d in answer["datastores"]:
         names += [d["id"], d["type"], d["content"], *(n["node"] for n in d["nodes"])]

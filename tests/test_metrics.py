@@ -196,3 +196,30 @@ def test_every_datastore_series_names_its_cluster_first_and_self_metrics_none():
     assert len(datastore_series) == 3 + 2 + 1 + 2  # size/used/available, active x2, info, default x2
     assert all(line.split("{", 1)[1].startswith('pve_cluster="pr\\"od",') for line in datastore_series)
     assert all("pve_cluster" not in line for line in series if line not in datastore_series)
+
+
+def test_an_env_default_the_cluster_lacks_leaves_no_series_once_the_default_moves(tmp_path):
+    c = config(tmp_path, hdd_datastore="nowhere")
+    s = Service(c, FakeReader(cluster()), Store(c.database_url))
+    s.start()
+    s.refresh()
+    assert 'datastore="nowhere",type="unknown"' in render_datastores(s.view).decode()  # said while it is the default
+    s.set_defaults(hdd="local-lvm")
+    s.refresh()
+    assert '"nowhere"' not in render_datastores(s.view).decode()  # before the fix: info{type="unknown"} stayed
+    assert s.view.row("nowhere") is None
+
+
+def test_a_stand_in_an_earlier_version_left_behind_is_gone_at_the_next_write(tmp_path):
+    import sqlite3
+
+    c = config(tmp_path)
+    s = Service(c, FakeReader(cluster()), Store(c.database_url))
+    s.start()
+    s.refresh()
+    with sqlite3.connect(f"{tmp_path}/db.sqlite") as conn:  # what the unfixed set_defaults left: no flag, never seen
+        conn.execute("INSERT INTO datastores (id, name, type, size, used, available, enabled, present, is_default_hdd, "
+                     "is_default_ssd, is_system_default, shared, active, pool, created_at, updated_at) VALUES "
+                     "('nowhere', 'nowhere', 'unknown', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '', '2026-01-01', '2026-01-01')")
+    s.refresh()
+    assert '"nowhere"' not in render_datastores(s.view).decode() and s.view.row("nowhere") is None

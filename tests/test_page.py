@@ -57,7 +57,8 @@ def sim(sim_state):
 
 @pytest.fixture
 def exporter(sim, tmp_path):
-    with ExporterProcess(sim.env(), tmp_path, api_token=TOKEN) as e:
+    # No pools read in the background: the tests below know when the rows change (test_risk_answers shows the risks).
+    with ExporterProcess(sim.env(), tmp_path, api_token=TOKEN, extra_env={"EXPORTER_POOLS_INTERVAL": "0"}) as e:
         yield e
 
 

@@ -46,7 +46,8 @@ def store(postgres_url):
     s.migrate()
     yield s
     with s.database.connection_context():
-        s.database.execute_sql("DROP TABLE IF EXISTS datastores, datastore_nodes, refresh_state, generation, leader")
+        s.database.execute_sql("DROP TABLE IF EXISTS datastores, datastore_nodes, refresh_state, generation, leader, "
+                               "node_reads")
 
 
 def test_snapshot_defaults_and_vanishing_on_postgres(store):
@@ -164,6 +165,30 @@ def test_refresh_times_made_real_by_an_older_version_are_widened_in_place(postgr
     assert {column for column, _ in types} == {"last_attempt", "last_success", "duration"}
     store.record_refresh(RefreshInfo(last_attempt=1_700_000_123.25, last_success=1_700_000_123.25, ok=True, count=4))
     assert store.refresh_state()[1].last_success == 1_700_000_123.25  # to the quarter second, not two minutes
+
+
+def test_the_per_node_reads_are_stored_and_followed_on_postgres(store, postgres_url):
+    from pve_datastore_exporter.records import ThinPool
+
+    store.replace_snapshot(cluster(), DEFAULTS, DEFAULTS, bookkeeping)
+    pool = ThinPool("pve1", "pve", "data", 1000, 100, 64, 58, datastore="local-lvm")
+    first, _ = store.save_node_reads("pools", {"pve1": [pool], "pve2": ("http_5xx", "595 'No route to host'")}, 100.0, 900)
+    generation, risk = store.save_node_reads("pools", {"pve1": ("timeout", "no answer"), "pve2": []}, 200.0, 900)
+    assert generation == first + 1 and risk.thin_pools == (pool,)  # pve1 failed: its last figures stay
+    reads = {r.node: r for r in risk.reads}
+    assert dict(reads["pve1"].failures) == {"timeout": 1} and reads["pve2"].last_success == 200.0
+    assert Store(postgres_url).load()[1].risk == risk  # a follower reads the same
+
+
+def test_a_node_that_left_the_cluster_leaves_the_reads_after_the_bound(store):
+    from pve_datastore_exporter.records import ThinPool
+
+    pool = ThinPool("pve9", "pve", "data", 1000, 100, 64, 58)
+    store.save_node_reads("pools", {"pve9": [pool], "pve1": []}, 100.0, 900)
+    _, risk = store.save_node_reads("pools", {"pve1": []}, 500.0, 900)  # pve9 not in the snapshot any more
+    assert {r.node for r in risk.reads} == {"pve1", "pve9"}  # within the bound: kept
+    _, risk = store.save_node_reads("pools", {"pve1": []}, 1100.0, 900)
+    assert {r.node for r in risk.reads} == {"pve1"} and risk.thin_pools == ()
 
 
 # -- the fence around every write: a leader that lost its lock must not land its write (issue 22, item 1) --
@@ -442,3 +467,25 @@ def test_a_followers_refresh_request_lost_by_the_leader_is_asked_again(postgres_
         held.release()
         if listening:
             listening.close()
+
+
+def test_a_per_node_read_of_a_leader_that_lost_its_lock_is_not_stored(postgres_server, store):
+    from pve_datastore_exporter.records import ThinPool
+
+    leading = Leading(store.url, "A")
+    holders = []
+    try:
+        with leading.coordinator.reading(1) as fence:  # a batch of the pools read, fenced as the refresh is
+            pass
+        holders.append(take_over(postgres_server, store.url, "B"))
+        before = store.load()
+        pool = ThinPool("pve1", "pve", "data", 1000, 100, 64, 58)
+        with pytest.raises(Fenced):
+            store.save_node_reads("pools", {"pve1": [pool]}, 100.0, 900, fence)
+        assert store.load() == before  # nothing of it, not even the generation
+        store.save_node_reads("pools", {"pve1": [pool]}, 100.0, 900, holders[0].epoch)  # the new leader's lands
+        assert store.load()[1].risk.thin_pools == (pool,)
+    finally:
+        leading.stop()
+        for lock in holders:
+            lock.release()

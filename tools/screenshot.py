@@ -12,9 +12,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import requests
+
 from pve_datastore_exporter.simulator import Simulator
+from pve_datastore_exporter.simulator.risk import stage_demo
 
 from .browser import CHROMIUM, ExporterProcess, launch_chromium
 
@@ -46,6 +50,17 @@ def take(url: str, out: Path) -> list[Path]:
     return saved
 
 
+def wait_for_reads(url: str, timeout: float = 30.0) -> None:
+    """Until the first refresh and every per-node read (pools, disks, provisioned) are stored."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = requests.get(url + "/api/datastores", timeout=5).json()
+        if len({r["read"] for r in answer.get("node_reads", ())}) == 3:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the per-node reads did not all run")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the simulator and the exporter, take the screenshots, stop both."""
     parser = argparse.ArgumentParser(prog="python -m tools.screenshot", description=__doc__)
@@ -65,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             sim.cluster.set_usage("local-lvm", fraction=0.88, node="pve1")
             sim.cluster.set_usage("local-lvm", fraction=0.78, node="pve3")
             sim.cluster.set_usage("nas-backup", fraction=0.91)
-            with ExporterProcess(sim.env(), tmp) as exporter:
+            stage_demo(sim.cluster)  # the Risk column: a degraded zpool, thin metadata at 93 %, a worn SSD
+            reads = {"EXPORTER_DISKS_INTERVAL": "600", "EXPORTER_PROVISIONED_INTERVAL": "600"}
+            with ExporterProcess(sim.env(), tmp, extra_env=reads) as exporter:
+                wait_for_reads(exporter.url)
                 for path in take(exporter.url + "/", args.out):
                     print(f"wrote {path}")
     return 0

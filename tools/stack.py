@@ -77,7 +77,14 @@ def running_stack(workdir: Path):
     # A local and a shared datastore certainly fill up, so "Time until full" lists both kinds.
     sim.cluster.set_rate("local-lvm", GIB)
     sim.cluster.set_rate("ceph-vm", 16 * GIB)
-    exporter = ExporterProcess(workdir, {**sim.env(), "EXPORTER_REFRESH_INTERVAL": "1", "EXPORTER_LOG_LEVEL": "WARNING"})
+    # The risk row's figures: a degraded zpool, a thin pool near its metadata limit, a worn SSD, and a token
+    # that sees guests' volumes; every per-node read on, every 5 s.
+    from pve_datastore_exporter.simulator.risk import stage_demo
+
+    stage_demo(sim.cluster)
+    reads = {f"EXPORTER_{read}_INTERVAL": "5" for read in ("POOLS", "DISKS", "PROVISIONED")}
+    exporter = ExporterProcess(workdir, {**sim.env(), "EXPORTER_REFRESH_INTERVAL": "1", "EXPORTER_LOG_LEVEL": "WARNING",
+                                         **reads})
     prometheus = None
     try:
         exporter.start()

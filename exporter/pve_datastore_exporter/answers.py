@@ -96,7 +96,12 @@ def summary_answer(view: View, age: float | None) -> dict:
 
 def datastores_answer(view: View, age: float | None) -> dict:
     """GET /api/datastores: the seed's keys first, then ours. The page renders the same dict."""
-    return {"success": True, "datastores": [d.as_dict() for d in view.enabled], **summary_answer(view, age)}
+    # Imported here: risk_answers builds on this module (N_), which must not import it at the top.
+    from .risk_answers import datastore_keys, disk_risks, disks_answer, reads_answer
+
+    return {"success": True, "datastores": [datastore_keys(view, d, d.as_dict()) for d in view.enabled],
+            **summary_answer(view, age), "disks": disks_answer(view),
+            "disk_risks": [r.english() for r in disk_risks(view)], "node_reads": reads_answer(view)}
 
 
 def defaults_answer(view: View) -> dict:

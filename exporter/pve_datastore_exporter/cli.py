@@ -37,10 +37,12 @@ def cmd_demo(config: Config, args) -> int:
     """The simulated cluster and the exporter against it, in one process."""
     from .server import serve
     from .simulator import Simulator
+    from .simulator.risk import stage_demo
 
     state = os.path.abspath(args.state_dir)
     sim = Simulator(nodes=args.nodes, datastores=args.datastores, random_seed=1,
                     state_dir=os.path.join(state, "simulator"), auth_delay=0.2)
+    stage_demo(sim.cluster)  # a degraded zpool, a thin pool near its metadata limit, a worn SSD
     sim.start()
     env = sim.env()
     config = config.replace(
@@ -48,7 +50,8 @@ def cmd_demo(config: Config, args) -> int:
         proxmox_token_name=env["PROXMOX_TOKEN_NAME"], proxmox_token_value=env["PROXMOX_TOKEN_VALUE"],
         proxmox_ca_bundle=env["PROXMOX_CA_BUNDLE"], proxmox_verify_ssl=True,
         database_url=f"sqlite:///{os.path.join(state, 'demo.db')}", listen_address=args.listen,
-        refresh_interval=args.interval)
+        refresh_interval=args.interval, pools_interval=max(args.interval, 15), disks_interval=60,
+        provisioned_interval=60)
     setup_logging(config)
 
     def announce(server):

@@ -188,6 +188,15 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds between refreshes from Proxmox; 0 = only on demand (POST /api/datastores/refresh)", _int_range(0, 86400)),
     Setting("EXPORTER_EXACT_AVAILABLE", "exact_available", "false",
             "also read /nodes/{node}/storage, one call per online node per refresh, for Proxmox's own avail", _bool),
+    Setting("EXPORTER_POOLS_INTERVAL", "pools_interval", "300",
+            "seconds between reads of each online node's thin pools and zpools (metadata fill, pool health); 0 = off",
+            _int_range(0, 86400)),
+    Setting("EXPORTER_DISKS_INTERVAL", "disks_interval", "0",
+            "seconds between reads of each online node's disks (SMART health, SSD wear); 0 = off: each read runs "
+            "smartctl on every disk, which wakes idle HDDs", _int_range(0, 86400)),
+    Setting("EXPORTER_PROVISIONED_INTERVAL", "provisioned_interval", "0",
+            "seconds between reads of the space promised to guests' disks per thin-capable datastore; 0 = off "
+            "(needs Datastore.Allocate, or Datastore.Audit with VM.Config.Disk)", _int_range(0, 86400)),
     Setting("EXPORTER_API_TOKEN", "api_token", "", "bearer token for POST endpoints; unset = loopback clients only", _text, secret=True),
     Setting("EXPORTER_LOG_LEVEL", "log_level", "INFO", "log level: " + ", ".join(LOG_LEVELS), _log_level),
     Setting("EXPORTER_WEB_CONFIG_FILE", "web_config_file", "",

@@ -45,6 +45,7 @@ class Coordinator:
         self._lock, self._signals, self._clock, self._tick = lock, signals, clock, tick
         self._leading = False
         self._role_lock = threading.Lock()  # the loop takes the role, a refresh thread may give it up
+        self._reading = threading.Lock()  # one read at a time in this process: the database holds one mark
         self._ready_at = 0.0  # a new leader reads from then on: the last leader's read has ended
         self._prepared = True  # Service.start() made the schema; after a failure it is made again first
         self._stop = threading.Event()
@@ -96,13 +97,29 @@ class Coordinator:
         self._lock.release()
         self._signals.close()
 
+    def epoch(self) -> int | None:
+        """The fence a write that follows no read carries (None for a lone process); NotLeader unless this replica leads.
+
+        No mark is made: no Proxmox call is fenced by it, and a mark without a read would only delay a hand-over.
+        """
+        if not self._leading:
+            raise NotLeader("another replica leads")
+        return getattr(self._lock, "epoch", None)
+
     @contextlib.contextmanager
     def reading(self, seconds: float):
         """Around one read of Proxmox that ends within `seconds`: NotLeader before it, or after it, without the lock.
 
         It yields the fence of the writes that store the read: the epoch the lock was taken with
-        (None for a lone process), which the store checks inside each write's transaction.
+        (None for a lone process), which the store checks inside each write's transaction. The refresh
+        and the per-node reads' batches (node_reads.py) take turns: the database holds one mark.
         """
+        with self._reading:
+            with self._fenced(seconds) as fence:
+                yield fence
+
+    @contextlib.contextmanager
+    def _fenced(self, seconds: float):
         fence = getattr(self._lock, "epoch", None)  # a lock that fences nothing has none
         if not self._leading:
             raise NotLeader("another replica leads: it reads Proxmox")

@@ -4,6 +4,7 @@ the locale's way) and of the `list` command."""
 from __future__ import annotations
 
 from .records import View
+from .risk_answers import page_risks
 
 UNKNOWN = "–"  # an en dash: a size or a ratio Proxmox did not report
 UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
@@ -60,4 +61,7 @@ def format_table(view: View) -> str:
                      f"{iec(d.available):>12} {percent(d.used, d.size):>7}  {marks}")
     lines.append(f"default HDD: {printable(view.default_hdd)}  default SSD: {printable(view.default_ssd)}  "
                  f"(source: {view.source})")
+    # What the per-node reads found at risk, in the page's words (English, like the rest of the table).
+    for datastore_id, risks in page_risks(view).items():
+        lines += [f"{r.level}: {printable(datastore_id) + ': ' if datastore_id else ''}{printable(r.english())}" for r in risks]
     return "\n".join(lines)

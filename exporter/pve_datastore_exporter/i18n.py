@@ -24,6 +24,7 @@ from pathlib import Path
 from . import formatting
 from .answers import N_, WARNINGS, DefaultWarning
 from .config import ConfigError
+from .risk_answers import RISKS
 
 LANGUAGES = ("en", "ko")
 DEFAULT = "en"  # what Ansible, Prometheus and every client that names no language get
@@ -169,6 +170,11 @@ def http_message(code: int, description: str, default: str) -> str:
     return description
 
 
+def risk(found) -> str:
+    """A risk of the per-node reads (risk_answers.RiskNote) in the current language, by its code."""
+    return gettext(RISKS[found.code], **found.values)
+
+
 def warning(found: DefaultWarning) -> str:
     """A warning about the defaults (answers.default_warnings) in the current language, by its code."""
     return gettext(WARNINGS[found.code], **found.values())
@@ -235,5 +241,5 @@ def install(env) -> None:
                                   lambda singular, plural, n: translations(current()).ngettext(singular, plural, n),
                                   newstyle=True)
     env.filters.update(iec=iec, percent=percent, level=formatting.level, ago=ago, moment=moment, number=number,
-                       warning=warning)
+                       warning=warning, risk=risk)
     env.globals.update(language=current, languages=NAMES)

@@ -21,6 +21,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from .records import FAILURE_REASONS, RefreshInfo, View
+from .risk_metrics import render_risk
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -79,6 +80,7 @@ def render_datastores(view: View) -> bytes:
     for role, datastore in (("hdd", view.default_hdd), ("ssd", view.default_ssd)):
         if datastore:
             lines.append(f"pve_datastore_default{_labels(pve_cluster=cluster, role=role, datastore=datastore, source=view.source)} 1")
+    lines += render_risk(view)  # thin pools, zpools, disks, provisioned space: the per-node reads
     lines.append("")  # the final newline, without another copy of the whole text
     text = "\n".join(lines)
     del lines  # at 100 x 100 the lines, the text and the bytes are ~3.4 MB each: two at a time at most

@@ -142,9 +142,19 @@ def parse_storage_config(payload) -> dict[str, Datastore]:
         item["storage"]: Datastore(
             # type "" when absent: build_datastores then takes the nodes' plugintype.
             id=item["storage"], type=_text(item.get("type")), content=_content(item.get("content")),
-            shared=_flag(item.get("shared", 0)), enabled=not _flag(item.get("disable", 0)))
+            shared=_flag(item.get("shared", 0)), enabled=not _flag(item.get("disable", 0)), pool=_backing(item))
         for item in _items(payload, "/storage")
     }
+
+
+def _backing(item: dict) -> str:
+    """What a datastore lives on: "vg/thinpool" (lvmthin), the dataset (zfspool); joined with the per-node reads."""
+    # docs/proxmox-api.md#thin-pools and #zfs-pools: lvmthin's vgname/thinpool name the thin pool's LV,
+    # zfspool's pool is a dataset whose first component is the zpool.
+    kind = _text(item.get("type"))
+    if kind == "lvmthin" and _text(item.get("vgname")) and _text(item.get("thinpool")):
+        return f"{item['vgname']}/{item['thinpool']}"[:200]
+    return _text(item.get("pool"))[:200] if kind == "zfspool" else ""
 
 
 def build_datastores(seen: dict[str, Datastore], configured: dict[str, Datastore]) -> list[Datastore]:

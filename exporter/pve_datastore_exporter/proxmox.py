@@ -38,6 +38,7 @@ requests = _import_requests()  # before proxmoxer, which imports it too
 import urllib3  # noqa: E402 - after requests, above
 from proxmoxer import AuthenticationError, ProxmoxAPI, ResourceException  # noqa: E402
 
+from .calls import Abandoned, Busy, Threads, gather  # noqa: E402
 from .config import Config, ConfigError, scrub  # noqa: E402
 from .parse import online_nodes, parse, parse_cluster_name, parse_node_storage, quoted, with_exact_available  # noqa: E402
 from .records import Datastore, RefreshFailed  # noqa: E402
@@ -45,8 +46,9 @@ from .records import Datastore, RefreshFailed  # noqa: E402
 log = logging.getLogger(__name__)
 
 MAX_STUCK = 2  # fetches left hanging on a dripping answer before refreshes fail at once
+NODE_WORKERS = 4  # threads of a per-node read: each asks one node at a time (pvedaemon has 3 workers per node)
 NAME_EVERY = 3600.0  # seconds between reads of the cluster's name: it changes only when an admin renames the cluster
-WORKERS = 8  # threads of the extra round: under the 10 connections requests keeps per host
+WORKERS = 8  # threads of the extra round: under the 10 connections requests keeps per host (calls.Threads: 12 in all)
 NAME = ("name",)  # the extra round's key of /cluster/status; a node's is ("node", name)
 
 
@@ -64,12 +66,16 @@ def connect(config: Config) -> ProxmoxAPI:
                       verify_ssl=verify, timeout=config.proxmox_timeout, **auth)
 
 
-def fetch(api) -> tuple[object, object]:
+def fetch(api, before: Callable[[], None] = lambda: None) -> tuple[object, object]:
     """Two calls whatever the cluster's size; /cluster/resources never waits on a dead node.
 
+    `before()` runs ahead of each call (it raises Abandoned once the read was given up).
     docs/proxmox-api.md#cluster-resources and #storage-configuration.
     """
-    return api.cluster.resources.get(type="storage"), api.storage.get()
+    before()
+    resources = api.cluster.resources.get(type="storage")
+    before()
+    return resources, api.storage.get()
 
 
 def fetch_node_storage(api, node: str) -> object:
@@ -82,44 +88,53 @@ def fetch_cluster_status(api) -> object:
     return api.cluster.status.get()
 
 
+def fetch_pools(api, node: str) -> tuple[object, object]:
+    """A node's thin pools and zpools (docs/proxmox-api.md#thin-pools, #zfs-pools): one call after the other."""
+    thin = api.nodes(node).disks.lvmthin.get()
+    try:
+        zfs = api.nodes(node).disks.zfs.get()
+    except ResourceException as exc:  # a node without zfsutils answers 500 "zfsutils-linux not installed"
+        if exc.status_code != 500 or "not installed" not in str(exc.content):
+            raise
+        zfs = []
+    return thin, zfs
+
+
+def fetch_disks(api, node: str) -> object:
+    """A node's disks with SMART health and wear-out: one smartctl per disk on the node (docs/proxmox-api.md#disks)."""
+    return api.nodes(node).disks("list").get()
+
+
+def fetch_permissions(api) -> object:
+    """The token's own privileges by ACL path; any token may read its own (docs/proxmox-api.md#content-filter)."""
+    return api.access.permissions.get()
+
+
+def fetch_content(api, node: str, datastore: str) -> object:
+    """The volumes of a datastore on `node`; the cost of `lvs`, `zfs list` or `qemu-img info` per image, twice
+    (docs/proxmox-api.md#content)."""
+    return api.nodes(node).storage(datastore).content.get()
+
+
+def node_reason(exc: BaseException) -> str:
+    """A per-node call's failure as one of records.NODE_READ_REASONS."""
+    if isinstance(exc, Busy):
+        return "busy"
+    if isinstance(exc, ResourceException) and exc.status_code == 403:
+        return "forbidden"  # the token lacks the privilege (Sys.Audit on /): checked before the node is asked
+    if isinstance(exc, TimeoutError | requests.exceptions.Timeout):
+        return "timeout"
+    if isinstance(exc, ValueError | RefreshFailed | TypeError | KeyError):
+        return "parse"  # requests' JSON errors are ValueErrors too
+    return classify(exc)
+
+
 def fallback_name(config: Config) -> str:
     """The `pve_cluster` of a cluster whose name was never read: PROXMOX_HOST without its port."""
     host = config.proxmox_host
     if host.startswith("["):  # [v6]:port
         return host[1:].partition("]")[0]
     return host.rpartition(":")[0] if host.count(":") == 1 else host
-
-
-def gather(calls: dict, limit: float, workers: int = WORKERS) -> dict:
-    """Run the calls on up to `workers` daemon threads: what each returned or raised within `limit` s.
-
-    A call unanswered at the limit gets a TimeoutError; its thread ends with its socket's timeout.
-    """
-    todo, done, lock = list(calls.items()), {}, threading.Lock()
-
-    def work() -> None:
-        while True:
-            with lock:
-                if not todo:
-                    return
-                key, call = todo.pop()
-            try:
-                result = call()
-            except Exception as exc:  # noqa: BLE001 - every failure is the caller's to judge
-                result = exc
-            with lock:
-                done[key] = result
-
-    threads = [threading.Thread(target=work, name="proxmox-extra", daemon=True)
-               for _ in range(min(workers, len(todo)))]
-    end = time.monotonic() + limit
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(max(end - time.monotonic(), 0))
-    with lock:
-        todo.clear()  # not started by now: never
-        return {key: done.get(key, TimeoutError(f"no answer within {limit:g} s")) for key in calls}
 
 
 def classify(exc: BaseException) -> str:
@@ -157,11 +172,14 @@ class Reader:
         self._api = None
         self._lock = threading.Lock()
         self._stuck: list[threading.Thread] = []
+        self.threads = Threads()  # the extra round's and the per-node reads' calls, bounded together
         self.deadline = config.refresh_deadline
         self.cluster = config.proxmox_cluster_name or fallback_name(config)
         self._name_asked: float | None = None  # when /cluster/status was last asked
         self._name_read = self._name_failing = False
         self._failing_nodes: set[str] = set()  # nodes whose avail could not be read last time
+        self._outcomes: dict[str, tuple[str | None, str | None]] = {}  # per-node storage reads not yet stored
+        self._outcomes_lock = threading.Lock()
 
     def known(self) -> str:
         """The name a failed refresh may store: PROXMOX_CLUSTER_NAME or one /cluster/status gave, "" for the stand-in."""
@@ -178,11 +196,12 @@ class Reader:
             if len(self._stuck) >= MAX_STUCK:  # a tarpit must not collect our threads and sockets
                 raise RefreshFailed("timeout", f"{len(self._stuck)} earlier calls to Proxmox are still not "
                                    "answered; not starting another")
-            outcome: dict = {}
-            worker = threading.Thread(target=self._fetch, args=(outcome,), name="proxmox-fetch", daemon=True)
+            outcome, abandoned = {}, threading.Event()
+            worker = threading.Thread(target=self._fetch, args=(outcome, abandoned), name="proxmox-fetch", daemon=True)
             worker.start()
             worker.join(self.deadline)
             if worker.is_alive():
+                abandoned.set()  # the call under way may still end; no further one starts (outside the fence)
                 self._stuck.append(worker)
                 self._api = None  # the stuck thread keeps its session; the next refresh starts afresh
                 raise RefreshFailed("timeout", f"Proxmox did not finish answering within {self.deadline} s")
@@ -191,14 +210,45 @@ class Reader:
             self._take_name(outcome["extras"].pop(NAME, None))  # before parsing: a bad list costs no name
             return self._take_avail(parse(*outcome["payloads"]), outcome["extras"])
 
-    def _fetch(self, outcome: dict) -> None:
-        try:
-            if self._api is None:
+    def read_nodes(self, calls: dict, limit: float, node_of: Callable[[object], str | None] = lambda key: None) -> dict:
+        """Per-node calls (key -> call(api)) on at most NODE_WORKERS threads, bounded with the refresh's: what each gave.
+
+        `node_of(key)` names the node a call goes to: none goes to a node another call is still with.
+        """
+        api = self._api
+        if api is None:  # no refresh has connected yet: connect here; the refresh then shares this client
+            try:
                 self._config.check_proxmox()
-                self._api = self._connect(self._config)
-            outcome["payloads"] = fetch(self._api)
-            outcome["extras"] = gather(self._extra_calls(self._api, outcome["payloads"][0]),
-                                       self._config.proxmox_timeout)
+                api = self._api = self._connect(self._config)
+            except Exception as exc:  # noqa: BLE001 - judged per node by the caller
+                return dict.fromkeys(calls, exc)
+        return gather({key: functools.partial(call, api) for key, call in calls.items()}, limit,
+                      NODE_WORKERS, self.threads, node_of=node_of)
+
+    def storage_outcomes(self) -> dict[str, tuple[str | None, str | None]]:
+        """The last refresh's per-node storage reads (EXPORTER_EXACT_AVAILABLE), taken once: node -> (reason, error)."""
+        with self._outcomes_lock:
+            taken, self._outcomes = self._outcomes, {}
+            return taken
+
+    def _fetch(self, outcome: dict, abandoned: threading.Event) -> None:
+        def before() -> None:
+            if abandoned.is_set():
+                raise Abandoned
+
+        try:
+            api = self._api
+            if api is None:
+                self._config.check_proxmox()
+                before()  # a password login is a call too
+                self._api = api = self._connect(self._config)
+            outcome["payloads"] = fetch(api, before)
+            before()
+            outcome["extras"] = gather(self._extra_calls(api, outcome["payloads"][0]),
+                                       self._config.proxmox_timeout, WORKERS, self.threads, abandoned,
+                                       node_of=lambda key: key[1] if key != NAME else None)
+        except Abandoned:
+            log.debug("a read given up at its deadline made no further call")
         except (AuthenticationError, ResourceException, requests.exceptions.RequestException) as exc:
             reason = classify(exc)
             if reason == "auth":
@@ -224,14 +274,18 @@ class Reader:
 
     def _take_avail(self, datastores: list[Datastore], extras: dict) -> list[Datastore]:
         """The nodes' answers taken in: a failed call costs that node's exact figures, never the refresh."""
-        avail, failed = {}, {}
+        avail, failed, outcomes = {}, {}, {}
         for (_, node), answer in extras.items():
             try:
                 if isinstance(answer, BaseException):
                     raise answer
                 avail[node] = parse_node_storage(answer, node)
+                outcomes[node] = (None, None)
             except Exception as exc:  # noqa: BLE001 - 595, timeout, 5xx, garbage: the node keeps its figures
                 failed[node] = self._clean(describe(exc))
+                outcomes[node] = (node_reason(exc), failed[node])
+        with self._outcomes_lock:
+            self._outcomes.update(outcomes)
         self._log_nodes(failed, set(avail))
         return with_exact_available(datastores, avail) if avail else datastores
 

@@ -67,6 +67,8 @@ class Datastore:
     shared: bool = from_proxmox(False)
     enabled: bool = from_proxmox(True)
     active: bool = from_proxmox(False)  # at least one node reports it available
+    # What backs it, from /storage: "vg/thinpool" for lvmthin, the dataset ("rpool/data") for zfspool, "" otherwise.
+    pool: str = from_proxmox("")
     is_default_hdd: bool = kept(False)
     is_default_ssd: bool = kept(False)
     is_system_default: bool = kept(False)  # named by PROXMOX_HDD/SSD_DATASTORE in .env
@@ -99,6 +101,101 @@ class RefreshInfo:
     count: int = 0
 
 
+# -- the per-node reads: will a datastore fill, or break? (docs/proxmox-api.md#risk) -----------------
+
+READS = ("storage", "pools", "disks", "provisioned")  # the per-node reads, as the `read` label names them
+# Why a per-node read failed: the refresh's reasons, "forbidden" (the token lacks the privilege: the figure
+# is absent, never a 0), "busy" (earlier calls to Proxmox still unanswered hold every thread), "offline"
+# (the snapshot shows the node down: not asked).
+NODE_READ_REASONS = ("auth", "timeout", "connection", "http_4xx", "http_5xx", "parse", "forbidden", "busy", "offline")
+
+
+@dataclass(frozen=True)
+class ThinPool:
+    """An LVM thin pool of a node (/disks/lvmthin); `datastore` is the lvmthin datastore it backs, "" for none."""
+
+    node: str
+    vg: str
+    lv: str
+    size: int
+    used: int
+    metadata_size: int
+    metadata_used: int
+    active: bool = True  # an inactive pool reads 0 used: its figures say nothing
+    datastore: str = ""
+
+
+@dataclass(frozen=True)
+class ZfsPool:
+    """A zpool of a node (/disks/zfs); `frag` is 0-1 (0 when ZFS does not know), `dedup` a ratio."""
+
+    node: str
+    name: str
+    size: int
+    alloc: int
+    free: int
+    frag: float
+    dedup: float
+    health: str
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A disk of a node (/disks/list); `healthy` None when SMART says nothing, `life_left` None for HDDs ("N/A")."""
+
+    node: str
+    devpath: str
+    type: str
+    model: str
+    serial: str
+    size: int
+    health: str
+    healthy: bool | None
+    life_left: float | None
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """The bytes promised to guests' disks on one datastore, as read on one node (once for a shared one)."""
+
+    datastore: str
+    node: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class NodeRead:
+    """One per-node read's bookkeeping: its last success and attempt, its last failure, its failures by reason."""
+
+    read: str
+    node: str
+    last_attempt: float | None = None
+    last_success: float | None = None
+    reason: str | None = None  # of the last attempt, None when it worked
+    error: str | None = None
+    failures: tuple[tuple[str, int], ...] = ()  # (reason, count) since the database was made
+
+
+@dataclass(frozen=True)
+class Partial:
+    """A per-node read that got some figures and was refused others: both are stored, and the refusal counted."""
+
+    figures: tuple
+    reason: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Risk:
+    """What the per-node reads found, as stored: each node's last good figures, and every read's bookkeeping."""
+
+    thin_pools: tuple[ThinPool, ...] = ()
+    zfs_pools: tuple[ZfsPool, ...] = ()
+    disks: tuple[Disk, ...] = ()
+    provisioned: tuple[Provisioned, ...] = ()
+    reads: tuple[NodeRead, ...] = ()
+
+
 @dataclass(frozen=True)
 class View:
     """Everything the answers are built from: datastores, defaults, and where they came from."""
@@ -110,6 +207,7 @@ class View:
     refresh: RefreshInfo = field(default_factory=RefreshInfo)
     cluster: str = ""  # the cluster's name: the `pve_cluster` label and the answers' "cluster" (proxmox.Reader.cluster)
     role: str = "leader"  # of the replica answering: "leader" reads Proxmox, a "follower" shows what it stored
+    risk: Risk = field(default_factory=Risk)  # the per-node reads (thin pools, zpools, disks, provisioned)
 
     def row(self, datastore_id: str) -> Datastore | None:
         """The datastore with that ID, or None."""

@@ -100,6 +100,8 @@ class Refresher:
                 log.exception("storing the refresh crashed")
                 raise self._fail(started, "internal", f"unexpected error while storing: {exc}",
                                  self._unsaved(datastores)) from None
+            # The per-node reads' figures are not the snapshot's: shown as the last one of them stored them.
+            view = dataclasses.replace(view, risk=self._display.view.risk)
             failed = self._settle(self._fallback.complete(view), generation)
         if failed:
             raise failed
@@ -119,7 +121,8 @@ class Refresher:
             stored = self._display.read()
         except StoreError:
             # Named by the read that found them: the DB holds no name this process could show.
-            shown = dataclasses.replace(self._display.present(View()), rows=rows, cluster=self._reader.cluster)
+            shown = dataclasses.replace(self._display.present(View()), rows=rows, cluster=self._reader.cluster,
+                                        risk=self._display.view.risk)
             return self._fallback.instead(shown)
         return dataclasses.replace(stored, rows=rows).flagged(stored.default_hdd, stored.default_ssd)
 

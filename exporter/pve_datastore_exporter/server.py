@@ -93,6 +93,7 @@ def serve(config: Config, ready=None) -> int:
     poller = Poller(service, config.refresh_interval, leads=coordinator.leads)
     server = build_server(build_front(service, config, web_config), sock, context, config)  # before any thread starts
     poller.start()
+    service.node_reads.start()
     coordinator.start(prepare=service.init_db, follow=service.display.follow,
                       role_changed=service.display.announce_role, refresh_now=poller.poke, took_lead=poller.take_over)
     if watcher:
@@ -111,6 +112,7 @@ def serve(config: Config, ready=None) -> int:
     finally:
         log.info("stopping")
         poller.stop()
+        service.node_reads.stop()
         coordinator.stop()  # releases the lock: another replica leads within a second
         if watcher:
             watcher.stop()

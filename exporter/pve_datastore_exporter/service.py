@@ -14,6 +14,7 @@ from collections.abc import Callable
 from .config import Config, ConfigError
 from .coordination import Coordinator
 from .display import Display, Subscriber
+from .node_reads import NodeReads
 from .proxmox import Reader
 from .records import RefreshFailed, View
 from .refreshing import Refresher
@@ -76,6 +77,9 @@ class Service:
         self._foreign_seen = ""  # the other cluster's name last logged: said once, not on every GET
         self._refresher = Refresher(config, self._reader, self._store, self.display, self._coordinator,
                                     self._fallback, clock)
+        # The thin pools, zpools, disks and provisioned space, each on its cadence (the leader's; serve starts it).
+        self.node_reads = NodeReads(config, self._reader, self._store, self.display, self._coordinator.leads,
+                                    self._coordinator.reading, self._coordinator.epoch, clock)
         self._first_fetch = True  # the seed's "first call fetches", claimed by one GET only
         self._boot = secrets.token_hex(4)  # a restart may answer otherwise (its .env): its tags are new
         self._first_lock = threading.Lock()

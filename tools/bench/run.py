@@ -20,6 +20,7 @@ from pathlib import Path
 from pve_datastore_exporter import __version__
 
 from . import db_away, lean, replicas, report
+from . import risk as risk_bench
 from . import tls as tls_bench
 from .exporters import PEER_VENV, Ours, Peer, Static, require_peer_venv
 from .loadgen import Run, Target, fetch, load
@@ -59,6 +60,7 @@ class Plan:
     with_replicas: bool = True  # three replicas on PostgreSQL (tools/bench/replicas.py)
     with_db_away: bool = True  # GETs while PostgreSQL is black-holed (tools/bench/db_away.py)
     tls_sizes: tuple[str, ...] = ("M",)  # also scraped over TLS with basic auth (tools/bench/tls.py)
+    risk_sizes: tuple[str, ...] = ("M", "L")  # the per-node pools read (tools/bench/risk.py)
     # Issue 21 (tools/bench/lean.py): start-up, nginx as the higher anchor, page polls, instances per host.
     start_sizes: tuple[str, ...] = ("S", "L")
     nginx_sizes: tuple[str, ...] = ("S", "L")
@@ -70,7 +72,8 @@ def tiny_plan() -> Plan:
     """The smoke test's plan: S only, one round of a few scrapes."""
     return Plan(sizes=("S",), rounds=1, warmup=2, refreshes=2, fast=Counts(10, 2, 32, 2), plain=Counts(5, 2),
                 peer={"S": Counts(2, 5, 4, 10)}, with_replicas=False, with_db_away=False, tls_sizes=("S",), start_sizes=("S",),
-                nginx_sizes=("S",) if lean.nginx_available() else (), poll_sizes=("S",), instance_counts=(1, 2))
+                nginx_sizes=("S",) if lean.nginx_available() else (), poll_sizes=("S",), instance_counts=(1, 2),
+                risk_sizes=())
 
 
 def say(message: str) -> None:
@@ -230,8 +233,11 @@ def run(plan: Plan, out_dir: Path, work: Path) -> dict:
         results["replicas"] = replicas.bench(work / "replicas", say=say)
     if plan.with_db_away:
         results["db_away"] = db_away.bench(work / "db-away", say=say)
+    if plan.risk_sizes:
+        results["risk"] = risk_bench.bench(tuple(s for s in plan.risk_sizes if s in plan.sizes), work / "risk", say)
     meta.update(loadavg_end=os.getloadavg(), duration_s=time.monotonic() - started)
     report.write(results, out_dir)
+    risk_bench.append(results.get("risk"), out_dir / "results.md")
     return results
 
 

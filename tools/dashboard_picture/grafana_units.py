@@ -62,6 +62,8 @@ def format_value(value: float | None, unit: str | None = None, decimals: int | N
         return _seconds(value, decimals)
     if unit in (None, "", "none", "short"):
         return _scaled(value, 1000, ("", " K", " Mil", " Bil", " Tri"), decimals)
+    if unit.startswith("suffix:"):  # Grafana's custom unit: the number, then the text as it is
+        return f"{_fixed(value, decimals)}{unit.removeprefix('suffix:')}"
     return f"{_fixed(value, decimals)} {unit}"
 
 

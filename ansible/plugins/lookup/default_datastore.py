@@ -82,6 +82,28 @@ options:
       - Fail when the exporter's last successful refresh from Proxmox is more than this many seconds
         old, or when it never had one. Unset, any age is accepted.
     type: float
+  max_thin_metadata:
+    description:
+      - Fail when the default is an LVM-thin datastore whose thin pool metadata is fuller than this
+        fraction (V(0.8) is 80 %), on O(node) or on its fullest node; or when the exporter has no such
+        figure (its C(EXPORTER_POOLS_INTERVAL) is 0, or the read fails).
+    type: float
+    version_added: "1.2.0"
+  max_overcommit:
+    description:
+      - Fail when the default promises its guests' disks more than this many times its size (V(1.5)),
+        on O(node) or over the nodes the exporter read; or when the exporter has no such figure
+        (C(EXPORTER_PROVISIONED_INTERVAL) is 0, or its token cannot see guests' volumes).
+      - Datastore types that cannot promise more than they hold are not checked.
+    type: float
+    version_added: "1.2.0"
+  healthy_pool:
+    description:
+      - Fail when the default is a ZFS datastore whose zpool is not ONLINE on O(node) (or on any node
+        without it), as the exporter last read it.
+    type: bool
+    default: true
+    version_added: "1.2.0"
 notes:
   - The lookup runs on the controller, which must reach the exporter.
   - The datastore's activity is checked always (on O(node), or on any node without it); an inactive
@@ -132,6 +154,7 @@ from ansible_collections.pvedx.datastore_exporter.plugins.module_utils.exporter_
     ExporterError,
     available,
     check_datastore_id,
+    check_limits,
     content_types,
     format_size,
     node_entry,
@@ -139,6 +162,7 @@ from ansible_collections.pvedx.datastore_exporter.plugins.module_utils.exporter_
     read_datastores,
     refresh_age,
     request_headers,
+    risk_refusals,
 )
 
 ROLES = ("hdd", "ssd")
@@ -199,6 +223,15 @@ def check_default(answer, role, content=None, node=None, min_available=None, ask
     return datastore_id
 
 
+def check_risk(answer, datastore_id, role, node, options):
+    """Refuse the default `datastore_id` by the risk limits of `options` (max_thin_metadata, ...); the first reason."""
+    datastore = next((d for d in answer["datastores"] if d.get("id") == datastore_id), {})
+    found = risk_refusals(datastore, "default %s datastore" % role.upper(), node, **options)
+    if found:
+        raise ExporterError(found[0])
+    return datastore_id
+
+
 class LookupModule(LookupBase):
     """lookup('pvedx.datastore_exporter.default_datastore', 'ssd', url=...) -> the default SSD datastore's ID."""
 
@@ -214,12 +247,18 @@ class LookupModule(LookupBase):
             min_available = None if asked is None else parse_size(asked)
         except ValueError as exc:
             raise AnsibleLookupError("min_available: %s" % exc) from None
+        risk = {name: self.get_option(name) for name in ("max_thin_metadata", "max_overcommit", "healthy_pool")}
+        try:
+            check_limits(risk["max_thin_metadata"], risk["max_overcommit"])
+        except ValueError as exc:
+            raise AnsibleLookupError(str(exc)) from None
         try:
             answer = self._fetch()
             check_source(answer, self.get_option("allow_env_fallback"))
             check_age(answer, self.get_option("max_age"))
-            return [check_default(answer, role, self.get_option("content"), self.get_option("node"),
-                                  min_available, asked) for role in roles]
+            return [check_risk(answer, check_default(answer, role, self.get_option("content"), self.get_option("node"),
+                                                     min_available, asked), role, self.get_option("node"), risk)
+                    for role in roles]
         except ExporterError as exc:
             raise AnsibleLookupError(str(exc)) from None
 

@@ -168,3 +168,78 @@ def matches(datastore, content=None, min_available=None, node=None):
 def select(datastores, content=None, min_available=None, node=None):
     """The datastores that match the filters, in the exporter's order and as the exporter sent them."""
     return [d for d in datastores if matches(d, content, min_available, node)]
+
+
+# -- the per-node reads' figures (the exporter's risk keys, issue 19) ------------------------------------
+
+
+def _fraction(used, size):
+    """used / size, or None when either is unknown."""
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (used, size))
+    return used / float(size) if numbers and size else None
+
+
+def _on(node):
+    return " on node %s" % node if node else ""
+
+
+def thin_refusal(datastore, label, node, limit):
+    """Why `datastore`'s thin pool metadata is over `limit` (a fraction), or unknown; None when it fits."""
+    if datastore.get("type") != "lvmthin":
+        return None
+    entry = node_entry(datastore, node) if node else None
+    fill = _fraction(entry.get("thin_metadata_used"), entry.get("thin_metadata_size")) if entry else \
+        datastore.get("thin_metadata_fraction")
+    if fill is None:
+        return ("the %s %r has no thin pool metadata figure%s (the exporter reads it every EXPORTER_POOLS_INTERVAL), "
+                "so max_thin_metadata=%s cannot be checked" % (label, datastore.get("id"), _on(node), limit))
+    if fill > limit:
+        return ("the %s %r has its thin pool metadata %.1f %% full%s, over max_thin_metadata=%s"
+                % (label, datastore.get("id"), fill * 100, _on(node), limit))
+    return None
+
+
+def overcommit_refusal(datastore, label, node, limit):
+    """Why `datastore` promises its guests more than `limit` times its size, or cannot say; None when it fits."""
+    if "provisioned" not in datastore:
+        return None  # a type that cannot promise more than it holds
+    entry = node_entry(datastore, node) if node else None
+    ratio = _fraction(entry.get("provisioned"), entry.get("size")) if entry else datastore.get("overcommit")
+    if ratio is None:
+        return ("the %s %r has no provisioned figure%s (EXPORTER_PROVISIONED_INTERVAL off, or the exporter's token "
+                "cannot see guests' volumes), so max_overcommit=%s cannot be checked"
+                % (label, datastore.get("id"), _on(node), limit))
+    if ratio > limit:
+        return ("the %s %r has %.2f times its size promised to guests' disks%s, over max_overcommit=%s"
+                % (label, datastore.get("id"), ratio, _on(node), limit))
+    return None
+
+
+def pool_refusal(datastore, label, node):
+    """Why `datastore`'s zpool is not ONLINE (on `node`, else on any node); None when it is or is not known."""
+    if datastore.get("type") != "zfspool":
+        return None
+    entries = [node_entry(datastore, node) or {}] if node else list(datastore.get("nodes") or ())
+    for entry in entries:
+        health = entry.get("zpool_health")
+        if health and health != "ONLINE":
+            return ("the %s %r lives on ZFS pool %s, which is %s on node %s; pass healthy_pool=false to use it anyway"
+                    % (label, datastore.get("id"), entry.get("zpool"), health, entry.get("node")))
+    return None
+
+
+def risk_refusals(datastore, label, node=None, max_thin_metadata=None, max_overcommit=None, healthy_pool=True):
+    """The sentences refusing `datastore` by the limits given, each naming the datastore, the figure and the limit."""
+    found = [thin_refusal(datastore, label, node, max_thin_metadata) if max_thin_metadata is not None else None,
+             overcommit_refusal(datastore, label, node, max_overcommit) if max_overcommit is not None else None,
+             pool_refusal(datastore, label, node) if healthy_pool else None]
+    return [sentence for sentence in found if sentence]
+
+
+def check_limits(max_thin_metadata=None, max_overcommit=None):
+    """ValueError unless max_thin_metadata is a fraction 0-1 and max_overcommit a positive ratio (None: not asked)."""
+    if max_thin_metadata is not None and not 0 <= max_thin_metadata <= 1:
+        raise ValueError("max_thin_metadata must be a fraction from 0 to 1 (0.8 is 80 %%), not %s" % max_thin_metadata)
+    if max_overcommit is not None and not max_overcommit > 0:
+        raise ValueError("max_overcommit must be a ratio above 0 (1.5: guests may be promised 150 %% of the size), "
+                         "not %s" % max_overcommit)

@@ -67,6 +67,26 @@ options:
       - The cluster-wide figure counts a shared datastore once and sums a local one over its nodes;
         give O(node) to compare the space of one node.
     type: raw
+  max_thin_metadata:
+    description:
+      - Leave out LVM-thin datastores whose thin pool metadata is fuller than this fraction (V(0.8) is
+        80 %), on O(node) or on their fullest node, or whose figure the exporter does not have.
+      - Each datastore left out is named in RV(refused), with the figure and the limit.
+    type: float
+    version_added: "1.2.0"
+  max_overcommit:
+    description:
+      - Leave out datastores that promise their guests' disks more than this many times their size
+        (V(1.5)), or whose provisioned figure the exporter does not have; types that cannot promise
+        more than they hold are not checked.
+    type: float
+    version_added: "1.2.0"
+  healthy_pool:
+    description:
+      - Leave out ZFS datastores whose zpool is not ONLINE on O(node) (or on any node without it).
+    type: bool
+    default: true
+    version_added: "1.2.0"
 notes:
   - A datastore's C(content) is the exporter's comma-separated string, as Proxmox writes it
     (V(images,rootdir)); O(content) compares whole content types, not substrings.
@@ -185,6 +205,16 @@ datastores:
       description: When the exporter last stored the datastore (UTC, ISO 8601).
       type: str
       sample: "2026-11-26T03:36:37Z"
+refused:
+  description:
+    - The datastores the risk options (O(max_thin_metadata), O(max_overcommit), O(healthy_pool)) left out,
+      each with the sentences saying why (the datastore, the figure and the limit).
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"id": "local-lvm", "reasons": ["the datastore 'local-lvm' has its thin pool metadata 93.0 % full on node pve1,
+           over max_thin_metadata=0.8"]}]
+  version_added: "1.2.0"
 default_hdd:
   description: The default HDD datastore's ID (null when none is set).
   returned: success
@@ -236,10 +266,12 @@ from ansible_collections.pvedx.datastore_exporter.plugins.module_utils.exporter_
     DATASTORES_PATH,
     ExporterError,
     check_datastore_ids,
+    check_limits,
     parse_size,
     read_datastores,
     refresh_age,
     request_headers,
+    risk_refusals,
     select,
 )
 
@@ -266,6 +298,18 @@ def summary(answer, datastores):
     return result
 
 
+def without_risky(datastores, node, options):
+    """The datastores the risk options keep, and those they leave out with their reasons."""
+    kept, refused = [], []
+    for datastore in datastores:
+        reasons = risk_refusals(datastore, "datastore", node, **options)
+        if reasons:
+            refused.append({"id": datastore.get("id"), "reasons": reasons})
+        else:
+            kept.append(datastore)
+    return kept, refused
+
+
 def main():
     """Read the exporter's datastores, keep those that match the filters, report; never a change."""
     module = AnsibleModule(
@@ -279,6 +323,9 @@ def main():
             content=dict(type="str"),
             node=dict(type="str"),
             min_available=dict(type="raw"),
+            max_thin_metadata=dict(type="float"),
+            max_overcommit=dict(type="float"),
+            healthy_pool=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
     )
@@ -288,6 +335,11 @@ def main():
             min_available = parse_size(min_available)
         except ValueError as exc:
             module.fail_json(msg="min_available: %s" % exc)
+    risk = {name: module.params[name] for name in ("max_thin_metadata", "max_overcommit", "healthy_pool")}
+    try:
+        check_limits(risk["max_thin_metadata"], risk["max_overcommit"])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
     try:
         answer = fetch_datastores(module)
     except ExporterError as exc:
@@ -295,7 +347,8 @@ def main():
     for warning in answer.get("warnings") or ():
         module.warn("the exporter says: %s" % warning)
     chosen = select(answer["datastores"], module.params["content"], min_available, module.params["node"])
-    module.exit_json(**summary(answer, chosen))
+    chosen, refused = without_risky(chosen, module.params["node"], risk)
+    module.exit_json(refused=refused, **summary(answer, chosen))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from .. import answers, i18n
+from .. import answers, i18n, risk_answers
 from ..answers import datastores_answer, defaults_answer, error_body, summary_answer
 from ..config import Config
 from ..records import RefreshFailed
@@ -229,7 +229,7 @@ def _register_page(app: Flask, service: Service, config: Config) -> None:
         template = "index.html" if part is None else "_status.html"
         # The warnings as records beside the answer's English sentences: the page says them by code.
         html = render_template(template, answer=answer, warnings=answers.default_warnings(view),
-                               token_required=token_required)
+                               token_required=token_required, risks=risk_answers.page_risks(view))
         response = with_tag(app.make_response(html), tag)
         response.headers["Cache-Control"] = "no-store"  # the page shows live state; never a stale copy
         response.vary.add("Cookie")

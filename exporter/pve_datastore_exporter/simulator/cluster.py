@@ -31,6 +31,7 @@ from .model import (
     type_config,
     valid_storage_id,
 )
+from .risk import Underneath
 
 
 class Cluster:
@@ -52,6 +53,7 @@ class Cluster:
         for index in range(datastores):
             self._insert(self._spec(index))
         self.guests = [self._make_guest(i) for i in range(vms)]
+        self.underneath = Underneath(self)  # thin pools, zpools, disks, guests' volumes, the token's role
 
     # -- building -----------------------------------------------------------------------
 

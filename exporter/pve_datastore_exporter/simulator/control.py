@@ -12,7 +12,9 @@ No auth, not counted, JSON in and out, 400 {"error": ...} on bad input, 404 for 
   POST /_sim/cluster  {"op": "set_usage", "datastore": "local", "node": "pve1", "used": 123}
                       or a list of ops (or {"ops": [...]}); op is a Cluster method: set_usage,
                       set_rate, set_node_online, set_active, disable, enable, vanish, add,
-                      set_string_bools
+                      set_string_bools; underneath: set_thin_metadata, set_zpool, set_disk,
+                      set_tools, set_role, set_acl, set_pve, set_provisioned (the faults above
+                      apply to their paths too: {"status": 403, "path": "/disks/"})
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from .server import json_reply
 PREFIX = "/_sim/"
 CLUSTER_OPS = frozenset({"set_usage", "set_rate", "set_node_online", "set_active", "disable",
                          "enable", "vanish", "add", "set_string_bools"})
+# The storage under the nodes (simulator/risk.py): thin pools, zpools, disks, the token's privileges.
+UNDERNEATH_OPS = frozenset({"set_thin_metadata", "set_zpool", "set_disk", "set_tools", "set_role", "set_acl",
+                            "set_pve", "set_provisioned"})
 
 
 class Control:
@@ -73,7 +78,8 @@ class Control:
         for op in ops:
             args = dict(op)
             name = args.pop("op", None)
-            if name not in CLUSTER_OPS:
-                raise SimError(f"unknown op {name!r} (known: {', '.join(sorted(CLUSTER_OPS))})")
-            getattr(self.proxy.cluster, name)(**args)
+            if name not in CLUSTER_OPS | UNDERNEATH_OPS:
+                raise SimError(f"unknown op {name!r} (known: {', '.join(sorted(CLUSTER_OPS | UNDERNEATH_OPS))})")
+            cluster = self.proxy.cluster
+            getattr(cluster.underneath if name in UNDERNEATH_OPS else cluster, name)(**args)
         return len(ops)

@@ -179,6 +179,7 @@ class PveProxy:
             raise _Bare(401, reason)
         if call.node:
             self._proxy_check(call.node, faults)
+            self._smartctl(call)
         return self._api.answer(call, dict(parse_qsl(url.query, keep_blank_values=True)))
 
     def _proxy_check(self, node, faults):
@@ -190,6 +191,24 @@ class PveProxy:
         if state == "offline":
             self._wait(faults.offline_delay_ms / 1000)
             raise _Bare(595, "No route to host")
+
+    def _smartctl(self, call):
+        """disks/list runs smartctl per disk: a hung one stalls PVE 8 past pveproxy's cut (596), PVE 9 for its timeout.
+
+        docs/proxmox-api.md#disks.
+        """
+        if call.name != "disks_list":
+            return
+        under = self.cluster.underneath
+        with self.cluster.lock:
+            node = self.cluster.local_name() if call.node == "localhost" else call.node
+            hanging = bool(under.nodes.get(node) and under.nodes[node].hanging)
+        if not hanging:
+            return
+        if under.pve_major == 8:
+            self._wait(under.proxy_cut)
+            raise _Bare(596, "Connection timed out")
+        self._wait(under.smart_timeout)  # then that disk reads UNKNOWN
 
     def _login(self, headers, body, faults, start):
         """POST /access/ticket: a ticket for the password, or 401 after the auth delay."""

@@ -9,12 +9,14 @@ import sys
 import threading
 from collections.abc import Callable
 
-from ..records import REFRESHED, Datastore, NodeFigures, RefreshInfo, View
+from ..records import REFRESHED, Datastore, NodeFigures, RefreshInfo, Risk, View
 from .drivers import peewee  # first: peewee without psycopg2 (store/drivers.py)
 from .leader import EPOCH, LOCK_CLASS, LOCK_KEY, HeldLock
 from .notify import CHANGES, GENERATION, REFRESH, NoSignals
 from .reach import PROBE, DatabaseAway, Reach
 from .replicas import AlreadyServed, open_coordination
+from .risk import load as load_reads
+from .risk import save as save_reads
 from .sessions import SessionError, is_sqlite
 from .tables import (
     KINDS,
@@ -23,6 +25,7 @@ from .tables import (
     GenerationModel,
     RefreshStateModel,
     db,
+    drop_placeholders,
     iso,
     migrate_schema,
     open_database,
@@ -214,6 +217,8 @@ class Store:
                 DatastoreModel.update({flag: False}).where(flag == True).execute()  # noqa: E712
                 DatastoreModel.update({flag: True}).where(DatastoreModel.id == datastore_id).execute()
                 changed = commit.changed = True
+            if changed:
+                drop_placeholders()  # the stand-in of a .env default the cluster lacks, now that none names it
         return commit.generation, changed
 
     def load(self) -> tuple[int, View]:
@@ -230,7 +235,20 @@ class Store:
             rows = [to_datastore(row, sorted(nodes.get(row.id, ()), key=lambda n: n.node))
                     for row in sorted(DatastoreModel.select(), key=lambda row: row.id)]
             state = RefreshStateModel.get_or_none(RefreshStateModel.id == 1)
-        return generation, to_view(rows, to_refresh_info(state), state and state.cluster)
+            risk = load_reads()
+        return generation, dataclasses.replace(to_view(rows, to_refresh_info(state), state and state.cluster), risk=risk)
+
+    def save_node_reads(self, read: str, outcomes: dict, now: float, keep_for: float,
+                        fence: int | None = None) -> tuple[int, Risk]:
+        """Store one per-node read (node -> its records, or (reason, error)); the generation and every read's figures.
+
+        A node that failed keeps its last good figures until they are `keep_for` s old (store/risk.py). `fence`
+        is the epoch the read's batches were made under (Fenced when another replica took the lock since).
+        """
+        with self._write(fence=fence) as commit:
+            save_reads(read, outcomes, now, keep_for)
+            risk = load_reads()
+        return commit.generation, risk
 
     def refresh_state(self) -> tuple[int, RefreshInfo]:
         """The generation and the bookkeeping of the last refresh, whichever process made it."""

@@ -145,7 +145,24 @@ class LeaderModel(BaseModel):
         table_name = "leader"
 
 
-MODELS = (DatastoreModel, DatastoreNodeModel, RefreshStateModel, GenerationModel, LeaderModel)
+class NodeReadModel(BaseModel):
+    """One per-node read of one node: its last good figures (JSON) and bookkeeping."""
+
+    read = CharField(max_length=20)
+    node = CharField(max_length=100)
+    last_attempt = DoubleField(null=True)
+    last_success = DoubleField(null=True)
+    reason = CharField(max_length=20, null=True)
+    error = TextField(null=True)
+    failures = TextField(default="{}")  # {reason: count}
+    figures = TextField(default="[]")  # [[record name, {field: value}], ...] of the last good read
+
+    class Meta:
+        table_name = "node_reads"
+        primary_key = CompositeKey("read", "node")
+
+
+MODELS = (DatastoreModel, DatastoreNodeModel, RefreshStateModel, GenerationModel, LeaderModel, NodeReadModel)
 # A database-level guarantee of "never two default HDD (or SSD) datastores".
 ONE_DEFAULT = ("CREATE UNIQUE INDEX IF NOT EXISTS datastores_one_default_{kind} "
                "ON datastores (is_default_{kind}) WHERE is_default_{kind}")
@@ -181,6 +198,18 @@ def migrate_schema(database) -> None:
         _keep_one_default(kind)
         database.execute_sql(ONE_DEFAULT.format(kind=kind))
     _widen_floats(database)
+    drop_placeholders()  # a stand-in an earlier version left behind after its default moved
+
+
+def drop_placeholders() -> None:
+    """Forget a `.env` default the cluster never had once no default names it (replace_snapshot made its row)."""
+    # A datastore that was seen keeps its type; only the stand-in of _apply_initial_defaults reads "unknown".
+    m = DatastoreModel
+    stale = ((m.present == False) & (m.type == "unknown") & (m.is_default_hdd == False)  # noqa: E712
+             & (m.is_default_ssd == False))  # noqa: E712
+    # Looked for first: a DELETE that removes nothing still writes, and a read-only database refuses it.
+    if m.select(m.id).where(stale).exists():
+        m.delete().where(stale).execute()
 
 
 def _widen_floats(database) -> None:

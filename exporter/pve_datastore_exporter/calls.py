@@ -1,0 +1,113 @@
+"""Calls to Proxmox on threads that may never end: how many run (or hang) at once, and a read given up.
+
+No I/O of its own: proxmox.py hands in the calls. A thread blocked on an answer that drips a byte at a
+time outlives any timeout requests can set; what bounds threads and sockets is not starting more.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+# Threads on calls beside the two lists (the refresh's extra round and the per-node reads together),
+# running or abandoned on an answer that drips: past this, a call is not made but counted "busy".
+MAX_CALL_THREADS = 12
+
+
+class Abandoned(Exception):
+    """The read this call belonged to was given up at its deadline: the call is not made."""
+
+
+class Busy(Exception):
+    """Not asked: earlier calls to Proxmox, still unanswered, hold every thread the reads may use."""
+
+
+class Threads:
+    """The threads on Proxmox calls, running or left on an answer that never ends, counted against one limit;
+    and the nodes such a call is with, which get no second one meanwhile (pvedaemon has 3 workers per node)."""
+
+    def __init__(self, limit: int = MAX_CALL_THREADS):
+        self._limit, self._live, self._lock = limit, 0, threading.Lock()
+        self._nodes: set[str] = set()
+
+    @property
+    def live(self) -> int:
+        """Threads started and not yet ended."""
+        return self._live
+
+    def take(self, wanted: int) -> int:
+        """Up to `wanted` threads may start: how many."""
+        with self._lock:
+            granted = max(min(wanted, self._limit - self._live), 0)
+            self._live += granted
+            return granted
+
+    def give(self) -> None:
+        """One thread ended."""
+        with self._lock:
+            self._live -= 1
+
+    def hold(self, node: str | None) -> bool:
+        """Mark a call with `node` (None: with no node in particular); False when one is with it already."""
+        with self._lock:
+            if node is None:
+                return True
+            if node in self._nodes:
+                return False
+            self._nodes.add(node)
+            return True
+
+    def release(self, node: str | None) -> None:
+        """The call with `node` ended."""
+        with self._lock:
+            self._nodes.discard(node)
+
+
+def gather(calls: dict, limit: float, workers: int, threads: Threads | None = None,
+           abandoned: threading.Event | None = None, node_of: Callable[[object], str | None] = lambda key: None) -> dict:
+    """Run the calls on up to `workers` daemon threads: what each returned or raised within `limit` s.
+
+    A call unanswered at the limit gets a TimeoutError; its thread ends with its socket's timeout (or
+    never, on an answer that drips), and counts against `threads` until then: past its limit a call is
+    not made (Busy), nor is a call to a node (`node_of(key)`) another call is still with. Once
+    `abandoned` is set, no call starts.
+    """
+    todo, done, lock = list(calls.items()), {}, threading.Lock()
+    threads = threads or Threads(workers)
+    stop = abandoned or threading.Event()
+
+    def work() -> None:
+        try:
+            while True:
+                with lock:
+                    if not todo or stop.is_set():
+                        return
+                    key, call = todo.pop()
+                node = node_of(key)
+                if not threads.hold(node):
+                    result = Busy(f"an earlier call to node {node!r} is still not answered; not asking it again")
+                else:
+                    try:
+                        result = call()
+                    except Exception as exc:  # noqa: BLE001 - every failure is the caller's to judge
+                        result = exc
+                    finally:
+                        threads.release(node)
+                with lock:
+                    done[key] = result
+        finally:
+            threads.give()
+
+    started = [threading.Thread(target=work, name="proxmox-extra", daemon=True)
+               for _ in range(threads.take(min(workers, len(todo))))]
+    end = time.monotonic() + limit
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join(max(end - time.monotonic(), 0))
+    with lock:
+        todo.clear()  # not started by now: never
+        missing = TimeoutError(f"no answer within {limit:g} s") if started else \
+            Busy(f"{threads.live} earlier calls to Proxmox are still not answered; not asking")
+        return {key: done.get(key, missing) for key in calls}
