@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -103,11 +102,7 @@ def rows(result: dict) -> list[dict]:
 
 def main() -> int:
     """Run this part alone and print its rows."""
-    work = Path(tempfile.mkdtemp(prefix="pve-bench-db-away-"))
-    result = bench(work, say=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True))
-    print(report.markdown_table(result["table"]))
-    print(json.dumps({k: v for k, v in result.items() if k != "table"}, indent=2))
-    return 0
+    return report.run_alone(bench, "pve-bench-db-away-")
 
 
 if __name__ == "__main__":

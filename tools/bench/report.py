@@ -6,6 +6,8 @@ import datetime as dt
 import json
 import os
 import platform
+import sys
+import tempfile
 from pathlib import Path
 
 COLUMNS = ("Size", "Proxmox latency", "Figure", "ours", "prometheus-pve-exporter", "static file",
@@ -353,3 +355,12 @@ def method_notes(plan: dict) -> list[str]:
         "status line, headers and body counted. Then `POST /api/datastores/default` with another HDD default "
         "and the same poll.",
     ]
+
+
+def run_alone(bench, prefix: str) -> int:
+    """Run one part of the bench alone (`python -m tools.bench.<part>`): its rows, then its figures."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    result = bench(work, say=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True))
+    print(markdown_table(result["table"]))
+    print(json.dumps({k: v for k, v in result.items() if k != "table"}, indent=2))
+    return 0
