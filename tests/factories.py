@@ -72,6 +72,12 @@ class FakeReader:
         """As proxmox.Reader.name, with no PROXMOX_CLUSTER_NAME."""
         return stored or self.cluster
 
+    def label(self, stored: str) -> str | None:
+        """As proxmox.Reader.label: once the name is known, another stored name is another cluster's."""
+        if not stored or stored == self.cluster:
+            return self.cluster
+        return None if self.known() else stored
+
     def read(self):
         self.calls += 1
         if self.gate:

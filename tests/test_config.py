@@ -179,6 +179,15 @@ def test_scrub_masks_whole_secrets_and_cut_off_echoes():
     assert cfg.scrub("aaaa only", (secret,)) == "aaaa only"  # under 8 characters: not a recognisable piece
 
 
+def test_scrub_masks_any_piece_of_a_secret_of_the_minimum_length_and_leaves_short_secrets_alone():
+    secret = "a1b2c3d4-5678-90ab-cdef-t-token-uuid"
+    echoed = f"400 bad value '{secret[-12:]}' near '{secret[9:19].upper()}' / {secret[-7:]}"
+    assert cfg.scrub(echoed, (secret,)) == f"400 bad value '***' near '***' / {secret[-7:]}"  # 7 < SCRUB_MIN
+    assert cfg.SCRUB_MIN == 8
+    text = "Proxmox VE answered 401 for monitor@pve"
+    assert cfg.scrub(text, ("o", "x-pass", "")) == text  # shorter than SCRUB_MIN: never "Pr***xm***x"
+
+
 # Issue 14, finding 4: the review's three URLs printed the password's tail, a query password, or
 # the whole URL. The userinfo runs to the last "@", and libpq takes password= as a parameter.
 LEAKY_URLS = {

@@ -397,6 +397,25 @@ def test_a_black_holed_database_costs_one_connect_timeout_then_answers_come_from
     assert service.defaults().default_hdd == "ceph-vm"
 
 
+def test_a_burst_of_requests_when_the_database_vanishes_pays_one_connect_timeout_in_all(postgres_server, relay, tmp_path):
+    service, _ = serving_through(relay, postgres_server, tmp_path)
+    relay.black_hole()
+    took: list[float] = []
+    started = time.monotonic()
+
+    def get():
+        assert service.datastores().source == "env"
+        took.append(time.monotonic() - started)
+
+    burst = [threading.Thread(target=get, daemon=True) for _ in range(6)]  # each its own connection, as GETs' threads
+    for thread in burst:
+        thread.start()
+    for thread in burst:
+        thread.join(6 * CONNECT_TIMEOUT + 5)
+    # One connect finds the host gone; the calls queued behind it then answer from memory, not one timeout each.
+    assert len(took) == len(burst) and max(took) <= CONNECT_TIMEOUT + 2, sorted(took)
+
+
 # -- two clusters' exporters on one database: never relabelled (issue 22, item 15) --------------------------
 
 
@@ -434,6 +453,38 @@ def test_a_replica_of_another_cluster_refuses_the_database_and_never_relabels(st
     again = named(tmp_path, store, "prod-a")
     again.start()
     assert again.datastores().cluster == "prod-a" and again.view.rows  # its own cluster's replica follows
+
+
+class ReadName(FakeReader):
+    """A reader with PROXMOX_CLUSTER_NAME unset that read `name` from /cluster/status (as proxmox.Reader.label)."""
+
+    def __init__(self, name: str, records=None):
+        super().__init__(records)
+        self.cluster, self.read_name = name, False
+
+    def known(self) -> str:
+        return self.cluster if self.read_name else ""
+
+    def read(self):
+        self.read_name = True  # the name comes with the refresh's reads
+        return super().read()
+
+
+def test_a_leader_that_reads_another_clusters_name_never_stores_over_the_database(store, tmp_path, caplog):
+    a = Service(config(tmp_path, database_url=store.url), ReadName("prod-a"), store)
+    a.start()
+    a.refresh()  # cluster A's leader stores its datastores
+    before = store.load()
+    b = Service(config(tmp_path, database_url=store.url), ReadName("prod-b", [record("b-only")]), store)
+    b.start()  # its name unset and not read yet: nothing to compare at start
+    with pytest.raises(RefreshFailed, match="cluster 'prod-a', not of 'prod-b'"):
+        b.refresh()  # it leads (alone), reads Proxmox, learns it is prod-b: the write is refused
+    assert store.load() == before and before[1].cluster == "prod-a"  # nothing written: no relabel, no overwrite
+    assert (b.view.refresh.ok, b.view.refresh.reason, b.view.cluster, b.view.rows) == (False, "db", "prod-b", ())
+    answer = b.datastores()  # and A's datastores are not shown as B's
+    assert answer.source == "env" and not answer.rows
+    assert "refused to store over them" in caplog.text
+    assert a.datastores().cluster == "prod-a" and {r.id for r in a.datastores().rows} == {r.id for r in cluster()}
 
 
 # -- a follower's refresh request lost while the leader's listening session reconnects (issue 22, item 4) ---

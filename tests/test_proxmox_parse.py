@@ -317,6 +317,15 @@ def test_a_name_once_read_is_kept_when_it_can_no_longer_be_read(caplog):
     assert reader.cluster == "prod" and "the last name read" in caplog.text
 
 
+def test_a_name_read_refuses_to_store_over_another_clusters_and_an_unread_one_relabels_nothing():
+    reader, _ = name_reader(CLUSTER_STATUS, lambda: 0.0)  # PROXMOX_HOST pve1, PROXMOX_CLUSTER_NAME unset
+    assert (reader.label(""), reader.label("other")) == ("pve1", "other")  # unread: the stored name stands
+    reader.read()
+    assert reader.label("prod") == reader.label("") == "prod"
+    assert reader.label("pve1") == "prod"  # the stand-in stored before the name was read gives way
+    assert reader.label("other") is None  # another cluster's datastores: never stored over
+
+
 def test_a_configured_name_is_never_asked_for():
     reader, api = name_reader(CLUSTER_STATUS, lambda: 0.0, proxmox_cluster_name="mine")
     reader.read()

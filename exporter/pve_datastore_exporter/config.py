@@ -139,15 +139,27 @@ def mask_url(url: str) -> str:
     return _URL_PASSWORD_PARAM.sub(lambda m: f"{m.group(1)}***", url)
 
 
+# The shortest piece of a secret that scrub() masks: any run of at least this many of a secret's characters
+# (its start, end or middle: an echo cut anywhere). Shorter pieces occur in ordinary text ("Pro***mo***"
+# for a 1-character password), so a secret shorter than this is not masked at all: use longer secrets.
+SCRUB_MIN = 8
+
+
 def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """Mask every secret in `text` in any letter case, and any 8-character-or-longer start of one."""
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        text = re.sub(re.escape(secret), "***", text, flags=re.IGNORECASE)
-        if len(secret) >= 8:  # a cut-off echo: the first 8 characters and as many more as match
-            head, rest = re.escape(secret[:8]), [re.escape(c) for c in secret[8:]]
-            tail = "".join(f"(?:{c}" for c in rest) + ")?" * len(rest)
-            text = re.sub(head + tail, "***", text, flags=re.IGNORECASE)
-    return text
+    """Mask, in any letter case, every run of SCRUB_MIN or more characters of a secret that text holds."""
+    pieces = {s[i:i + SCRUB_MIN].lower() for s in secrets for i in range(len(s) - SCRUB_MIN + 1)}
+    if not pieces:
+        return text
+    masked = bytearray(len(text))  # 1 where a character is inside a piece of a secret
+    for i in range(len(text) - SCRUB_MIN + 1):
+        if text[i:i + SCRUB_MIN].lower() in pieces:
+            masked[i:i + SCRUB_MIN] = b"\x01" * SCRUB_MIN
+    runs = re.finditer(r"\x01+", masked.decode("latin-1"))
+    out, at = [], 0
+    for run in runs:
+        out += [text[at:run.start()], "***"]
+        at = run.end()
+    return "".join(out) + text[at:]
 
 
 def _names(value: str) -> str:

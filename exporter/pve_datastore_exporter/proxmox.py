@@ -189,6 +189,16 @@ class Reader:
         """The cluster's name to show: PROXMOX_CLUSTER_NAME, else `stored` (what the replica that read it stored), else ours."""
         return self._config.proxmox_cluster_name or stored or self.cluster
 
+    def label(self, stored: str) -> str | None:
+        """The name a refresh stores over `stored` (the database's); None when `stored` is another cluster's.
+
+        Our name unread (no Sys.Audit), `stored` stands: nothing contradicts it. A stored stand-in
+        (PROXMOX_HOST's host, stored before the name was read) gives way to the name read.
+        """
+        if not stored or stored == self.cluster or stored == fallback_name(self._config):
+            return self.cluster
+        return None if self.known() else stored
+
     def read(self) -> list[Datastore]:
         """Fetch and parse; raise RefreshFailed with a reason and a message free of secrets."""
         with self._lock:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from .coordination import MAX_BACKOFF, TICK, NotLeader
 from .records import RefreshFailed, RefreshInfo, View
-from .store import Fenced, StoreError
+from .store import Fenced, OtherCluster, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,11 @@ class Refresher:
             try:
                 generation, view = self._store.replace_snapshot(
                     datastores, self._fallback.initial(), self._fallback.system(),
-                    lambda: self._next(started, None, None), self._reader.cluster, self._fence)
+                    lambda: self._next(started, None, None), self._reader.cluster, self._fence, self._reader.label)
             except Fenced as exc:  # not recorded either: the bookkeeping is the new leader's now
                 raise self._refused(exc) from None
+            except OtherCluster as exc:  # another cluster's datastores: never written over, nor shown as ours
+                raise self._foreign(started, exc) from None
             except StoreError as exc:
                 raise self._fail(started, "db", f"database write failed: {exc}", self._unsaved(datastores)) from None
             except Exception as exc:  # noqa: BLE001 - e.g. the driver refusing a value: a failure, not a crash
@@ -135,6 +137,13 @@ class Refresher:
             generation = self._record(info)
             return self._settle(dataclasses.replace(unsaved or self._display.view, refresh=info), generation) or failed
 
+    def _foreign(self, started: float, exc: OtherCluster) -> RefreshFailed:
+        """A snapshot refused because the database holds another cluster's: a failure ("db"), their rows not shown."""
+        log.error("%s", exc)
+        ours = dataclasses.replace(self._display.present(View()), cluster=self._reader.cluster)
+        self._display.fall_back(self._fallback.instead(ours))
+        return self._fail(started, "db", str(exc))  # its bookkeeping is not stored either (OtherCluster again)
+
     def _refused(self, exc: Fenced) -> RefreshFailed:
         """A write the store refused to a replica that had lost the lead: logged, counted (pve_datastore_fenced_writes_total)."""
         log.warning("refused to store a refresh: %s", exc)
@@ -159,7 +168,7 @@ class Refresher:
         """Store a refresh's bookkeeping; the generation it committed, None when the DB did not take it."""
         try:
             # A reader that never learned the name (a one-shot `refresh` whose read failed) keeps the stored one.
-            return self._store.record_refresh(info, self._reader.known(), self._fence)
+            return self._store.record_refresh(info, self._reader.known(), self._fence, self._reader.label)
         except Fenced as exc:
             self._refused(exc)
             return None

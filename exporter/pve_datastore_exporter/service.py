@@ -112,12 +112,17 @@ class Service:
             log.error("database unusable at start, answering with .env defaults: %r", exc)
 
     def _own_cluster(self, stored: View) -> None:
-        """ForeignCluster (logged once per name) when a stored view names another cluster than PROXMOX_CLUSTER_NAME."""
+        """ForeignCluster (logged once per name) when a stored view names another cluster than ours.
+
+        Ours: PROXMOX_CLUSTER_NAME, else the name this replica read from /cluster/status when it led.
+        """
         configured = self.config.proxmox_cluster_name
-        if not configured or not stored.cluster or stored.cluster == configured:
+        ours = configured or self._reader.known()
+        if not ours or not stored.cluster or self._reader.label(stored.cluster) is not None:
             return
+        named = f"PROXMOX_CLUSTER_NAME={ours!r}" if configured else f"{ours!r} (read from /cluster/status)"
         error = ForeignCluster(f"the database holds the datastores of cluster {stored.cluster!r}, not of "
-                               f"PROXMOX_CLUSTER_NAME={configured!r}: one database per cluster")
+                               f"{named}: one database per cluster")
         if self._foreign_seen != stored.cluster:
             self._foreign_seen = stored.cluster
             log.error("%s; this replica shows none of them", error)

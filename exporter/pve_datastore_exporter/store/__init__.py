@@ -46,6 +46,14 @@ class UnknownDatastore(LookupError):
     """A default was asked for a datastore the cluster does not have (or has disabled)."""
 
 
+class OtherCluster(DatabaseError):
+    """A write refused, rolled back: the database holds another cluster's datastores, which it would relabel."""
+
+    def __init__(self, stored: str, ours: str):
+        super().__init__(f"the database holds the datastores of cluster {stored!r}, not of {ours!r}: refused to "
+                         "store over them (one database per cluster; a renamed cluster: see docs/runbooks.md)")
+
+
 class Fenced(Exception):
     """A leader's write refused, rolled back: another replica took the lock since this one took it (its epoch moved)."""
 
@@ -127,17 +135,20 @@ class Store:
 
     def replace_snapshot(self, datastores: list[Datastore], initial_defaults: dict[str, str],
                          system_defaults: dict[str, str], bookkeeping: Callable[[], RefreshInfo],
-                         cluster: str = "", fence: int | None = None) -> tuple[int, View]:
+                         cluster: str = "", fence: int | None = None,
+                         label: Callable[[str], str | None] | None = None) -> tuple[int, View]:
         """Swap in a new snapshot and its bookkeeping in one transaction; return its generation and the view it wrote.
 
         Every default flag is kept; a kind of default no row carries yet takes `initial_defaults[kind]`. Of what
         is stored only the small `datastores` table is read: the flags and the datastores that vanished.
         `bookkeeping()` is called last, so that the refresh's duration includes its write. `cluster` is
         the cluster's name as the reader knows it, kept for the replicas that do not read. `fence`: the
-        leader's epoch (Fenced when another replica took the lock since).
+        leader's epoch (Fenced when another replica took the lock since). `label(stored name)`: the
+        name to store over the one stored, None when that is another cluster's (OtherCluster, nothing written).
         """
         now = utcnow()
         with self._write(fence=fence) as commit:
+            cluster = self._name(cluster, label)
             before = {row.id: row for row in self._locked(DatastoreModel.select())}
             self._upsert(datastores, now)
             seen = {d.id for d in datastores}
@@ -274,11 +285,24 @@ class Store:
             with self._connection():
                 self.database.execute_sql("SELECT pg_notify(%s, '')", (REFRESH,))
 
-    def record_refresh(self, info: RefreshInfo, cluster: str = "", fence: int | None = None) -> int:
+    def record_refresh(self, info: RefreshInfo, cluster: str = "", fence: int | None = None,
+                       label: Callable[[str], str | None] | None = None) -> int:
         """Write the bookkeeping of a refresh that stored no snapshot; the generation it raised the database to."""
         with self._write(fence=fence) as commit:
-            self._save_refresh(info, cluster)
+            self._save_refresh(info, self._name(cluster, label))
         return commit.generation
+
+    @staticmethod
+    def _name(cluster: str, label: Callable[[str], str | None] | None) -> str:
+        """The cluster's name to store (inside the write): `cluster`, or `label`'s over the stored one."""
+        if label is None:
+            return cluster
+        state = RefreshStateModel.get_or_none(RefreshStateModel.id == 1)
+        stored = (state and state.cluster) or ""
+        name = label(stored)
+        if name is None:
+            raise OtherCluster(stored, cluster)
+        return name
 
     def _save_refresh(self, info: RefreshInfo, cluster: str = "") -> None:
         fields = dataclasses.asdict(info) | ({"cluster": cluster} if cluster else {})
@@ -287,5 +311,5 @@ class Store:
 
 
 # What the coordination (coordination.py) takes from here: the store stays the one door to the database.
-__all__ = ["PROBE", "AlreadyServed", "DatabaseAway", "Fenced", "HeldLock", "NoSignals", "SessionError", "Store",
+__all__ = ["PROBE", "AlreadyServed", "DatabaseAway", "Fenced", "HeldLock", "NoSignals", "OtherCluster", "SessionError", "Store",
            "StoreError", "UnknownDatastore", "is_sqlite", "open_coordination"]

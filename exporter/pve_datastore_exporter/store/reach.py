@@ -29,20 +29,29 @@ class Reach:
         self._database, self._remote, self._sleep = database, remote, sleep
         self._away = threading.Event()  # set from a failed connect until a probe connects
         self._probing = threading.Lock()
+        # Connects one at a time, the flag read again under it: peewee's connect() holds the database's lock
+        # for the whole connect, so calls past a first check would each pay a connect timeout in turn.
+        self._connecting = threading.Lock()
 
     @contextlib.contextmanager
     def connection(self):
         """A connection for one call; DatabaseAway at once while the host is known to be gone."""
-        if self._away.is_set():
-            raise DatabaseAway("the database did not answer a connect; a probe tries again every second")
+        self._check()
         if self._remote and self._database.is_closed():
-            try:
-                self._database.connect()
-            except OperationalError as exc:
-                self._went_away(exc)
-                raise
+            with self._connecting:
+                self._check()  # a call connecting before us may have found the host gone meanwhile
+                try:
+                    self._database.connect()
+                except OperationalError as exc:
+                    self._went_away(exc)
+                    raise
         with self._database.connection_context():
             yield
+
+    def _check(self) -> None:
+        """DatabaseAway while the host is known to be gone."""
+        if self._away.is_set():
+            raise DatabaseAway("the database did not answer a connect; a probe tries again every second")
 
     def _went_away(self, exc: Exception) -> None:
         with self._probing:
