@@ -386,6 +386,9 @@ def test_a_black_holed_database_costs_one_connect_timeout_then_answers_come_from
         started = time.monotonic()
         assert answer().source == "env"
         assert time.monotonic() - started < FROM_MEMORY, answer
+    started = time.monotonic()  # a conditional GET's tag (the store's generation) is asked first: no connect either
+    assert service.version() is None
+    assert time.monotonic() - started < FROM_MEMORY, "version"
     with pytest.raises(StoreError):  # a write is refused at once too (503), without a connect
         started = time.monotonic()
         service.set_defaults(hdd="local")

@@ -268,7 +268,7 @@ class Store:
 
     def generation(self) -> int:
         """The number every write raises: one small query, what a conditional GET compares (service.version)."""
-        with self.database.connection_context():
+        with self._connection():  # through Reach: no connect while the database is known to be away
             return self._generation()
 
     def _snapshot(self):
