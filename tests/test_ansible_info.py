@@ -53,6 +53,7 @@ PLAY = """\
         ca_path: "{{ item.ca_path | default(omit) }}"
         timeout: "{{ item.timeout | default(omit) }}"
         max_thin_metadata: "{{ item.max_thin_metadata | default(omit) }}"
+        healthy_pool: "{{ item.healthy_pool | default(omit) }}"
       loop: "{{ module_calls }}"
       loop_control:
         label: "{{ item.name }}"
@@ -393,7 +394,8 @@ def test_env_fallback_fails_unless_allowed(env_exporter, cut_off_exporter, tmp_p
     api = env_exporter.api()
     assert api["source"] == "env" and api["default_hdd"] != "ceph-vm"  # the DB's default is out of reach
     url, cut_off = env_exporter.url, cut_off_exporter.url
-    module = [{"name": "env_info", "url": url}, {"name": "cut_off_info", "url": cut_off}]
+    # healthy_pool off: this exporter may not have read tank's zpool yet, and an unknown health is refused.
+    module = [{"name": "env_info", "url": url, "healthy_pool": False}, {"name": "cut_off_info", "url": cut_off}]
     lookup = [
         {"name": "env_refused", "terms": ["hdd"], "options": {"url": url}},
         {"name": "env_allowed", "terms": ["hdd", "ssd"], "options": {"url": url, "allow_env_fallback": True}},
@@ -612,6 +614,14 @@ RISKY = {"id": "local-lvm", "type": "lvmthin", "thin_metadata_fraction": 0.93, "
                    {"node": "pve2", "size": 1000, "thin_metadata_size": 1000, "thin_metadata_used": None, "provisioned": None}]}
 TANK = {"id": "tank", "type": "zfspool", "nodes": [{"node": "pve2", "zpool": "tank", "zpool_health": "DEGRADED"},
                                                    {"node": "pve3", "zpool": "tank", "zpool_health": "ONLINE"}]}
+# Shared, read once on pve1 (an exporter before 1.2.x left the other nodes' entries null).
+CEPH = {"id": "ceph-vm", "type": "rbd", "shared": True, "provisioned": 15000, "overcommit": 3.0,
+        "nodes": [{"node": "pve1", "size": 5000, "provisioned": 15000}, {"node": "pve2", "size": 5000, "provisioned": None}]}
+# A dir without images or rootdir: the exporter gives its nodes no provisioned key (the datastore's stays null).
+ISO = {"id": "local", "type": "dir", "content": "iso,vztmpl,backup", "provisioned": None, "overcommit": None,
+       "nodes": [{"node": "pve1", "size": 1000}]}
+TANK_UNREAD = {"id": "tank", "type": "zfspool", "zpool_health": None,
+               "nodes": [{"node": "pve2", "zpool": None, "zpool_health": None}]}
 
 
 @pytest.mark.parametrize("datastore,node,options,wanted", [
@@ -630,6 +640,19 @@ TANK = {"id": "tank", "type": "zfspool", "nodes": [{"node": "pve2", "zpool": "ta
     (TANK, "pve3", {}, []),
     (TANK, None, {"healthy_pool": False}, []),
     ({"id": "local", "type": "dir", "nodes": []}, None, {"max_thin_metadata": 0.1, "max_overcommit": 0.1}, []),
+    (CEPH, "pve2", {"max_overcommit": 3}, []),
+    (CEPH, "pve2", {"max_overcommit": 2},
+     ["the default HDD datastore 'ceph-vm' has 3.00 times its size promised to guests' disks on node pve2, "
+      "over max_overcommit=2"]),
+    (ISO, "pve1", {"max_overcommit": 1}, []),
+    (ISO, None, {"max_overcommit": 1}, []),
+    (TANK_UNREAD, "pve2", {}, ["the default HDD datastore 'tank' has no ZFS pool health figure on node pve2 (the exporter "
+                               "reads it every EXPORTER_POOLS_INTERVAL), so healthy_pool cannot be checked; pass "
+                               "healthy_pool=false to use it anyway"]),
+    (TANK_UNREAD, None, {}, ["the default HDD datastore 'tank' has no ZFS pool health figure (the exporter reads it every "
+                             "EXPORTER_POOLS_INTERVAL), so healthy_pool cannot be checked; pass healthy_pool=false to use "
+                             "it anyway"]),
+    (TANK_UNREAD, None, {"healthy_pool": False}, []),
 ])
 def test_risk_refusals(exporter_api, datastore, node, options, wanted):
     assert exporter_api.risk_refusals(datastore, "default HDD datastore", node, **options) == wanted

@@ -229,3 +229,26 @@ def test_a_replica_that_does_not_hold_the_fence_makes_no_call_and_stores_nothing
     sim.reset_stats()
     follower.node_reads.run("pools")
     assert sim.request_count == 0 and follower.view.risk.reads == ()
+
+
+def test_a_refresh_does_not_wait_for_a_batch_that_hangs_on_a_node(sim, service):
+    import threading
+    import time
+
+    # pve1's disks call hangs until the read's bound (PROXMOX_TIMEOUT 2 s, a batch 3 s): a refresh meanwhile
+    # must take what it takes alone (well under 1 s here), not wait for the batch's turn (the bug: ~3 s).
+    sim.set_faults(hang=True, hang_seconds=5, path="/nodes/pve1/disks/")
+    batch = threading.Thread(target=service.node_reads.run, args=("disks",), daemon=True)
+    try:
+        batch.start()
+        deadline = time.monotonic() + 2
+        while not any("/nodes/pve1/disks/" in path for path in sim.requests_by_path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        started = time.monotonic()
+        assert service.refresh() > 0 and service.view.refresh.ok
+        took = time.monotonic() - started
+        assert batch.is_alive() and took < 1.5, f"the refresh took {took:.1f} s beside a hanging batch"
+    finally:
+        batch.join(5)
+        sim.clear_faults()
+    assert reads(service.view)[("disks", "pve1")].reason == "timeout"  # the batch ended by its own bound, counted

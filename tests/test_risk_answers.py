@@ -18,7 +18,8 @@ READS = {
               "pve2": [ThinPool("pve2", "pve", "data", 1000, 100, 1000, 100, datastore="local-lvm")]},
     "disks": {"pve1": [Disk("pve1", "/dev/sda", "ssd", "INTEL SSDSC2KB960G8", "PHYF1", 960, "PASSED", True, 0.07),
                        Disk("pve1", "/dev/sdb", "hdd", "ST4000NM0033", "Z1Z0", 4000, "FAILED!", False, None)]},
-    "provisioned": {"pve1": [Provisioned("local-lvm", "pve1", 1500)], "pve2": ("forbidden", "403 'no VM.Config.Disk'")},
+    "provisioned": {"pve1": [Provisioned("local-lvm", "pve1", 1500), Provisioned("ceph-vm", "pve1", 6000)],
+                    "pve2": ("forbidden", "403 'no VM.Config.Disk'")},
 }
 
 
@@ -51,7 +52,10 @@ def test_the_api_shows_the_figures_per_datastore_and_node_and_the_risks_in_words
     tank = by_id["tank"]
     assert tank["zpool_health"] == "DEGRADED" and tank["nodes"][0]["zpool"] == "tank"
     assert "ZFS pool tank on pve1 is DEGRADED" in tank["risks"]
-    assert "zpool" not in by_id["local"]["nodes"][0] and "provisioned" in by_id["local"]["nodes"][0]  # dir: qcow2
+    # A dir may hold qcow2, but "local" holds no images or rootdir: nothing to promise, so no provisioned key.
+    assert "zpool" not in by_id["local"]["nodes"][0] and "provisioned" not in by_id["local"]["nodes"][0]
+    ceph = by_id["ceph-vm"]  # shared, read once on pve1: the figure holds on every node, its risk said once
+    assert [n["provisioned"] for n in ceph["nodes"]] == [6000, 6000] and ceph["overcommit"] == 1.2
     assert "thin_metadata_size" not in by_id["ceph-vm"]["nodes"][0]
     assert answer["disk_risks"] == ["disk /dev/sda on pve1 (INTEL SSDSC2KB960G8) has 7.0 % of its life left",
                                     "disk /dev/sdb on pve1 (ST4000NM0033) fails its SMART check"]

@@ -76,6 +76,8 @@ def test_provisioned_sums_guests_disks_only_and_takes_approximate_size():
     ("permissions_storage_admin", "local-lvm", True),  # Datastore.Allocate on the datastore itself
     ("permissions_storage_admin", "cold", False),  # /storage's is not propagated (0)
     ("permissions_vm_disk", "cold", True),  # Datastore.Audit (from /) and VM.Config.Disk on /vms
+    # VM.Config.Disk on /vms itself, not propagated: Proxmox checks it on /vms/<owner>, where it is not held.
+    ("permissions_vm_disk_on_vms_only", "cold", False),
 ])
 def test_whether_the_token_can_see_guests_disks(name, datastore, visible):
     assert can_see_guest_disks(DATA[name], datastore) is visible

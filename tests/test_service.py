@@ -476,3 +476,33 @@ def test_a_default_set_after_another_process_refreshed_shows_that_refresh_as_it_
     assert stored.count == 2 and service.view.refresh == stored  # not this process's older bookkeeping
     service.display.follow(service._store.load()[0])  # nothing left to follow: the view is the DB's
     assert service.view.refresh == stored
+
+
+class CountingLock(FakeLock):
+    """A FakeLock that notes each clear of the mark."""
+
+    def __init__(self):
+        super().__init__()
+        self.cleared = 0
+
+    def end_read(self):
+        super().end_read()
+        self.cleared += 1
+
+
+def test_overlapping_reads_share_the_mark_which_the_last_one_clears_and_a_cut_session_drops_both(tmp_path):
+    lock = CountingLock()
+    coordinator = Coordinator(lock, SqliteWatcher(str(tmp_path / "w.sqlite")))
+    coordinator._leading = True
+    with coordinator.reading(10):  # a per-node batch
+        with coordinator.reading(2):  # the refresh: no wait, and its shorter read keeps the longer mark
+            pass
+        assert lock.marks == [10 + MARGIN] and lock.cleared == 0  # the batch still reads under the mark
+        with coordinator.reading(20):  # a longer read extends the mark
+            pass
+    assert lock.marks == [10 + MARGIN, 20 + MARGIN] and lock.cleared == 1
+    with pytest.raises(Exception) as caught:
+        with coordinator.reading(10):
+            with coordinator.reading(2):
+                lock.cut = True
+    assert type(caught.value).__name__ == "NotLeader" and coordinator.role == "follower"

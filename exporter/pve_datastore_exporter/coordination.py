@@ -45,7 +45,9 @@ class Coordinator:
         self._lock, self._signals, self._clock, self._tick = lock, signals, clock, tick
         self._leading = False
         self._role_lock = threading.Lock()  # the loop takes the role, a refresh thread may give it up
-        self._reading = threading.Lock()  # one read at a time in this process: the database holds one mark
+        self._reading = threading.Lock()  # guards the one mark the database holds, never held across a read
+        self._readers = 0  # reads under way in this process (the refresh's and the per-node reads' batches)
+        self._marked_until = 0.0  # when the database's mark ends, on our clock: it covers every read under way
         self._ready_at = 0.0  # a new leader reads from then on: the last leader's read has ended
         self._prepared = True  # Service.start() made the schema; after a failure it is made again first
         self._stop = threading.Event()
@@ -112,37 +114,44 @@ class Coordinator:
 
         It yields the fence of the writes that store the read: the epoch the lock was taken with
         (None for a lone process), which the store checks inside each write's transaction. The refresh
-        and the per-node reads' batches (node_reads.py) take turns: the database holds one mark.
+        and the per-node reads' batches (node_reads.py) overlap: the database's one mark is extended to
+        cover the longest read under way and cleared by the last one, so neither waits for the other.
         """
-        with self._reading:
-            with self._fenced(seconds) as fence:
-                yield fence
-
-    @contextlib.contextmanager
-    def _fenced(self, seconds: float):
         fence = getattr(self._lock, "epoch", None)  # a lock that fences nothing has none
         if not self._leading:
             raise NotLeader("another replica leads: it reads Proxmox")
         if self._stop.wait(max(self._ready_at - self._clock(), 0.0)):
             raise NotLeader("stopping")
-        started = self._clock()
-        try:
-            self._lock.begin_read(seconds + MARGIN)
-        except SessionError as exc:
-            raise NotLeader(self._step_down(exc)) from None
-        if self._clock() - started > MARGIN / 2:
-            # The mark's clock may have started long before its answer came: the read could outlast it.
-            raise NotLeader(f"the database took {self._clock() - started:.1f} s to mark the read")
+        self._begin(seconds)
         try:
             yield fence
         finally:
-            self._end_read()
+            self._end()
 
-    def _end_read(self) -> None:
-        try:
-            self._lock.end_read()
-        except SessionError as exc:
-            raise NotLeader(self._step_down(exc) + "; the read is dropped") from None
+    def _begin(self, seconds: float) -> None:
+        with self._reading:
+            started = self._clock()
+            if self._readers == 0 or started + seconds + MARGIN > self._marked_until:
+                try:
+                    self._lock.begin_read(seconds + MARGIN)
+                except SessionError as exc:
+                    raise NotLeader(self._step_down(exc)) from None
+                if self._clock() - started > MARGIN / 2:
+                    # The mark's clock may have started long before its answer came: the read could outlast it.
+                    raise NotLeader(f"the database took {self._clock() - started:.1f} s to mark the read")
+                self._marked_until = started + seconds + MARGIN
+            self._readers += 1
+
+    def _end(self) -> None:
+        with self._reading:
+            self._readers -= 1
+            try:
+                if self._readers == 0:
+                    self._lock.end_read()
+                else:  # another read goes on under the mark: only ask whether the lock was kept throughout
+                    self._lock.check()
+            except SessionError as exc:
+                raise NotLeader(self._step_down(exc) + "; the read is dropped") from None
 
     def _run(self) -> None:
         while not self._stop.is_set():

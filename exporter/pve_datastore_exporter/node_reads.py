@@ -129,7 +129,7 @@ class NodeReads:
 
     def _ask(self, calls: dict, calls_each: int = 1, node_of: Callable = lambda key: key) -> dict:
         """The calls, NODE_WORKERS at a time, each batch fenced like a refresh's read (NotLeader once this replica
-        may no longer lead): a refresh waits for one batch at most. Keys past MAX_READ_SECONDS are not asked."""
+        may no longer lead); a refresh never waits for a batch. Keys past MAX_READ_SECONDS are not asked."""
         answers, limit = {}, self._timeout * calls_each + 1
         end = self._monotonic() + MAX_READ_SECONDS
         for keys in batches(list(calls), node_of):

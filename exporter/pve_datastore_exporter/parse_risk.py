@@ -132,20 +132,22 @@ def parse_content(payload, datastore: str, node: str) -> Provisioned:
 def can_see_guest_disks(permissions, datastore: str) -> bool:
     """Whether /access/permissions grants what lists guests' volumes on `datastore` (docs/proxmox-api.md#content-filter).
 
-    Datastore.Allocate on the datastore, or Datastore.Audit there with VM.Config.Disk on /vms. The most
-    specific path listed counts: Proxmox lists each ACL path with the privileges the token holds there.
+    Datastore.Allocate on the datastore, or Datastore.Audit there with VM.Config.Disk on every guest
+    (/vms/<vmid>, so propagated from /vms or /). The most specific path listed counts: Proxmox lists
+    each ACL path with the privileges the token holds there.
     """
     if not isinstance(permissions, dict):
         raise ValueError(f"access/permissions: expected an object, got {type(permissions).__name__}")
 
-    def held(path: str) -> set[str]:
+    def held(path: str, below: bool = False) -> set[str]:
         # On the path itself every privilege listed holds; inherited from a parent only a propagated one (1).
+        # Proxmox checks VM.Config.Disk on /vms/<owner>, a level below /vms: there only propagated ones count.
         for at in _ancestors(path):
             if isinstance(permissions.get(at), dict):
-                return {k for k, v in permissions[at].items() if at == path or v in (1, "1", True)}
+                return {k for k, v in permissions[at].items() if (at == path and not below) or v in (1, "1", True)}
         return set()
 
-    store, vms = held(f"/storage/{datastore}"), held("/vms")
+    store, vms = held(f"/storage/{datastore}"), held("/vms", below=True)
     return "Datastore.Allocate" in store or ("Datastore.Audit" in store and "VM.Config.Disk" in vms)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .answers import N_
-from .parse_risk import THIN_CAPABLE
+from .parse_risk import GUEST_CONTENT, THIN_CAPABLE
 from .records import Datastore, View
 
 THIN_METADATA_HIGH = 0.80  # PveDatastoreThinMetadataHigh (warning)
@@ -57,14 +57,22 @@ def _index(risk) -> dict:
     return _last[1]
 
 
+def can_promise(datastore: Datastore) -> bool:
+    """Whether guests' disks on `datastore` may be promised more than it holds: a thin-capable type holding images or rootdir."""
+    return datastore.type in THIN_CAPABLE and not GUEST_CONTENT.isdisjoint(datastore.content.split(","))
+
+
 def node_figures(view: View, datastore: Datastore) -> dict[str, dict]:
     """Per node of `datastore`, the keys its type has (None where not read): thin pool metadata (lvmthin),
-    zpool (zfspool), provisioned bytes (thin-capable types). Other types get none: 10,000 node entries stay small."""
+    zpool (zfspool), provisioned bytes (can_promise). Other types get none: 10,000 node entries stay small."""
     zpool_name = datastore.pool.split("/")[0] if datastore.type == "zfspool" and datastore.pool else None
     index = _index(view.risk)
     zpools = {n.node: index["zfs"].get((zpool_name, n.node)) for n in datastore.nodes}
     thin = {n.node: index["thin"].get((datastore.id, n.node)) for n in datastore.nodes}
     promised = {n.node: index["promised"].get((datastore.id, n.node)) for n in datastore.nodes}
+    read = [b for b in promised.values() if b is not None]
+    if datastore.shared and read:  # read once, on one node: the same volumes on every node
+        promised = dict.fromkeys(promised, max(read))
     found = {}
     for n in datastore.nodes:
         keys: dict = {}
@@ -77,7 +85,7 @@ def node_figures(view: View, datastore: Datastore) -> dict[str, dict]:
             keys.update(zpool=z.name if z else None, zpool_health=z.health if z else None,
                         zpool_size=z.size if z else None, zpool_allocated=z.alloc if z else None,
                         zpool_fragmentation=z.frag if z else None)
-        if datastore.type in THIN_CAPABLE:
+        if can_promise(datastore):
             keys["provisioned"] = promised.get(n.node)
         found[n.node] = keys
     return found
@@ -99,7 +107,8 @@ def datastore_risks(datastore: Datastore, figures: dict[str, dict]) -> list[Risk
         n = sizes[node]
         if f.get("provisioned") is not None and n.size and n.used is not None \
                 and f["provisioned"] / n.size > OVERCOMMIT and n.used / n.size > OVERCOMMIT_USED:
-            found.append(RiskNote("overcommitted", "high", {"node": node, "percent": _pct(f["provisioned"] / n.size)}))
+            if not (datastore.shared and any(r.code == "overcommitted" for r in found)):  # shared: said once
+                found.append(RiskNote("overcommitted", "high", {"node": node, "percent": _pct(f["provisioned"] / n.size)}))
     return found
 
 

@@ -94,13 +94,14 @@ options:
       - Fail when the default promises its guests' disks more than this many times its size (V(1.5)),
         on O(node) or over the nodes the exporter read; or when the exporter has no such figure
         (C(EXPORTER_PROVISIONED_INTERVAL) is 0, or its token cannot see guests' volumes).
-      - Datastore types that cannot promise more than they hold are not checked.
+      - Datastore types that cannot promise more than they hold, and datastores whose content has neither
+        V(images) nor V(rootdir), are not checked. A shared datastore's figure, read once, holds on every node.
     type: float
     version_added: "1.2.0"
   healthy_pool:
     description:
       - Fail when the default is a ZFS datastore whose zpool is not ONLINE on O(node) (or on any node
-        without it), as the exporter last read it.
+        without it), as the exporter last read it; or when the exporter has no health figure for it.
     type: bool
     default: true
     version_added: "1.2.0"

@@ -201,10 +201,12 @@ def thin_refusal(datastore, label, node, limit):
 
 def overcommit_refusal(datastore, label, node, limit):
     """Why `datastore` promises its guests more than `limit` times its size, or cannot say; None when it fits."""
-    if "provisioned" not in datastore:
-        return None  # a type that cannot promise more than it holds
+    if not any("provisioned" in entry for entry in datastore.get("nodes") or ()):
+        return None  # a type, or a content without images and rootdir, that cannot promise more than it holds
     entry = node_entry(datastore, node) if node else None
     ratio = _fraction(entry.get("provisioned"), entry.get("size")) if entry else datastore.get("overcommit")
+    if ratio is None and entry and datastore.get("shared"):
+        ratio = datastore.get("overcommit")  # read once, on another node: the same volumes on every node
     if ratio is None:
         return ("the %s %r has no provisioned figure%s (EXPORTER_PROVISIONED_INTERVAL off, or the exporter's token "
                 "cannot see guests' volumes), so max_overcommit=%s cannot be checked"
@@ -216,10 +218,14 @@ def overcommit_refusal(datastore, label, node, limit):
 
 
 def pool_refusal(datastore, label, node):
-    """Why `datastore`'s zpool is not ONLINE (on `node`, else on any node); None when it is or is not known."""
+    """Why `datastore`'s zpool is not ONLINE (on `node`, else on any node), or its health unknown; None when it is ONLINE."""
     if datastore.get("type") != "zfspool":
         return None
     entries = [node_entry(datastore, node) or {}] if node else list(datastore.get("nodes") or ())
+    if not any(entry.get("zpool_health") for entry in entries):
+        return ("the %s %r has no ZFS pool health figure%s (the exporter reads it every EXPORTER_POOLS_INTERVAL), "
+                "so healthy_pool cannot be checked; pass healthy_pool=false to use it anyway"
+                % (label, datastore.get("id"), _on(node)))
     for entry in entries:
         health = entry.get("zpool_health")
         if health and health != "ONLINE":

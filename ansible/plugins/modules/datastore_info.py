@@ -78,12 +78,13 @@ options:
     description:
       - Leave out datastores that promise their guests' disks more than this many times their size
         (V(1.5)), or whose provisioned figure the exporter does not have; types that cannot promise
-        more than they hold are not checked.
+        more than they hold, and datastores without V(images) or V(rootdir), are not checked.
     type: float
     version_added: "1.2.0"
   healthy_pool:
     description:
-      - Leave out ZFS datastores whose zpool is not ONLINE on O(node) (or on any node without it).
+      - Leave out ZFS datastores whose zpool is not ONLINE on O(node) (or on any node without it), or
+        whose health the exporter has not read.
     type: bool
     default: true
     version_added: "1.2.0"
