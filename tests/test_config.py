@@ -185,7 +185,10 @@ def test_scrub_masks_any_piece_of_a_secret_of_the_minimum_length_and_leaves_shor
     assert cfg.scrub(echoed, (secret,)) == f"400 bad value '***' near '***' / {secret[-7:]}"  # 7 < SCRUB_MIN
     assert cfg.SCRUB_MIN == 8
     text = "Proxmox VE answered 401 for monitor@pve"
-    assert cfg.scrub(text, ("o", "x-pass", "")) == text  # shorter than SCRUB_MIN: never "Pr***xm***x"
+    assert cfg.scrub(text, ("o", "x-pass", "")) == text  # shorter than SCRUB_WHOLE: never "Pr***xm***x"
+    # A secret of SCRUB_WHOLE to SCRUB_MIN - 1 characters is masked whole, in any case (a 6-character password).
+    assert cfg.scrub("login as monitor with Hunt3r failed; hunt3r", ("hunt3r",)) == "login as monitor with *** failed; ***"
+    assert cfg.scrub("Proxmox answered", ("abc",)) == "Proxmox answered"
 
 
 # Issue 14, finding 4: the review's three URLs printed the password's tail, a query password, or

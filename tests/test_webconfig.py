@@ -125,6 +125,17 @@ def test_inline_pem_is_accepted(pem):
     server_context(web.tls)  # loads
 
 
+def test_a_config_refused_after_its_inline_key_was_written_leaves_no_copy_of_the_key(pem, tmp_path, monkeypatch):
+    monkeypatch.setattr(webconfig.tempfile, "tempdir", str(tmp_path / "private"))
+    (tmp_path / "private").mkdir()
+    cert, key = (pem / "server.crt").read_text(), (pem / "server.key").read_text()
+    indent = lambda text: "\n".join("    " + line for line in text.splitlines())  # noqa: E731
+    text = f"tls_server_config:\n  cert: |\n{indent(cert)}\n  key: |\n{indent(key)}\nbasic_auth_users:\n  alice: nohash\n"
+    with pytest.raises(ConfigError, match="basic_auth_users"):
+        webconfig.load(write(pem, text))
+    assert list((tmp_path / "private").iterdir()) == []  # each failed reload (every second) left a key behind
+
+
 def basic(user: bytes, password: bytes) -> str:
     return "Basic " + base64.b64encode(user + b":" + password).decode()
 

@@ -143,7 +143,9 @@ def cmd_check_config(config: Config, args) -> int:
     if config.web_config_file:
         from .http import webconfig
 
-        print(f"web config {config.web_config_file}: {webconfig.load(config.web_config_file).summary()}")
+        web = webconfig.load(config.web_config_file)
+        webconfig.forget_inline(web)  # check-config loads no key: no copy of it left behind
+        print(f"web config {config.web_config_file}: {web.summary()}")
     return 0
 
 

@@ -141,19 +141,26 @@ def mask_url(url: str) -> str:
 
 # The shortest piece of a secret that scrub() masks: any run of at least this many of a secret's characters
 # (its start, end or middle: an echo cut anywhere). Shorter pieces occur in ordinary text ("Pro***mo***"
-# for a 1-character password), so a secret shorter than this is not masked at all: use longer secrets.
+# for a 1-character password), so a shorter secret is masked only whole, and only from SCRUB_WHOLE
+# characters up: a 1-3 character secret cannot be told from ordinary text (use longer secrets).
 SCRUB_MIN = 8
+SCRUB_WHOLE = 4
 
 
 def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """Mask, in any letter case, every run of SCRUB_MIN or more characters of a secret that text holds."""
+    """Mask, in any letter case, every run of SCRUB_MIN or more characters of a secret, and a shorter secret whole."""
     pieces = {s[i:i + SCRUB_MIN].lower() for s in secrets for i in range(len(s) - SCRUB_MIN + 1)}
-    if not pieces:
+    short = {s.lower() for s in secrets if SCRUB_WHOLE <= len(s) < SCRUB_MIN}
+    if not pieces and not short:
         return text
     masked = bytearray(len(text))  # 1 where a character is inside a piece of a secret
+    lowered = text.lower()
     for i in range(len(text) - SCRUB_MIN + 1):
-        if text[i:i + SCRUB_MIN].lower() in pieces:
+        if lowered[i:i + SCRUB_MIN] in pieces:
             masked[i:i + SCRUB_MIN] = b"\x01" * SCRUB_MIN
+    for secret in short:
+        for found in re.finditer(re.escape(secret), lowered):
+            masked[found.start():found.end()] = b"\x01" * len(secret)
     runs = re.finditer(r"\x01+", masked.decode("latin-1"))
     out, at = [], 0
     for run in runs:

@@ -7,15 +7,14 @@ with reason "parse" and the node keeps its last good figures).
 
 from __future__ import annotations
 
-import re
-
+from .config import DATASTORE_ID
 from .parse import INVALID_TEXT, MAX_BYTES
 from .records import Datastore, Disk, Provisioned, ThinPool, ZfsPool
 
 MAX_TEXT = 200  # a label value from Proxmox (model, serial, pool) past this is cut: no real one comes near
 THIN_CAPABLE = frozenset({"lvmthin", "zfspool", "rbd", "dir", "nfs", "cifs", "btrfs"})  # may promise more than they hold
-# A storage ID as Proxmox allows it (docs/proxmox-api.md#storage-ids): nothing else goes into a URL path.
-STORAGE_ID = re.compile(r"[a-z][a-z0-9\-_.]*[a-z0-9]", re.IGNORECASE)
+# A storage ID as Proxmox allows it (docs/proxmox-api.md#storage-ids), ASCII only: nothing else goes into a URL path.
+STORAGE_ID = DATASTORE_ID
 GUEST_CONTENT = frozenset({"images", "rootdir"})  # the volumes that are guests' disks (docs/proxmox-api.md#content)
 
 

@@ -50,11 +50,12 @@ _last: tuple = (None, {})  # the Risk last indexed, and its index: a view is ans
 def _index(risk) -> dict:
     """The figures of `risk` by what they are looked up by: (datastore, node), (zpool, node)."""
     global _last
-    if _last[0] is not risk:
-        _last = (risk, {"thin": {(p.datastore, p.node): p for p in risk.thin_pools if p.datastore},
-                        "zfs": {(p.name, p.node): p for p in risk.zfs_pools},
-                        "promised": {(p.datastore, p.node): p.bytes for p in risk.provisioned}})
-    return _last[1]
+    cached = _last  # read once: another request's thread may replace it meanwhile (never its index's risk)
+    if cached[0] is not risk:
+        cached = _last = (risk, {"thin": {(p.datastore, p.node): p for p in risk.thin_pools if p.datastore},
+                                 "zfs": {(p.name, p.node): p for p in risk.zfs_pools},
+                                 "promised": {(p.datastore, p.node): p.bytes for p in risk.provisioned}})
+    return cached[1]
 
 
 def can_promise(datastore: Datastore) -> bool:

@@ -144,7 +144,7 @@ class Service:
                     self.refresh()
             return self.display.read()
         except StoreError as exc:
-            if not isinstance(exc, DatabaseAway):  # said once, when the connect failed
+            if not isinstance(exc, (DatabaseAway, ForeignCluster)):  # each said once, where it was found
                 log.warning("database unreadable, answering with .env defaults: %r", exc)
             return self._unreadable()
 
@@ -185,6 +185,8 @@ class Service:
         answer it tags, so a tag is never newer than its answer. Costs one small query, not a load.
         """
         view = self.view
+        if view.source == "env":  # the .env fallback shown: no tag, or a 304 would keep it past the DB's return
+            return None
         try:
             generation = self._store.generation()
         except StoreError:

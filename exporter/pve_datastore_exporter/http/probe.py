@@ -21,7 +21,9 @@ def target(config: Config) -> tuple[str, int, bool]:
     if config.web_config_file:
         from . import webconfig
 
-        tls = webconfig.load(config.web_config_file).tls is not None
+        web = webconfig.load(config.web_config_file)
+        webconfig.forget_inline(web)  # the probe only asks whether TLS is on: no key copy left behind
+        tls = web.tls is not None
     return LOOPBACK.get(host, host), port, tls
 
 

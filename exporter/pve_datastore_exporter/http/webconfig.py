@@ -102,9 +102,13 @@ def load(path: str) -> WebConfig:
     try:
         _check_keys(raw, "")
         base = Path(path).resolve().parent  # relative file names are relative to the file, as in Go
-        return WebConfig(path=path, tls=_tls(raw.get("tls_server_config"), base),
-                         users=_users(raw.get("basic_auth_users")),
-                         headers=_headers(raw.get("http_server_config")), rate_limit=_rate(raw.get("rate_limit")))
+        tls = _tls(raw.get("tls_server_config"), base)
+        try:
+            return WebConfig(path=path, tls=tls, users=_users(raw.get("basic_auth_users")),
+                             headers=_headers(raw.get("http_server_config")), rate_limit=_rate(raw.get("rate_limit")))
+        except ValueError:  # the inline key's private file goes with the config that failed
+            _remove(tls.inline if tls else ())
+            raise
     except ValueError as exc:
         raise ConfigError(f"web config {path}: {exc}") from None
 
