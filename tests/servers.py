@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import requests
 
 from pve_datastore_exporter.http.assemble import build_front
@@ -36,3 +39,19 @@ class Exporter:
         self.server.stop()
         self.thread.join(10)
         self.server.sock.close()
+
+
+def closed_after(sock: socket.socket, keep_sending: bytes | None, started: float, limit: float = 8) -> float | None:
+    """Seconds from `started` until the server closes `sock` (None if it never did within `limit`)."""
+    sock.settimeout(0.3)
+    while time.monotonic() - started < limit:
+        try:
+            if keep_sending:
+                sock.sendall(keep_sending)
+            if sock.recv(4096) == b"":
+                return time.monotonic() - started
+        except TimeoutError:
+            continue
+        except OSError:
+            return time.monotonic() - started
+    return None

@@ -16,6 +16,8 @@ from pve_datastore_exporter.http.listener import MAX_HEAD, HttpServer, Limits, l
 from pve_datastore_exporter.metrics import HTTP_CLOSE_REASONS
 from tools.certs import PrivateCA
 
+from .servers import closed_after
+
 BIG = 16 * 1024 * 1024  # /big: an answer far larger than any socket buffer
 
 
@@ -72,17 +74,7 @@ def listener():
 
 def closed_within(sock: socket.socket, limit: float) -> float | None:
     """Seconds until the peer closes `sock` (reading and dropping what it sends), None if not within `limit`."""
-    started = time.monotonic()
-    sock.settimeout(0.2)
-    while time.monotonic() - started < limit:
-        try:
-            if sock.recv(65536) == b"":
-                return time.monotonic() - started
-        except TimeoutError:
-            continue
-        except OSError:
-            return time.monotonic() - started
-    return None
+    return closed_after(sock, None, time.monotonic(), limit)
 
 
 def tls_context(certificate) -> ssl.SSLContext:

@@ -16,9 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from pve_datastore_exporter.http.listener import MAX_HEAD, HttpServer, listening_socket, wsgi_pool
+from pve_datastore_exporter.http.listener import MAX_HEAD, HttpServer, Limits, listening_socket, wsgi_pool
 from pve_datastore_exporter.simulator import Simulator
 from tools.processes import ExporterProcess
+
+from .servers import closed_after
 
 TOKEN = "limits-token-0123456789"
 PER_CLIENT = 100
@@ -116,7 +118,7 @@ def hello(environ, start_response):
 @pytest.fixture
 def quick_server():
     """The listener `serve` uses, with a 1 s request deadline."""
-    server = HttpServer(wsgi_pool(hello, 1), listening_socket("127.0.0.1", 0), deadline=1)
+    server = HttpServer(wsgi_pool(hello, 1), listening_socket("127.0.0.1", 0), limits=Limits(deadline=1))
     thread = server.start_in_thread()
     yield server
     server.stop()
@@ -124,20 +126,6 @@ def quick_server():
     server.sock.close()
 
 
-def closed_after(sock: socket.socket, keep_sending: bytes | None, started: float, limit: float = 8) -> float | None:
-    """Seconds from `started` until the server closes `sock` (None if it never did within `limit`)."""
-    sock.settimeout(0.3)
-    while time.monotonic() - started < limit:
-        try:
-            if keep_sending:
-                sock.sendall(keep_sending)
-            if sock.recv(4096) == b"":
-                return time.monotonic() - started
-        except TimeoutError:
-            continue
-        except OSError:
-            return time.monotonic() - started
-    return None
 
 
 @pytest.mark.parametrize("first, drip", [(b"GET / HTTP/1.1\r\n", b"X-Drip: x\r\n"), (b"", None)],

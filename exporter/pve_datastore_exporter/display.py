@@ -13,7 +13,8 @@ log = logging.getLogger(__name__)
 
 UNREAD = -1  # the generation of a view shown while the database cannot be read: any later load is newer
 
-# (view, event): event "load", "refresh", "defaults", "role", or "fenced" (a stale leader's write refused)
+# (view, event): event "load", "refresh", "defaults", "role", "risk" (a per-node read stored: node_reads.py),
+# or "fenced" (a stale leader's write refused)
 Subscriber = Callable[[View, str], None]
 
 
