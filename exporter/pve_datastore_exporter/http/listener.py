@@ -173,10 +173,9 @@ class HttpServer:
     """The app on a socket, plain or TLS, until stopped; `context` may be swapped at any time (a reload)."""
 
     def __init__(self, front: Front, sock: socket.socket, context: ssl.SSLContext | None = None,
-                 deadline: float = REQUEST_DEADLINE, limits: Limits | None = None,
-                 count: Callable[[str], None] | None = None):
+                 limits: Limits | None = None, count: Callable[[str], None] | None = None):
         self.front, self.context = front, context
-        self.limits = limits or Limits(deadline=deadline)
+        self.limits = limits or Limits()
         self.tally = Tally(self.limits.per_client)
         self.count = count or (lambda reason: None)  # a connection closed early, by reason (a metric)
         protocol = type("Protocol", (_Protocol,), {"listener": self})
