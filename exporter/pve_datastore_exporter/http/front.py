@@ -108,13 +108,7 @@ class Front:
 
     async def _metrics(self, scope, send) -> None:
         use_gzip = parse_accept_header(_header(scope, b"accept-encoding")).quality("gzip") > 0
-        chunks = self.exposition.scrape(use_gzip)  # sent as they are: a 2.6 MB body is never copied
-        if sum(map(len, chunks)) <= ONE_WRITE:  # a small body as one write: one send() less per scrape
-            chunks = [b"".join(chunks)]
-        headers = [(b"content-type", CONTENT_TYPE.encode()), (b"vary", b"Accept-Encoding"),
-                   (b"content-length", str(sum(map(len, chunks))).encode()), *SECURITY_HEADERS]
-        if use_gzip:
-            headers.append((b"content-encoding", b"gzip"))
+        headers, chunks = self.metrics_answer(use_gzip)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         if scope["method"] == "HEAD":
             chunks = []
@@ -122,6 +116,29 @@ class Front:
             await send({"type": "http.response.body", "body": chunk, "more_body": i < len(chunks) - 1})
         if not chunks:
             await send({"type": "http.response.body", "body": b""})
+
+    def metrics_answer(self, use_gzip: bool) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+        """The headers and body chunks of a 200 to GET /metrics, for the ASGI path and the listener's alike."""
+        chunks = self.exposition.scrape(use_gzip)  # sent as they are: a 2.6 MB body is never copied
+        if sum(map(len, chunks)) <= ONE_WRITE:  # a small body as one write: one send() less per scrape
+            chunks = [b"".join(chunks)]
+        headers = [(b"content-type", CONTENT_TYPE.encode()), (b"vary", b"Accept-Encoding"),
+                   (b"content-length", str(sum(map(len, chunks))).encode()), *SECURITY_HEADERS]
+        if use_gzip:
+            headers.append((b"content-encoding", b"gzip"))
+        return headers, chunks
+
+    def plain_metrics(self, accept_encoding: bytes, authorization: bytes):
+        """`metrics_answer` for a GET /metrics the listener may answer in its own callback, or None when
+        the request needs the ASGI path: a rate limit or configured headers, a password not verified
+        before (bcrypt), an Accept-Encoding with weights (werkzeug reads those)."""
+        rules = self.rules
+        if rules.buckets or rules.extra or b";" in accept_encoding:
+            return None
+        if rules.auth and rules.auth.remembered(authorization.decode("latin-1")) is None:
+            return None
+        codings = {coding.strip().lower() for coding in accept_encoding.split(b",")}
+        return self.metrics_answer(b"gzip" in codings or b"*" in codings)
 
     @staticmethod
     def _with_headers(send, rules: Rules):
