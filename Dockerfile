@@ -31,7 +31,9 @@ RUN /opt/venv/bin/pip wheel --no-deps --no-build-isolation -w /src/dist . \
  && find /opt/venv/lib/python3*/site-packages/babel/locale-data -name '*.dat' \
       ! -name root.dat ! -name 'en.dat' ! -name 'en_*.dat' ! -name 'ko.dat' ! -name 'ko_*.dat' -delete \
  && /opt/venv/bin/python -c "import pve_datastore_exporter.server, pve_datastore_exporter.simulator, psycopg2" \
- && /opt/venv/bin/pve-datastore-exporter --version
+ && /opt/venv/bin/pve-datastore-exporter --version \
+ && /opt/venv/bin/python -OO -X no_debug_ranges -m compileall -q -j 0 /opt/venv/lib \
+ && find /opt/venv -name '*.pyc' ! -name '*.opt-2.pyc' -delete
 
 # Stage 2: the base, the virtualenv and a numeric non-root user; nothing else.
 FROM ${BASE}
@@ -52,12 +54,21 @@ RUN groupadd --system --gid "${GID}" exporter \
  && useradd --system --uid "${UID}" --gid "${GID}" --home-dir /data --no-create-home --shell /usr/sbin/nologin exporter \
  && mkdir -p /data && chown "${UID}:${GID}" /data && chmod 1777 /data
 COPY --from=build /opt/venv /opt/venv
+# The exporter runs with PYTHONOPTIMIZE=2 and PYTHONNODEBUGRANGES=1 (below): code objects without docstrings
+# nor column tables, ~3 MB less resident (docs/architecture.md#memory). Those flags read their own .pyc
+# files (*.opt-2.pyc), written here once for the base's standard library modules the exporter imports
+# (the virtualenv's were compiled in the build stage); the running user could not write them.
+RUN PYTHONOPTIMIZE=2 PYTHONNODEBUGRANGES=1 /opt/venv/bin/python -c "import pve_datastore_exporter.cli, \
+pve_datastore_exporter.server, pve_datastore_exporter.i18n, pve_datastore_exporter.http.tls, psycopg2, yaml, bcrypt, \
+babel.numbers, babel.dates, babel.support"
 COPY deploy/image/entrypoint.sh /usr/local/bin/pve-datastore-exporter-entrypoint
 # No DATABASE_URL here (it would clash with a DATABASE_URL_FILE): the default, the relative
 # sqlite:///instance/proxmox_manager.db, lands in the volume because the working directory is /data.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONOPTIMIZE=2 \
+    PYTHONNODEBUGRANGES=1 \
     EXPORTER_LISTEN_ADDRESS=0.0.0.0:9863
 WORKDIR /data
 VOLUME ["/data"]

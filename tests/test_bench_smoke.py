@@ -52,6 +52,7 @@ def test_tiny_bench_writes_one_table(tmp_path):
     # Issue 21: start-up, instances, page polls (304s while nothing changed), nginx when installed.
     assert 0 < size["start_up"]["filled"]["healthz_s"] <= size["start_up"]["filled"]["metrics_with_data_s"]
     assert size["instances"]["2"]["pss_mb"] > size["instances"]["1"]["pss_mb"] > 0
+    assert size["interpreter_flags"]["plain"] > 0 and size["interpreter_flags"]["shipped"] > 0
     unchanged = size["page_polls"]["unchanged"]  # the status part is new if its age read otherwise meanwhile
     assert list(unchanged) == ["/?part=status"] and unchanged["/?part=status"]["status"] in (200, 304)
     assert {p["status"] for p in size["page_polls"]["after a default changed"].values()} == {200}

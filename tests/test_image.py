@@ -57,6 +57,18 @@ def test_the_image_holds_no_compiler_pip_or_cache(image):
     assert not re.search(r"\b(gcc|cc|pip3?|curl|wget|setuptools|\.cache)$", listing, re.M), listing
 
 
+def test_serve_runs_without_docstrings_nor_column_tables_from_bytecode_compiled_at_build(image):
+    # python -v names each module's code: from a .pyc, or from its source (compiled again at every start).
+    probe = ("import sys; co = compile('x = 1', 'probe', 'exec'); "
+             "print(sys.flags.optimize, {column for *_, column in co.co_positions()}); "
+             "import pve_datastore_exporter.cli, pve_datastore_exporter.server")
+    done = podman("run", "--rm", "--read-only", "--user", "4242:4242", "--entrypoint", "python3", image, "-v",
+                  "-c", probe)
+    assert done.stdout.splitlines()[0] == "2 {None}"  # PYTHONOPTIMIZE=2, PYTHONNODEBUGRANGES=1
+    loaded = re.findall(r"^# code object from '?([^'\n]+)'?$", done.stderr, re.M)
+    assert len(loaded) > 300 and [path for path in loaded if not path.endswith(".opt-2.pyc")] == []
+
+
 def test_read_only_as_any_user_with_a_secret_file_it_serves_reports_health_and_stops_on_sigterm(image, sim, tmp_path):
     """The README's way to run it, and the checks an operator makes: figures printed for the notes."""
     token = tmp_path / "token"

@@ -4,7 +4,6 @@ stop them on SIGTERM or SIGINT."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -46,7 +45,7 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = MMAP_THRESHOLD) -> None:
 def _libc_function(name: str):
     """A function of glibc, or None on another C library."""
     try:
-        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+        return getattr(ctypes.CDLL(None), name)  # the process's own symbols: the C library it runs on
     except (OSError, AttributeError):
         return None
 

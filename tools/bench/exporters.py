@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from ..processes import free_port
-from .procs import REPO, Proc, clean_env, http_get, http_post, wait_until
+from .procs import AS_SHIPPED, REPO, Proc, clean_env, http_get, http_post, wait_until
 
 # The peer, 3.10.x, is installed by `make bench` from this lock (requirements/bench.in holds the range).
 PEER_LOCK = REPO / "requirements" / "bench.txt"
@@ -27,11 +27,12 @@ REFRESH_SUM = re.compile(rb"^pve_datastore_refresh_duration_seconds_sum ([0-9.e+
 class Ours:
     """`pve-datastore-exporter serve` against the simulator; refreshes once at start, then hourly."""
 
-    def __init__(self, sim_env: dict[str, str], work: Path, log_dir: Path, name: str, **settings: str):
+    def __init__(self, sim_env: dict[str, str], work: Path, log_dir: Path, name: str, shipped: bool = True,
+                 **settings: str):
         self.port = free_port()
         env_file = work / "empty.env"
         env_file.write_text("")
-        env = clean_env(**sim_env, DATABASE_URL=f"sqlite:///{work / f'{name}.db'}",
+        env = clean_env(**sim_env, **(AS_SHIPPED if shipped else {}), DATABASE_URL=f"sqlite:///{work / f'{name}.db'}",
                         EXPORTER_LISTEN_ADDRESS=f"127.0.0.1:{self.port}",
                         EXPORTER_REFRESH_INTERVAL="3600",  # no refresh during the scrape phases
                         EXPORTER_LOG_LEVEL="WARNING",

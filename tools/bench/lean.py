@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ..processes import free_port
-from .procs import Proc, clean_env, wait_until
+from .procs import AS_SHIPPED, Proc, clean_env, wait_until
 
 NGINX = "/usr/sbin/nginx"
 # The top-level packages whose import time the start-up lists (the rest is the standard library).
@@ -29,7 +29,7 @@ def _serve(sim_env: dict[str, str], db: Path, log_dir: Path, name: str) -> tuple
     port = free_port()
     env_file = log_dir / "empty.env"
     env_file.write_text("")
-    env = clean_env(**sim_env, DATABASE_URL=f"sqlite:///{db}", EXPORTER_LISTEN_ADDRESS=f"127.0.0.1:{port}",
+    env = clean_env(**sim_env, **AS_SHIPPED, DATABASE_URL=f"sqlite:///{db}", EXPORTER_LISTEN_ADDRESS=f"127.0.0.1:{port}",
                     EXPORTER_REFRESH_INTERVAL="3600", EXPORTER_LOG_LEVEL="WARNING")
     argv = [sys.executable, "-m", "pve_datastore_exporter", "--env-file", str(env_file), "serve"]
     return Proc(name, argv, env, log_dir), port
@@ -97,6 +97,26 @@ def import_times(repeat: int = 3) -> dict:
         runs.append(per)
     best = min(runs, key=lambda per: per["total"])  # peewee's refused attempt at psycopg2 lists it at ~0 ms
     return {k: round(v, 1) for k, v in sorted(best.items(), key=lambda kv: -kv[1]) if round(v, 1) > 0}
+
+
+def interpreter_flags(sim_env: dict[str, str], work: Path, refreshes: int = 6, scrapes: int = 400) -> dict:
+    """VmRSS of `serve` as shipped (AS_SHIPPED) and under a plain `python`, each after the same refreshes
+    and scrapes: what the image's and the role's interpreter flags buy."""
+    from .exporters import Ours  # noqa: PLC0415 - exporters imports this module
+
+    out = {}
+    for shipped in (True, False):
+        ours = Ours(sim_env, work, work, f"flags-{'shipped' if shipped else 'plain'}", shipped=shipped)
+        try:
+            for _ in range(refreshes):
+                ours.refresh()
+            for index in range(scrapes):
+                _get(ours.port, "/metrics", {"Accept-Encoding": "gzip" if index % 10 else "identity"})
+            time.sleep(1.5)  # the heap a refresh freed goes back a second after it
+            out["shipped" if shipped else "plain"] = (ours.proc.rss_kib() or 0) * 1024 / 1e6
+        finally:
+            ours.stop()
+    return out
 
 
 def _pss_kib(pid: int) -> int:

@@ -224,6 +224,11 @@ def _lean_rows(name: str, label: str, size: dict) -> list[dict]:
         out.append(_row(label, "–", f"{count} serve process{'es' if count != '1' else ''} on one host, each its own "
                         f"SQLite file: VmRSS summed (MB); PSS summed, shared pages split: {number(memory['pss_mb'])}",
                         memory["rss_mb"]))
+    flags = size.get("interpreter_flags")
+    if flags:
+        out.append(_row(label, "–", "VmRSS after 6 refreshes and 400 scrapes (MB), as the image and the role run it "
+                        "(PYTHONOPTIMIZE=2, PYTHONNODEBUGRANGES=1); the same under a plain python: "
+                        f"{number(flags['plain'])}", flags["shipped"]))
     polls = size.get("page_polls")
     if polls:
         for label_key, figure in (("unchanged", "nothing changed"), ("after a default changed", "after one default changed")):

@@ -24,7 +24,7 @@ from . import risk as risk_bench
 from . import tls as tls_bench
 from .exporters import PEER_VENV, Ours, Peer, Static, require_peer_venv
 from .loadgen import Run, Target, fetch, load
-from .procs import SimulatorProc
+from .procs import SimulatorProc, compile_as_shipped
 from .static import write as write_static
 
 HERE = Path(__file__).resolve().parent
@@ -66,6 +66,7 @@ class Plan:
     nginx_sizes: tuple[str, ...] = ("S", "L")
     poll_sizes: tuple[str, ...] = ("L",)
     instance_counts: tuple[int, ...] = (1, 5, 10)  # serve processes at S, on the S simulator
+    flag_rounds: tuple[int, int] = (6, 400)  # refreshes and scrapes before the RSS as shipped and plain (S)
 
 
 def tiny_plan() -> Plan:
@@ -73,6 +74,7 @@ def tiny_plan() -> Plan:
     return Plan(sizes=("S",), rounds=1, warmup=2, refreshes=2, fast=Counts(10, 2, 32, 2), plain=Counts(5, 2),
                 peer={"S": Counts(2, 5, 4, 10)}, with_replicas=False, with_db_away=False, tls_sizes=("S",), start_sizes=("S",),
                 nginx_sizes=("S",) if lean.nginx_available() else (), poll_sizes=("S",), instance_counts=(1, 2),
+                flag_rounds=(1, 10),
                 risk_sizes=())
 
 
@@ -211,6 +213,8 @@ def before_ours(name: str, plan: Plan, sim: SimulatorProc, work: Path) -> dict:
     if name == "S" and plan.instance_counts:
         say(f"S: {', '.join(map(str, plan.instance_counts))} serve processes")
         out["instances"] = lean.instances(sim.env, work, plan.instance_counts)
+        say("S: serve as shipped and under a plain python, the same refreshes and scrapes")
+        out["interpreter_flags"] = lean.interpreter_flags(sim.env, work, *plan.flag_rounds)
     return out
 
 
@@ -223,6 +227,7 @@ def run(plan: Plan, out_dir: Path, work: Path) -> dict:
     """The whole bench; returns the results (also written to out_dir)."""
     started = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)
+    compile_as_shipped()
     meta = report.machine() | {"ours_version": __version__, "server": "uvicorn {} + httptools {} + a2wsgi {}".format(
                                    *(importlib.metadata.version(d) for d in ("uvicorn", "httptools", "a2wsgi"))),
                                "peer": require_peer_venv() if plan.with_peer else None}
