@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 
 from . import __version__, coordination
 from . import config as configuration
@@ -38,9 +39,7 @@ def cmd_demo(config: Config, args) -> int:
     from .simulator import Simulator
     from .simulator.risk import stage_demo
 
-    import tempfile  # the demo's only: serving never needs the module
-
-    state = os.path.abspath(args.state_dir or os.path.join(tempfile.gettempdir(), "pve-datastore-exporter-demo"))
+    state = os.path.abspath(args.state_dir)
     sim = Simulator(nodes=args.nodes, datastores=args.datastores, random_seed=1,
                     state_dir=os.path.join(state, "simulator"), auth_delay=0.2)
     stage_demo(sim.cluster)  # a degraded zpool, a thin pool near its metadata limit, a worn SSD
@@ -204,8 +203,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--nodes", type=int, default=3)
     d.add_argument("--datastores", type=int, default=6)
     d.add_argument("--interval", type=int, default=15)
-    d.add_argument("--state-dir", help="where the simulator's CA and the demo's database live "
-                   "(default: pve-datastore-exporter-demo in the temporary directory)")
+    d.add_argument("--state-dir", default=os.path.join(tempfile.gettempdir(), "pve-datastore-exporter-demo"))
     command("refresh", cmd_refresh, "refresh from Proxmox once")
     command("list", cmd_list, "print the datastores like `pvesm status`").add_argument(
         "--json", action="store_true", help="print GET /api/datastores's JSON answer instead of the table")
