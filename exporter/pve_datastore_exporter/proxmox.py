@@ -171,6 +171,9 @@ class Reader:
         self._clock = clock
         self._api = None
         self._lock = threading.Lock()
+        self._login_lock = threading.Lock()  # one login at a time: the refresh and the per-node reads share it
+        self._logins = 0  # logins ended, either way: a caller that waited for one shares its failure
+        self._login_error: Exception | None = None
         self._stuck: list[threading.Thread] = []
         self.threads = Threads()  # the extra round's and the per-node reads' calls, bounded together
         self.deadline = config.refresh_deadline
@@ -223,17 +226,36 @@ class Reader:
     def read_nodes(self, calls: dict, limit: float, node_of: Callable[[object], str | None] = lambda key: None) -> dict:
         """Per-node calls (key -> call(api)) on at most NODE_WORKERS threads, bounded with the refresh's: what each gave.
 
-        `node_of(key)` names the node a call goes to: none goes to a node another call is still with.
+        `node_of(key)` names the node a call goes to: none goes to a node another call is still with. A login
+        still to make is made on those threads, within `limit` (a hanging ticket request times the calls out).
         """
-        api = self._api
-        if api is None:  # no refresh has connected yet: connect here; the refresh then shares this client
-            try:
-                self._config.check_proxmox()
-                api = self._api = self._connect(self._config)
-            except Exception as exc:  # noqa: BLE001 - judged per node by the caller
-                return dict.fromkeys(calls, exc)
-        return gather({key: functools.partial(call, api) for key, call in calls.items()}, limit,
+        return gather({key: functools.partial(self._logged_in, call) for key, call in calls.items()}, limit,
                       NODE_WORKERS, self.threads, node_of=node_of)
+
+    def _logged_in(self, call: Callable[[object], object]) -> object:
+        return call(self._client())
+
+    def _client(self, before: Callable[[], None] = lambda: None):
+        """The client, logged in once (a password login is a call): whoever comes during a login waits for it and
+        shares its client, or its failure; never two logins at once. ConfigError when the settings cannot log in."""
+        api, seen = self._api, self._logins
+        if api is not None:
+            return api
+        with self._login_lock:
+            if self._api is not None:
+                return self._api
+            if self._logins != seen and self._login_error is not None:
+                raise self._login_error  # the login waited for failed: the next read tries again, not this caller
+            self._config.check_proxmox()
+            before()
+            try:
+                self._api, self._login_error = self._connect(self._config), None
+            except Exception as exc:
+                self._login_error = exc
+                raise
+            finally:
+                self._logins += 1
+            return self._api
 
     def storage_outcomes(self) -> dict[str, tuple[str | None, str | None]]:
         """The last refresh's per-node storage reads (EXPORTER_EXACT_AVAILABLE), taken once: node -> (reason, error)."""
@@ -247,11 +269,7 @@ class Reader:
                 raise Abandoned
 
         try:
-            api = self._api
-            if api is None:
-                self._config.check_proxmox()
-                before()  # a password login is a call too
-                self._api = api = self._connect(self._config)
+            api = self._client(before)
             outcome["payloads"] = fetch(api, before)
             before()
             outcome["extras"] = gather(self._extra_calls(api, outcome["payloads"][0]),
