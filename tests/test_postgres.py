@@ -556,3 +556,49 @@ def test_a_per_node_read_of_a_leader_that_lost_its_lock_is_not_stored(postgres_s
         leading.stop()
         for lock in holders:
             lock.release()
+
+
+def test_a_per_node_read_whose_lock_was_lost_and_taken_again_between_its_batches_is_refused(
+        postgres_server, store, tmp_path):
+    from pve_datastore_exporter.config import Config
+    from pve_datastore_exporter.node_reads import NodeReads
+    from pve_datastore_exporter.proxmox import Reader
+    from pve_datastore_exporter.simulator import Simulator
+
+    lock = PgLock(store.url, "A")
+    coordinator = Coordinator(lock, NoSignals(), tick=0.05)  # its loop notices a cut session and takes the lock again
+    coordinator.start(prepare=store.migrate, follow=lambda generation: None, role_changed=lambda: None)
+    cuts = []
+
+    def reading(seconds: float):
+        """The coordinator's fence; before the second batch, this replica loses its lock's session and takes the lock again."""
+        if len(cuts) == 1:
+            [pid] = lock_sessions(postgres_server, store.url)
+            postgres_server.sql(f"SELECT pg_terminate_backend({pid})")
+            wait_until(lambda: coordinator.leads() and lock.epoch != cuts[0], 10, "the lock taken again")
+        cuts.append(lock.epoch)
+        return coordinator.reading(seconds)
+
+    try:
+        with Simulator(nodes=5, datastores=2, drift=False, state_dir=str(tmp_path), auth_delay=0.01) as sim:
+            env = sim.env()
+            settings = Config(proxmox_host=env["PROXMOX_HOST"], proxmox_user=env["PROXMOX_USER"],
+                              proxmox_token_name=env["PROXMOX_TOKEN_NAME"], proxmox_token_value=env["PROXMOX_TOKEN_VALUE"],
+                              proxmox_ca_bundle=env["PROXMOX_CA_BUNDLE"], proxmox_timeout=2, proxmox_cluster_name="sim",
+                              database_url=store.url)
+            reader = Reader(settings)
+            service = Service(settings, reader, store, coordinator=coordinator)
+            exposition = Exposition(process=False)
+            service.subscribe(exposition)
+            service.start()
+            service.refresh()
+            reads = NodeReads(settings, reader, store, service.display, coordinator.leads, reading, coordinator.epoch)
+            reads.run("pools")  # five online nodes: a batch of four, then one
+            assert len(cuts) == 2 and cuts[1] > cuts[0]
+            # Before the fix the second batch's epoch replaced the first's: the read was stored under the new lock.
+            assert store.load()[1].risk.reads == ()
+            assert exposition.registry.get_sample_value("pve_datastore_fenced_writes_total") == 1
+            reads.run("pools")  # a read made wholly under the lock taken again lands
+            assert {r.node for r in store.load()[1].risk.reads} == {f"pve{i}" for i in range(1, 6)}
+    finally:
+        coordinator.stop()
