@@ -45,7 +45,7 @@ from .records import Datastore, RefreshFailed  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-MAX_STUCK = 2  # fetches left hanging on a dripping answer before refreshes fail at once
+MAX_STUCK = 2  # fetches left hanging on a dripping answer before refreshes fail at once (a calls.Threads limit)
 NODE_WORKERS = 4  # threads of a per-node read: each asks one node at a time (pvedaemon has 3 workers per node)
 NAME_EVERY = 3600.0  # seconds between reads of the cluster's name: it changes only when an admin renames the cluster
 WORKERS = 8  # threads of the extra round: under the 10 connections requests keeps per host (calls.Threads: 12 in all)
@@ -174,7 +174,7 @@ class Reader:
         self._login_lock = threading.Lock()  # one login at a time: the refresh and the per-node reads share it
         self._logins = 0  # logins ended, either way: a caller that waited for one shares its failure
         self._login_error: Exception | None = None
-        self._stuck: list[threading.Thread] = []
+        self._fetches = Threads(MAX_STUCK)  # the refresh's fetch threads: the one under way, and those left hanging
         self.threads = Threads()  # the extra round's and the per-node reads' calls, bounded together
         self.deadline = config.refresh_deadline
         self.cluster = config.proxmox_cluster_name or fallback_name(config)
@@ -205,9 +205,9 @@ class Reader:
     def read(self) -> list[Datastore]:
         """Fetch and parse; raise RefreshFailed with a reason and a message free of secrets."""
         with self._lock:
-            self._stuck = [t for t in self._stuck if t.is_alive()]
-            if len(self._stuck) >= MAX_STUCK:  # a tarpit must not collect our threads and sockets
-                raise RefreshFailed("timeout", f"{len(self._stuck)} earlier calls to Proxmox are still not "
+            # A fetch that ended gave its thread back before join() returned: what is live is left hanging.
+            if not self._fetches.take(1):  # a tarpit must not collect our threads and sockets
+                raise RefreshFailed("timeout", f"{self._fetches.live} earlier calls to Proxmox are still not "
                                    "answered; not starting another")
             outcome, abandoned = {}, threading.Event()
             worker = threading.Thread(target=self._fetch, args=(outcome, abandoned), name="proxmox-fetch", daemon=True)
@@ -215,7 +215,6 @@ class Reader:
             worker.join(self.deadline)
             if worker.is_alive():
                 abandoned.set()  # the call under way may still end; no further one starts (outside the fence)
-                self._stuck.append(worker)
                 self._api = None  # the stuck thread keeps its session; the next refresh starts afresh
                 raise RefreshFailed("timeout", f"Proxmox did not finish answering within {self.deadline} s")
             if "error" in outcome:
@@ -288,6 +287,8 @@ class Reader:
             outcome["error"] = RefreshFailed("connection", self._clean(f"cannot reach Proxmox: {exc}"))
         except Exception as exc:  # noqa: BLE001 - e.g. proxmoxer choking on an odd login answer
             outcome["error"] = RefreshFailed("parse", self._clean(f"unexpected answer from Proxmox: {exc!r}"))
+        finally:
+            self._fetches.give()
 
     def _extra_calls(self, api, resources) -> dict:
         """After the two lists, all at once: the cluster's name when due, each online node's storage if asked for."""
