@@ -46,12 +46,15 @@ class UnknownDatastore(LookupError):
     """A default was asked for a datastore the cluster does not have (or has disabled)."""
 
 
-class OtherCluster(DatabaseError):
-    """A write refused, rolled back: the database holds another cluster's datastores, which it would relabel."""
+class ForeignCluster(DatabaseError):
+    """The database holds another cluster's datastores: never written over (a write refused, rolled back), nor shown as ours.
 
-    def __init__(self, stored: str, ours: str):
-        super().__init__(f"the database holds the datastores of cluster {stored!r}, not of {ours!r}: refused to "
-                         "store over them (one database per cluster; a renamed cluster: see docs/runbooks.md)")
+    `ours` names this replica's cluster as the operator knows it; `outcome` says what was not done.
+    """
+
+    def __init__(self, stored: str, ours: str, outcome: str = "refused to store over them (one database per "
+                 "cluster; a renamed cluster: see docs/runbooks.md)"):
+        super().__init__(f"the database holds the datastores of cluster {stored!r}, not of {ours}: {outcome}")
 
 
 class Fenced(Exception):
@@ -144,7 +147,7 @@ class Store:
         `bookkeeping()` is called last, so that the refresh's duration includes its write. `cluster` is
         the cluster's name as the reader knows it, kept for the replicas that do not read. `fence`: the
         leader's epoch (Fenced when another replica took the lock since). `label(stored name)`: the
-        name to store over the one stored, None when that is another cluster's (OtherCluster, nothing written).
+        name to store over the one stored, None when that is another cluster's (ForeignCluster, nothing written).
         """
         now = utcnow()
         with self._write(fence=fence) as commit:
@@ -301,7 +304,7 @@ class Store:
         stored = (state and state.cluster) or ""
         name = label(stored)
         if name is None:
-            raise OtherCluster(stored, cluster)
+            raise ForeignCluster(stored, repr(cluster))
         return name
 
     def _save_refresh(self, info: RefreshInfo, cluster: str = "") -> None:
@@ -311,5 +314,5 @@ class Store:
 
 
 # What the coordination (coordination.py) takes from here: the store stays the one door to the database.
-__all__ = ["PROBE", "AlreadyServed", "DatabaseAway", "Fenced", "HeldLock", "NoSignals", "OtherCluster", "SessionError", "Store",
+__all__ = ["PROBE", "AlreadyServed", "DatabaseAway", "Fenced", "ForeignCluster", "HeldLock", "NoSignals", "SessionError", "Store",
            "StoreError", "UnknownDatastore", "is_sqlite", "open_coordination"]
