@@ -59,7 +59,7 @@ def test_dripping_nodes_cannot_collect_threads(sim):
     # The per-node reads share the bound: a node with a call still open gets no other; the others do.
     calls = {node: (lambda api, node=node: api.nodes(node).disks.lvmthin.get()) for node in ("pve1", "pve5")}
     answers = reader.read_nodes(calls, 2, node_of=lambda key: key)
-    assert type(answers["pve1"]).__name__ == "Busy" and isinstance(answers["pve5"], list)
+    assert type(answers["pve1"]).__name__ == "ProxmoxBusy" and isinstance(answers["pve5"], list)
 
 
 def test_the_limit_holds_when_more_nodes_drip_than_it_allows(tmp_path):

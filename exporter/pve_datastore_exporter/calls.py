@@ -19,8 +19,11 @@ class Abandoned(Exception):
     """The read this call belonged to was given up at its deadline: the call is not made."""
 
 
-class Busy(Exception):
-    """Not asked: earlier calls to Proxmox, still unanswered, hold every thread the reads may use."""
+class ProxmoxBusy(Exception):
+    """Not asked: earlier calls to Proxmox, still unanswered, hold every thread the reads may use (or the node).
+
+    Not http/clients.Busy, which is a client of ours with too many requests waiting.
+    """
 
 
 class Threads:
@@ -70,7 +73,7 @@ def gather(calls: dict, limit: float, workers: int, threads: Threads | None = No
 
     A call unanswered at the limit gets a TimeoutError; its thread ends with its socket's timeout (or
     never, on an answer that drips), and counts against `threads` until then: past its limit a call is
-    not made (Busy), nor is a call to a node (`node_of(key)`) another call is still with. Once
+    not made (ProxmoxBusy), nor is a call to a node (`node_of(key)`) another call is still with. Once
     `abandoned` is set, no call starts.
     """
     todo, done, lock = list(calls.items()), {}, threading.Lock()
@@ -86,7 +89,7 @@ def gather(calls: dict, limit: float, workers: int, threads: Threads | None = No
                     key, call = todo.pop()
                 node = node_of(key)
                 if not threads.hold(node):
-                    result = Busy(f"an earlier call to node {node!r} is still not answered; not asking it again")
+                    result = ProxmoxBusy(f"an earlier call to node {node!r} is still not answered; not asking it again")
                 else:
                     try:
                         result = call()
@@ -109,5 +112,5 @@ def gather(calls: dict, limit: float, workers: int, threads: Threads | None = No
     with lock:
         todo.clear()  # not started by now: never
         missing = TimeoutError(f"no answer within {limit:g} s") if started else \
-            Busy(f"{threads.live} earlier calls to Proxmox are still not answered; not asking")
+            ProxmoxBusy(f"{threads.live} earlier calls to Proxmox are still not answered; not asking")
         return {key: done.get(key, missing) for key in calls}

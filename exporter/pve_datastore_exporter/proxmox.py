@@ -38,7 +38,7 @@ requests = _import_requests()  # before proxmoxer, which imports it too
 import urllib3  # noqa: E402 - after requests, above
 from proxmoxer import AuthenticationError, ProxmoxAPI, ResourceException  # noqa: E402
 
-from .calls import Abandoned, Busy, Threads, gather  # noqa: E402
+from .calls import Abandoned, ProxmoxBusy, Threads, gather  # noqa: E402
 from .config import Config, ConfigError, scrub  # noqa: E402
 from .parse import online_nodes, parse, parse_cluster_name, parse_node_storage, quoted, with_exact_available  # noqa: E402
 from .records import Datastore, RefreshFailed  # noqa: E402
@@ -118,7 +118,7 @@ def fetch_content(api, node: str, datastore: str) -> object:
 
 def node_reason(exc: BaseException) -> str:
     """A per-node call's failure as one of records.NODE_READ_REASONS."""
-    if isinstance(exc, Busy):
+    if isinstance(exc, ProxmoxBusy):
         return "busy"
     if isinstance(exc, ResourceException) and exc.status_code == 403:
         return "forbidden"  # the token lacks the privilege (Sys.Audit on /): checked before the node is asked
