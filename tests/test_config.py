@@ -158,7 +158,9 @@ def test_database_password_counts_as_a_secret():
 
 @pytest.mark.parametrize("url", ["postgresql://u:pw-s3cret@127.0.0.1:99999/x", "postgresql://u:pw-s3cret@h:abc/x",
                                  "postgresql://u:pw-s3cret@[::1/x", "sqlite:///x.db?foo=bar",
-                                 "postgresql+psycopg2://u:pw-s3cret@h/x"])
+                                 "postgresql+psycopg2://u:pw-s3cret@h/x",
+                                 # No database's name: it stopped `serve` with a traceback that showed the password.
+                                 "postgresql://u:pw-s3cret@127.0.0.1:5432", "postgres://u:pw-s3cret@h/"])
 def test_a_database_url_that_cannot_work_is_one_line_without_its_password(url):
     with pytest.raises(cfg.ConfigError, match="^DATABASE_URL: invalid value") as info:
         cfg.load(env_file=None, environ={"DATABASE_URL": url})

@@ -109,6 +109,8 @@ def _database_url(value: str) -> str:
         raise ValueError(f"not a valid URL ({exc})") from None
     if scheme == "sqlite" and parts.query:
         raise ValueError("a sqlite URL takes no ?parameters here")
+    if scheme != "sqlite" and not parts.path.lstrip("/"):
+        raise ValueError("the database's name is missing: expected postgresql://user:password@host/name")
     driver = DATABASE_DRIVERS[scheme]
     if driver and importlib.util.find_spec(driver) is None:
         raise ValueError(f"{scheme} needs the {driver} package: pip install 'pve-datastore-exporter[postgres]'")
