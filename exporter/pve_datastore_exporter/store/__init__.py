@@ -26,6 +26,7 @@ from .tables import (
     RefreshStateModel,
     db,
     drop_placeholders,
+    ensure_schema,
     iso,
     migrate_schema,
     open_database,
@@ -88,7 +89,7 @@ class Store:
         db.initialize(self.database)
 
     @contextlib.contextmanager
-    def _write(self, announce: bool = True, fence: int | None = None):
+    def _write(self, announce: bool = True, fence: int | None = None, migrate: bool = False):
         """One transaction; it yields the Commit whose generation is set when the body is done.
 
         A leader's write carries `fence`, the epoch its lock was taken with: checked last, just before
@@ -102,7 +103,8 @@ class Store:
         with self._writing, self._connection(), self.database.atomic(**immediate):
             if self._postgres:  # one writer at a time among replicas too: two CREATE TABLEs at once collide
                 self.database.execute_sql(WRITER_LOCK)
-            migrate_schema(self.database)  # also what recreates a DB file deleted under us
+            # `migrate`: every table and column; else only a missing table (a DB file deleted under us) is made.
+            (migrate_schema if migrate else ensure_schema)(self.database)
             yield commit
             self._check_fence(fence)
             if announce and commit.changed:
@@ -128,7 +130,7 @@ class Store:
 
     def migrate(self) -> None:
         """Create missing tables and columns in place; a seed-era file keeps its rows and flags."""
-        with self._write(announce=False):
+        with self._write(announce=False, migrate=True):
             pass
 
     def is_empty(self) -> bool:
