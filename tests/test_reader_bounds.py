@@ -53,7 +53,8 @@ def test_dripping_nodes_cannot_collect_threads(sim):
         reader.read()  # each read gives up the dripping calls after PROXMOX_TIMEOUT
     # One thread left per dripping node, whatever the number of reads (before the fix: 4 more per read, 20).
     assert extra_threads() - before <= 4 <= MAX_CALL_THREADS
-    outcomes = reader.storage_outcomes()
+    fence, outcomes = reader.storage_outcomes()
+    assert fence is None  # read outside any fence: a lone process's
     assert {n: reason for n, (reason, _) in outcomes.items()} == {
         **{f"pve{i}": "busy" for i in range(1, 5)}, **{f"pve{i}": None for i in range(5, 9)}}
     # The per-node reads share the bound: a node with a call still open gets no other; the others do.
@@ -71,7 +72,7 @@ def test_the_limit_holds_when_more_nodes_drip_than_it_allows(tmp_path):
             reader.read()
         assert extra_threads() - before == MAX_CALL_THREADS  # 16 nodes, one thread each without the limit
         # The second read: 8 nodes still held (busy), 4 asked on the 4 threads left, 4 never started (timeout).
-        reasons = [reason for reason, _ in reader.storage_outcomes().values()]
+        reasons = [reason for reason, _ in reader.storage_outcomes()[1].values()]
         assert (reasons.count("busy"), reasons.count("timeout")) == (8, 8)
 
 

@@ -107,12 +107,9 @@ class NodeReads:
         """Store the refresh's per-node storage outcomes, then run each read that is due (leader only)."""
         if not self._leads():
             return
-        storage = self._reader.storage_outcomes()
+        fence, storage = self._reader.storage_outcomes()
         if storage:
-            try:
-                self._epoch = self._current_epoch()
-            except NotLeader:
-                return
+            self._epoch = fence  # the refresh's: refused if the lock was taken again since (store.Fenced)
             self._save("storage", {node: outcome if outcome[0] else [] for node, outcome in storage.items()})
         for read, due in self._due.items():
             if self._monotonic() >= due and not self._stop.is_set():

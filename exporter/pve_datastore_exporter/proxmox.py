@@ -182,6 +182,7 @@ class Reader:
         self._name_read = self._name_failing = False
         self._failing_nodes: set[str] = set()  # nodes whose avail could not be read last time
         self._outcomes: dict[str, tuple[str | None, str | None]] = {}  # per-node storage reads not yet stored
+        self._outcomes_fence: int | None = None  # the epoch those reads were made under: their write carries it
         self._outcomes_lock = threading.Lock()
 
     def known(self) -> str:
@@ -202,8 +203,11 @@ class Reader:
             return self.cluster
         return None if self.known() else stored
 
-    def read(self) -> list[Datastore]:
-        """Fetch and parse; raise RefreshFailed with a reason and a message free of secrets."""
+    def read(self, fence: int | None = None) -> list[Datastore]:
+        """Fetch and parse; raise RefreshFailed with a reason and a message free of secrets.
+
+        `fence`: the epoch the read is made under (Coordinator.reading), kept with its per-node storage outcomes.
+        """
         with self._lock:
             # A fetch that ended gave its thread back before join() returned: what is live is left hanging.
             if not self._fetches.take(1):  # a tarpit must not collect our threads and sockets
@@ -220,7 +224,7 @@ class Reader:
             if "error" in outcome:
                 raise outcome["error"]
             self._take_name(outcome["extras"].pop(NAME, None))  # before parsing: a bad list costs no name
-            return self._take_avail(parse(*outcome["payloads"]), outcome["extras"])
+            return self._take_avail(parse(*outcome["payloads"]), outcome["extras"], fence)
 
     def read_nodes(self, calls: dict, limit: float, node_of: Callable[[object], str | None] = lambda key: None) -> dict:
         """Per-node calls (key -> call(api)) on at most NODE_WORKERS threads, bounded with the refresh's: what each gave.
@@ -256,11 +260,12 @@ class Reader:
                 self._logins += 1
             return self._api
 
-    def storage_outcomes(self) -> dict[str, tuple[str | None, str | None]]:
-        """The last refresh's per-node storage reads (EXPORTER_EXACT_AVAILABLE), taken once: node -> (reason, error)."""
+    def storage_outcomes(self) -> tuple[int | None, dict[str, tuple[str | None, str | None]]]:
+        """The last refresh's per-node storage reads (EXPORTER_EXACT_AVAILABLE), taken once: the epoch they were read
+        under, and node -> (reason, error)."""
         with self._outcomes_lock:
             taken, self._outcomes = self._outcomes, {}
-            return taken
+            return self._outcomes_fence, taken
 
     def _fetch(self, outcome: dict, abandoned: threading.Event) -> None:
         def before() -> None:
@@ -301,7 +306,7 @@ class Reader:
             calls.update({("node", n): functools.partial(fetch_node_storage, api, n) for n in online_nodes(resources)})
         return calls
 
-    def _take_avail(self, datastores: list[Datastore], extras: dict) -> list[Datastore]:
+    def _take_avail(self, datastores: list[Datastore], extras: dict, fence: int | None) -> list[Datastore]:
         """The nodes' answers taken in: a failed call costs that node's exact figures, never the refresh."""
         avail, failed, outcomes = {}, {}, {}
         for (_, node), answer in extras.items():
@@ -314,6 +319,8 @@ class Reader:
                 failed[node] = self._clean(describe(exc))
                 outcomes[node] = (node_reason(exc), failed[node])
         with self._outcomes_lock:
+            if fence != self._outcomes_fence:  # those of an earlier lock would be stored under this one's epoch
+                self._outcomes, self._outcomes_fence = {}, fence
             self._outcomes.update(outcomes)
         self._log_nodes(failed, set(avail))
         return with_exact_available(datastores, avail) if avail else datastores

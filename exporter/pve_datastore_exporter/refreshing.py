@@ -82,7 +82,7 @@ class Refresher:
         self._fence = None
         try:
             with self._coordinator.reading(self._deadline) as self._fence:  # fenced: see coordination.py
-                datastores = self._reader.read()
+                datastores = self._reader.read(self._fence)
         except NotLeader as exc:  # not recorded: the bookkeeping is the leader's to write
             raise RefreshFailed("db", str(exc)) from None
         except RefreshFailed as exc:
