@@ -67,6 +67,43 @@ class Threads:
             self._nodes.discard(node)
 
 
+class Shared:
+    """One value (the logged-in client) made by one caller at a time: who comes while it is made waits and shares it,
+    or its failure, rather than making a second one at once (a password login per thread)."""
+
+    def __init__(self):
+        self._value, self._lock = None, threading.Lock()
+        self._made, self._error = 0, None  # attempts ended, either way; the last one's failure
+
+    @property
+    def value(self) -> object:
+        """The value made, None while there is none."""
+        return self._value
+
+    def get(self, make: Callable[[], object]) -> object:
+        """The value, made by `make()` if there is none; the failure of the attempt this caller waited for, raised."""
+        value, seen = self._value, self._made
+        if value is not None:
+            return value
+        with self._lock:
+            if self._value is not None:
+                return self._value
+            if self._made != seen and self._error is not None:
+                raise self._error  # the attempt waited for failed: the next read tries again, not this caller
+            try:
+                self._value, self._error = make(), None
+            except Exception as exc:
+                self._error = exc
+                raise
+            finally:
+                self._made += 1
+            return self._value
+
+    def forget(self) -> None:
+        """Make the value anew at the next get() (a ticket expired, a session left on a call that hangs)."""
+        self._value = None
+
+
 def gather(calls: dict, limit: float, workers: int, threads: Threads | None = None,
            abandoned: threading.Event | None = None, node_of: Callable[[object], str | None] = lambda key: None) -> dict:
     """Run the calls on up to `workers` daemon threads: what each returned or raised within `limit` s.

@@ -38,7 +38,7 @@ requests = _import_requests()  # before proxmoxer, which imports it too
 import urllib3  # noqa: E402 - after requests, above
 from proxmoxer import AuthenticationError, ProxmoxAPI, ResourceException  # noqa: E402
 
-from .calls import Abandoned, ProxmoxBusy, Threads, gather  # noqa: E402
+from .calls import Abandoned, ProxmoxBusy, Shared, Threads, gather  # noqa: E402
 from .config import Config, ConfigError, scrub  # noqa: E402
 from .parse import online_nodes, parse, parse_cluster_name, parse_node_storage, quoted, with_exact_available  # noqa: E402
 from .records import Datastore, RefreshFailed  # noqa: E402
@@ -169,11 +169,8 @@ class Reader:
         self._config = config
         self._connect = connect
         self._clock = clock
-        self._api = None
+        self._api = Shared()  # the client, logged in once for the refresh and the per-node reads
         self._lock = threading.Lock()
-        self._login_lock = threading.Lock()  # one login at a time: the refresh and the per-node reads share it
-        self._logins = 0  # logins ended, either way: a caller that waited for one shares its failure
-        self._login_error: Exception | None = None
         self._fetches = Threads(MAX_STUCK)  # the refresh's fetch threads: the one under way, and those left hanging
         self.threads = Threads()  # the extra round's and the per-node reads' calls, bounded together
         self.deadline = config.refresh_deadline
@@ -219,7 +216,7 @@ class Reader:
             worker.join(self.deadline)
             if worker.is_alive():
                 abandoned.set()  # the call under way may still end; no further one starts (outside the fence)
-                self._api = None  # the stuck thread keeps its session; the next refresh starts afresh
+                self._api.forget()  # the stuck thread keeps its session; the next refresh starts afresh
                 raise RefreshFailed("timeout", f"Proxmox did not finish answering within {self.deadline} s")
             if "error" in outcome:
                 raise outcome["error"]
@@ -241,24 +238,10 @@ class Reader:
     def _client(self, before: Callable[[], None] = lambda: None):
         """The client, logged in once (a password login is a call): whoever comes during a login waits for it and
         shares its client, or its failure; never two logins at once. ConfigError when the settings cannot log in."""
-        api, seen = self._api, self._logins
-        if api is not None:
-            return api
-        with self._login_lock:
-            if self._api is not None:
-                return self._api
-            if self._logins != seen and self._login_error is not None:
-                raise self._login_error  # the login waited for failed: the next read tries again, not this caller
+        if self._api.value is None:  # a login to make, or to wait for
             self._config.check_proxmox()
-            before()
-            try:
-                self._api, self._login_error = self._connect(self._config), None
-            except Exception as exc:
-                self._login_error = exc
-                raise
-            finally:
-                self._logins += 1
-            return self._api
+            before()  # a login is a call: a read given up makes none
+        return self._api.get(functools.partial(self._connect, self._config))
 
     def storage_outcomes(self) -> tuple[int | None, dict[str, tuple[str | None, str | None]]]:
         """The last refresh's per-node storage reads (EXPORTER_EXACT_AVAILABLE), taken once: the epoch they were read
@@ -284,7 +267,7 @@ class Reader:
         except (AuthenticationError, ResourceException, requests.exceptions.RequestException) as exc:
             reason = classify(exc)
             if reason == "auth":
-                self._api = None  # log in again next time: a ticket may have expired or been revoked
+                self._api.forget()  # log in again next time: a ticket may have expired or been revoked
             outcome["error"] = RefreshFailed(reason, self._clean(f"Proxmox API call failed: {exc}"))
         except ConfigError as exc:
             outcome["error"] = RefreshFailed("auth", str(exc))
