@@ -78,7 +78,7 @@ class FakeReader:
             return self.cluster
         return None if self.known() else stored
 
-    def read(self):
+    def read(self, fence=None):
         self.calls += 1
         if self.gate:
             self.gate.wait(5)

@@ -158,7 +158,9 @@ def test_database_password_counts_as_a_secret():
 
 @pytest.mark.parametrize("url", ["postgresql://u:pw-s3cret@127.0.0.1:99999/x", "postgresql://u:pw-s3cret@h:abc/x",
                                  "postgresql://u:pw-s3cret@[::1/x", "sqlite:///x.db?foo=bar",
-                                 "postgresql+psycopg2://u:pw-s3cret@h/x"])
+                                 "postgresql+psycopg2://u:pw-s3cret@h/x",
+                                 # No database's name: it stopped `serve` with a traceback that showed the password.
+                                 "postgresql://u:pw-s3cret@127.0.0.1:5432", "postgres://u:pw-s3cret@h/"])
 def test_a_database_url_that_cannot_work_is_one_line_without_its_password(url):
     with pytest.raises(cfg.ConfigError, match="^DATABASE_URL: invalid value") as info:
         cfg.load(env_file=None, environ={"DATABASE_URL": url})
@@ -256,8 +258,40 @@ def test_a_setting_and_its_file_both_set_is_an_error_naming_both(tmp_path, env):
     (tmp_path / "f").write_text("sqlite:///in-file.db")
     with pytest.raises(cfg.ConfigError) as info:
         cfg.load(env_file=None, environ={env: "sqlite:///direct-s3cret.db", f"{env}_FILE": str(tmp_path / "f")})
-    assert f"{env} and {env}_FILE are both set" in str(info.value)
+    assert str(info.value) == f"{env} and {env}_FILE are both set in the environment; set one of them"
     assert "s3cret" not in str(info.value) and "in-file" not in str(info.value)
+
+
+def test_the_environment_wins_over_the_env_file_whichever_form_each_uses(tmp_path):
+    """NAME in one source and NAME_FILE in the other is no conflict: the environment wins, as for every setting.
+
+    An image or role that sets PROXMOX_TOKEN_VALUE_FILE beside an old .env holding PROXMOX_TOKEN_VALUE starts.
+    """
+    (tmp_path / "token").write_text("tok-from-file\n")
+    (tmp_path / ".env").write_text("PROXMOX_TOKEN_VALUE=old-tok-in-dotenv\n"
+                                   f"PROXMOX_PASSWORD_FILE={tmp_path / 'not-there'}\n")
+    c = cfg.load(env_file=str(tmp_path / ".env"),
+                 environ={"PROXMOX_TOKEN_VALUE_FILE": str(tmp_path / "token"), "PROXMOX_PASSWORD": "pw-from-env"})
+    # The .env's PROXMOX_PASSWORD_FILE names a missing file: it is not read at all, the environment's value stands.
+    assert (c.proxmox_token_value, c.proxmox_password) == ("tok-from-file", "pw-from-env")
+    # Either form of the .env still counts when the environment sets neither.
+    (tmp_path / "pw").write_text("pw-from-dotenv-file")
+    (tmp_path / ".env").write_text(f"PROXMOX_TOKEN_VALUE=tok-in-dotenv\nPROXMOX_PASSWORD_FILE={tmp_path / 'pw'}\n")
+    c = cfg.load(env_file=str(tmp_path / ".env"), environ={"PROXMOX_TOKEN_VALUE_FILE": "", "PROXMOX_PASSWORD": " "})
+    assert (c.proxmox_token_value, c.proxmox_password) == ("tok-in-dotenv", "pw-from-dotenv-file")
+
+
+def test_a_setting_and_its_file_both_set_in_the_env_file_is_an_error_naming_both_and_the_file(tmp_path):
+    (tmp_path / "f").write_text("in-file-s3cret")
+    (tmp_path / ".env").write_text(f"EXPORTER_API_TOKEN=direct-s3cret\nEXPORTER_API_TOKEN_FILE={tmp_path / 'f'}\n")
+    with pytest.raises(cfg.ConfigError) as info:  # the environment setting neither does not hide the conflict
+        cfg.load(env_file=str(tmp_path / ".env"), environ={})
+    assert str(info.value) == (f"EXPORTER_API_TOKEN and EXPORTER_API_TOKEN_FILE are both set in {tmp_path / '.env'}; "
+                               "set one of them")
+    # Each source is checked on its own: a .env at odds with itself is refused even while the environment's value
+    # would win, or it would start failing the day that value is taken away.
+    with pytest.raises(cfg.ConfigError, match="are both set in "):
+        cfg.load(env_file=str(tmp_path / ".env"), environ={"EXPORTER_API_TOKEN": "from-env"})
 
 
 def test_an_unreadable_file_is_an_error_naming_the_file_never_its_content(tmp_path):

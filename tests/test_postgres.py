@@ -481,7 +481,7 @@ class ReadName(FakeReader):
     def known(self) -> str:
         return self.cluster if self.read_name else ""
 
-    def read(self):
+    def read(self, fence=None):
         self.read_name = True  # the name comes with the refresh's reads
         return super().read()
 
@@ -556,3 +556,88 @@ def test_a_per_node_read_of_a_leader_that_lost_its_lock_is_not_stored(postgres_s
         leading.stop()
         for lock in holders:
             lock.release()
+
+
+class Retaking:
+    """A replica leading on `url` whose loop notices a cut lock session and takes the lock again (a new epoch),
+    over a simulated cluster of five nodes: its settings, reader and service."""
+
+    def __init__(self, server, store: Store, state_dir, **settings):
+        from pve_datastore_exporter.config import Config
+        from pve_datastore_exporter.proxmox import Reader
+        from pve_datastore_exporter.simulator import Simulator
+
+        self.server = server
+        self.url = url = store.url
+        self.lock = PgLock(url, "A")
+        self.coordinator = Coordinator(self.lock, NoSignals(), tick=0.05)
+        self.coordinator.start(prepare=lambda: None, follow=lambda generation: None, role_changed=lambda: None)
+        self.sim = Simulator(nodes=5, datastores=2, drift=False, state_dir=str(state_dir), auth_delay=0.01).start()
+        env = self.sim.env()
+        self.settings = Config(proxmox_host=env["PROXMOX_HOST"], proxmox_user=env["PROXMOX_USER"],
+                               proxmox_token_name=env["PROXMOX_TOKEN_NAME"], proxmox_token_value=env["PROXMOX_TOKEN_VALUE"],
+                               proxmox_ca_bundle=env["PROXMOX_CA_BUNDLE"], proxmox_timeout=2, proxmox_cluster_name="sim",
+                               database_url=url, **settings)
+        self.reader = Reader(self.settings)
+        self.service = Service(self.settings, self.reader, store, coordinator=self.coordinator)  # one Store per process
+        self.exposition = Exposition(process=False)
+        self.service.subscribe(self.exposition)
+        self.service.start()
+
+    def take_again(self) -> None:
+        """Cut the lock's session; wait until this replica took the lock again, with a new epoch."""
+        before = self.lock.epoch
+        [pid] = lock_sessions(self.server, self.url)
+        self.server.sql(f"SELECT pg_terminate_backend({pid})")
+        wait_until(lambda: self.coordinator.leads() and self.lock.epoch != before, 10, "the lock taken again")
+
+    def fenced(self) -> float:
+        return self.exposition.registry.get_sample_value("pve_datastore_fenced_writes_total")
+
+    def stop(self) -> None:
+        self.sim.stop()
+        self.coordinator.stop()
+
+
+@pytest.fixture
+def retaking(postgres_server, store, tmp_path):
+    made = []
+    yield lambda **settings: made.append(Retaking(postgres_server, store, tmp_path, **settings)) or made[-1]
+    for replica in made:
+        replica.stop()
+
+
+def test_a_per_node_read_whose_lock_was_lost_and_taken_again_between_its_batches_is_refused(retaking, store):
+    from pve_datastore_exporter.node_reads import NodeReads
+
+    a, epochs = retaking(), []
+
+    def reading(seconds: float):
+        """The coordinator's fence; before the second batch, this replica loses its lock's session and takes the lock again."""
+        if len(epochs) == 1:
+            a.take_again()
+        epochs.append(a.lock.epoch)
+        return a.coordinator.reading(seconds)
+
+    a.service.refresh()
+    reads = NodeReads(a.settings, a.reader, store, a.service.display, a.coordinator.leads, reading, a.coordinator.epoch)
+    reads.run("pools")  # five online nodes: a batch of four, then one
+    assert len(epochs) == 2 and epochs[1] > epochs[0]
+    # Before the fix the second batch's epoch replaced the first's: the read was stored under the new lock.
+    assert store.load()[1].risk.reads == ()
+    assert a.fenced() == 1
+    reads.run("pools")  # a read made wholly under the lock taken again lands
+    assert {r.node for r in store.load()[1].risk.reads} == {f"pve{i}" for i in range(1, 6)}
+
+
+def test_a_refreshs_per_node_storage_outcomes_are_refused_once_the_lock_was_taken_again(retaking, store):
+    a = retaking(exact_available=True, pools_interval=0)
+    a.service.refresh()  # each node's /storage read under the first epoch: stored by the next tick of the per-node reads
+    a.take_again()
+    a.service.node_reads.tick()
+    # Before the fix the tick stored them under the epoch in force then: the new lock's, which never read them.
+    assert store.load()[1].risk.reads == ()
+    assert a.fenced() == 1
+    a.service.refresh()
+    a.service.node_reads.tick()
+    assert {(r.read, r.node) for r in store.load()[1].risk.reads} == {("storage", f"pve{i}") for i in range(1, 6)}

@@ -178,7 +178,7 @@ def test_db_locked_during_a_refresh_keeps_the_dbs_defaults_and_the_fresh_figures
 
 def test_an_unforeseen_error_is_a_counted_failure_not_a_crash(tmp_path):
     class Broken(FakeReader):
-        def read(self):
+        def read(self, fence=None):
             raise ZeroDivisionError("a bug")
 
     service, _ = make(tmp_path, Broken())
@@ -302,7 +302,7 @@ class TimedReader(FakeReader):
         super().__init__()
         self.lock, self.times = lock, []
 
-    def read(self):
+    def read(self, fence=None):
         self.times.append(time.monotonic())
         if self.lock is not None:
             self.lock.cut = True  # pg_terminate_backend of the lock's session, mid-read
@@ -392,7 +392,7 @@ class RenamingReader(FakeReader):
 
     cluster = "127.0.0.1"
 
-    def read(self):
+    def read(self, fence=None):
         self.cluster = "pve-sim"
         return super().read()
 

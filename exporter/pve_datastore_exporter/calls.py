@@ -19,8 +19,11 @@ class Abandoned(Exception):
     """The read this call belonged to was given up at its deadline: the call is not made."""
 
 
-class Busy(Exception):
-    """Not asked: earlier calls to Proxmox, still unanswered, hold every thread the reads may use."""
+class ProxmoxBusy(Exception):
+    """Not asked: earlier calls to Proxmox, still unanswered, hold every thread the reads may use (or the node).
+
+    Not http/clients.Busy, which is a client of ours with too many requests waiting.
+    """
 
 
 class Threads:
@@ -64,13 +67,50 @@ class Threads:
             self._nodes.discard(node)
 
 
+class Shared:
+    """One value (the logged-in client) made by one caller at a time: who comes while it is made waits and shares it,
+    or its failure, rather than making a second one at once (a password login per thread)."""
+
+    def __init__(self):
+        self._value, self._lock = None, threading.Lock()
+        self._made, self._error = 0, None  # attempts ended, either way; the last one's failure
+
+    @property
+    def value(self) -> object:
+        """The value made, None while there is none."""
+        return self._value
+
+    def get(self, make: Callable[[], object]) -> object:
+        """The value, made by `make()` if there is none; the failure of the attempt this caller waited for, raised."""
+        value, seen = self._value, self._made
+        if value is not None:
+            return value
+        with self._lock:
+            if self._value is not None:
+                return self._value
+            if self._made != seen and self._error is not None:
+                raise self._error  # the attempt waited for failed: the next read tries again, not this caller
+            try:
+                self._value, self._error = make(), None
+            except Exception as exc:
+                self._error = exc
+                raise
+            finally:
+                self._made += 1
+            return self._value
+
+    def forget(self) -> None:
+        """Make the value anew at the next get() (a ticket expired, a session left on a call that hangs)."""
+        self._value = None
+
+
 def gather(calls: dict, limit: float, workers: int, threads: Threads | None = None,
            abandoned: threading.Event | None = None, node_of: Callable[[object], str | None] = lambda key: None) -> dict:
     """Run the calls on up to `workers` daemon threads: what each returned or raised within `limit` s.
 
     A call unanswered at the limit gets a TimeoutError; its thread ends with its socket's timeout (or
     never, on an answer that drips), and counts against `threads` until then: past its limit a call is
-    not made (Busy), nor is a call to a node (`node_of(key)`) another call is still with. Once
+    not made (ProxmoxBusy), nor is a call to a node (`node_of(key)`) another call is still with. Once
     `abandoned` is set, no call starts.
     """
     todo, done, lock = list(calls.items()), {}, threading.Lock()
@@ -86,7 +126,7 @@ def gather(calls: dict, limit: float, workers: int, threads: Threads | None = No
                     key, call = todo.pop()
                 node = node_of(key)
                 if not threads.hold(node):
-                    result = Busy(f"an earlier call to node {node!r} is still not answered; not asking it again")
+                    result = ProxmoxBusy(f"an earlier call to node {node!r} is still not answered; not asking it again")
                 else:
                     try:
                         result = call()
@@ -109,5 +149,5 @@ def gather(calls: dict, limit: float, workers: int, threads: Threads | None = No
     with lock:
         todo.clear()  # not started by now: never
         missing = TimeoutError(f"no answer within {limit:g} s") if started else \
-            Busy(f"{threads.live} earlier calls to Proxmox are still not answered; not asking")
+            ProxmoxBusy(f"{threads.live} earlier calls to Proxmox are still not answered; not asking")
         return {key: done.get(key, missing) for key in calls}

@@ -109,6 +109,8 @@ def _database_url(value: str) -> str:
         raise ValueError(f"not a valid URL ({exc})") from None
     if scheme == "sqlite" and parts.query:
         raise ValueError("a sqlite URL takes no ?parameters here")
+    if scheme != "sqlite" and not parts.path.lstrip("/"):
+        raise ValueError("the database's name is missing: expected postgresql://user:password@host/name")
     driver = DATABASE_DRIVERS[scheme]
     if driver and importlib.util.find_spec(driver) is None:
         raise ValueError(f"{scheme} needs the {driver} package: pip install 'pve-datastore-exporter[postgres]'")
@@ -239,24 +241,37 @@ def file_variant(env: str) -> str:
     return f"{env}_FILE"
 
 
-def _from_files(values: dict[str, str | None]) -> dict[str, str]:
-    """The values of FILE_SETTINGS read from their NAME_FILE, the file's trailing newline stripped."""
+def _from_files(sources: list[tuple[str, Mapping[str, str | None]]]) -> dict[str, str]:
+    """The values of FILE_SETTINGS, each from the first source (environment, then `.env`) setting NAME or NAME_FILE.
+
+    NAME in one source and NAME_FILE in another is no conflict: the first source wins, as for any setting.
+    Both in one source is (ConfigError naming the source, never a value), even in a source that does not win.
+    """
     read = {}
     for env in FILE_SETTINGS:
-        path = (values.get(file_variant(env)) or "").strip()
-        if not path:
-            continue
-        if (values.get(env) or "").strip():
-            raise ConfigError(f"{env} and {file_variant(env)} are both set; set one of them")
-        try:
-            with open(path, encoding="utf-8") as stream:
-                content = stream.read()
-        except OSError as exc:  # the message names the file, never what it holds
-            raise ConfigError(f"{file_variant(env)}: cannot read {path} ({exc.strerror or exc})") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{file_variant(env)}: {path} is not UTF-8 text") from None
-        read[env] = content.removesuffix("\n").removesuffix("\r")
+        chosen = []
+        for where, values in sources:
+            direct, path = ((values.get(name) or "").strip() for name in (env, file_variant(env)))
+            if direct and path:
+                raise ConfigError(f"{env} and {file_variant(env)} are both set {where}; set one of them")
+            if direct or path:
+                chosen.append((values[env], None) if direct else (None, path))
+        if chosen:
+            value, path = chosen[0]
+            read[env] = value if path is None else _read_secret_file(env, path)
     return read
+
+
+def _read_secret_file(env: str, path: str) -> str:
+    """NAME_FILE's file, its trailing newline stripped; ConfigError naming the file, never what it holds."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            content = stream.read()
+    except OSError as exc:
+        raise ConfigError(f"{file_variant(env)}: cannot read {path} ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file_variant(env)}: {path} is not UTF-8 text") from None
+    return content.removesuffix("\n").removesuffix("\r")
 
 
 class _ConfigMethods:
@@ -321,11 +336,10 @@ def load(env_file: str | None = ".env", environ: Mapping[str, str] | None = None
             values.update(dotenv_values(env_file))
         except UnicodeDecodeError:
             raise ConfigError(f"--env-file: {env_file} is not UTF-8 text") from None
+    from_files = _from_files([("in the environment", environ), (f"in {env_file}", values)])
     # An empty variable in the environment (e.g. `PROXMOX_HOST=` from compose) does not hide the file's.
     values.update({s.env: environ[s.env] for s in SETTINGS if environ.get(s.env, "").strip()})
-    values.update({file_variant(env): environ[file_variant(env)] for env in FILE_SETTINGS
-                   if environ.get(file_variant(env), "").strip()})
-    values.update(_from_files(values))
+    values.update(from_files)
     parsed = {}
     for setting in SETTINGS:
         raw = values.get(setting.env)

@@ -56,6 +56,14 @@ def batches(keys: list, node_of: Callable) -> list[list]:
     return found
 
 
+class Moved(Exception):
+    """Not asked: the lock was taken again since the read began (its epoch moved on); the read's write is refused."""
+
+    def __init__(self, epoch: int | None, began: int | None):
+        super().__init__(f"not asked: the leader's lock was lost and taken again (epoch {epoch}) since the read "
+                         f"began (epoch {began})")
+
+
 class NodeReads:
     """Runs each per-node read when due, while this replica leads; stores and publishes its outcome."""
 
@@ -64,7 +72,7 @@ class NodeReads:
                  rand: Callable[[], float] = random.random):
         self._reader, self._store, self._display, self._leads = reader, store, display, leads
         self._fence = fence  # coordination.Coordinator.reading: each batch of calls is fenced like a refresh
-        self._epoch = None  # the fence's epoch of the last batch: the read's write carries it (store.Fenced)
+        self._epoch = None  # the epoch the read under way began under: its batches' and its write's (store.Fenced)
         self._current_epoch = epoch  # Coordinator.epoch: the fence of a write that follows no call (no mark made)
         self._clock, self._monotonic, self._rand = clock, monotonic, rand
         self._timeout, self._secrets = config.proxmox_timeout, config.secrets()
@@ -99,12 +107,9 @@ class NodeReads:
         """Store the refresh's per-node storage outcomes, then run each read that is due (leader only)."""
         if not self._leads():
             return
-        storage = self._reader.storage_outcomes()
+        fence, storage = self._reader.storage_outcomes()
         if storage:
-            try:
-                self._epoch = self._current_epoch()
-            except NotLeader:
-                return
+            self._epoch = fence  # the refresh's: refused if the lock was taken again since (store.Fenced)
             self._save("storage", {node: outcome if outcome[0] else [] for node, outcome in storage.items()})
         for read, due in self._due.items():
             if self._monotonic() >= due and not self._stop.is_set():
@@ -129,7 +134,8 @@ class NodeReads:
 
     def _ask(self, calls: dict, calls_each: int = 1, node_of: Callable = lambda key: key) -> dict:
         """The calls, NODE_WORKERS at a time, each batch fenced like a refresh's read (NotLeader once this replica
-        may no longer lead); a refresh never waits for a batch. Keys past MAX_READ_SECONDS are not asked."""
+        may no longer lead); a refresh never waits for a batch. Keys past MAX_READ_SECONDS are not asked, nor those
+        of a batch whose fence is not the read's: the lock was lost and taken again since, the write will be refused."""
         answers, limit = {}, self._timeout * calls_each + 1
         end = self._monotonic() + MAX_READ_SECONDS
         for keys in batches(list(calls), node_of):
@@ -137,7 +143,10 @@ class NodeReads:
             if self._monotonic() + limit > end:
                 answers.update(dict.fromkeys(batch, TimeoutError(f"not asked: the read took its {MAX_READ_SECONDS:g} s")))
                 continue
-            with self._fence(limit) as self._epoch:
+            with self._fence(limit) as epoch:
+                if epoch != self._epoch:  # another leader may have read and stored meanwhile: ours is older
+                    answers.update(dict.fromkeys(batch, Moved(epoch, self._epoch)))
+                    continue
                 answers.update(self._reader.read_nodes(batch, limit, node_of))
         return answers
 

@@ -38,14 +38,14 @@ requests = _import_requests()  # before proxmoxer, which imports it too
 import urllib3  # noqa: E402 - after requests, above
 from proxmoxer import AuthenticationError, ProxmoxAPI, ResourceException  # noqa: E402
 
-from .calls import Abandoned, Busy, Threads, gather  # noqa: E402
+from .calls import Abandoned, ProxmoxBusy, Shared, Threads, gather  # noqa: E402
 from .config import Config, ConfigError, scrub  # noqa: E402
 from .parse import online_nodes, parse, parse_cluster_name, parse_node_storage, quoted, with_exact_available  # noqa: E402
 from .records import Datastore, RefreshFailed  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-MAX_STUCK = 2  # fetches left hanging on a dripping answer before refreshes fail at once
+MAX_STUCK = 2  # fetches left hanging on a dripping answer before refreshes fail at once (a calls.Threads limit)
 NODE_WORKERS = 4  # threads of a per-node read: each asks one node at a time (pvedaemon has 3 workers per node)
 NAME_EVERY = 3600.0  # seconds between reads of the cluster's name: it changes only when an admin renames the cluster
 WORKERS = 8  # threads of the extra round: under the 10 connections requests keeps per host (calls.Threads: 12 in all)
@@ -118,7 +118,7 @@ def fetch_content(api, node: str, datastore: str) -> object:
 
 def node_reason(exc: BaseException) -> str:
     """A per-node call's failure as one of records.NODE_READ_REASONS."""
-    if isinstance(exc, Busy):
+    if isinstance(exc, ProxmoxBusy):
         return "busy"
     if isinstance(exc, ResourceException) and exc.status_code == 403:
         return "forbidden"  # the token lacks the privilege (Sys.Audit on /): checked before the node is asked
@@ -169,9 +169,9 @@ class Reader:
         self._config = config
         self._connect = connect
         self._clock = clock
-        self._api = None
+        self._api = Shared()  # the client, logged in once for the refresh and the per-node reads
         self._lock = threading.Lock()
-        self._stuck: list[threading.Thread] = []
+        self._fetches = Threads(MAX_STUCK)  # the refresh's fetch threads: the one under way, and those left hanging
         self.threads = Threads()  # the extra round's and the per-node reads' calls, bounded together
         self.deadline = config.refresh_deadline
         self.cluster = config.proxmox_cluster_name or fallback_name(config)
@@ -179,6 +179,7 @@ class Reader:
         self._name_read = self._name_failing = False
         self._failing_nodes: set[str] = set()  # nodes whose avail could not be read last time
         self._outcomes: dict[str, tuple[str | None, str | None]] = {}  # per-node storage reads not yet stored
+        self._outcomes_fence: int | None = None  # the epoch those reads were made under: their write carries it
         self._outcomes_lock = threading.Lock()
 
     def known(self) -> str:
@@ -199,12 +200,15 @@ class Reader:
             return self.cluster
         return None if self.known() else stored
 
-    def read(self) -> list[Datastore]:
-        """Fetch and parse; raise RefreshFailed with a reason and a message free of secrets."""
+    def read(self, fence: int | None = None) -> list[Datastore]:
+        """Fetch and parse; raise RefreshFailed with a reason and a message free of secrets.
+
+        `fence`: the epoch the read is made under (Coordinator.reading), kept with its per-node storage outcomes.
+        """
         with self._lock:
-            self._stuck = [t for t in self._stuck if t.is_alive()]
-            if len(self._stuck) >= MAX_STUCK:  # a tarpit must not collect our threads and sockets
-                raise RefreshFailed("timeout", f"{len(self._stuck)} earlier calls to Proxmox are still not "
+            # A fetch that ended gave its thread back before join() returned: what is live is left hanging.
+            if not self._fetches.take(1):  # a tarpit must not collect our threads and sockets
+                raise RefreshFailed("timeout", f"{self._fetches.live} earlier calls to Proxmox are still not "
                                    "answered; not starting another")
             outcome, abandoned = {}, threading.Event()
             worker = threading.Thread(target=self._fetch, args=(outcome, abandoned), name="proxmox-fetch", daemon=True)
@@ -212,34 +216,39 @@ class Reader:
             worker.join(self.deadline)
             if worker.is_alive():
                 abandoned.set()  # the call under way may still end; no further one starts (outside the fence)
-                self._stuck.append(worker)
-                self._api = None  # the stuck thread keeps its session; the next refresh starts afresh
+                self._api.forget()  # the stuck thread keeps its session; the next refresh starts afresh
                 raise RefreshFailed("timeout", f"Proxmox did not finish answering within {self.deadline} s")
             if "error" in outcome:
                 raise outcome["error"]
             self._take_name(outcome["extras"].pop(NAME, None))  # before parsing: a bad list costs no name
-            return self._take_avail(parse(*outcome["payloads"]), outcome["extras"])
+            return self._take_avail(parse(*outcome["payloads"]), outcome["extras"], fence)
 
     def read_nodes(self, calls: dict, limit: float, node_of: Callable[[object], str | None] = lambda key: None) -> dict:
         """Per-node calls (key -> call(api)) on at most NODE_WORKERS threads, bounded with the refresh's: what each gave.
 
-        `node_of(key)` names the node a call goes to: none goes to a node another call is still with.
+        `node_of(key)` names the node a call goes to: none goes to a node another call is still with. A login
+        still to make is made on those threads, within `limit` (a hanging ticket request times the calls out).
         """
-        api = self._api
-        if api is None:  # no refresh has connected yet: connect here; the refresh then shares this client
-            try:
-                self._config.check_proxmox()
-                api = self._api = self._connect(self._config)
-            except Exception as exc:  # noqa: BLE001 - judged per node by the caller
-                return dict.fromkeys(calls, exc)
-        return gather({key: functools.partial(call, api) for key, call in calls.items()}, limit,
+        return gather({key: functools.partial(self._logged_in, call) for key, call in calls.items()}, limit,
                       NODE_WORKERS, self.threads, node_of=node_of)
 
-    def storage_outcomes(self) -> dict[str, tuple[str | None, str | None]]:
-        """The last refresh's per-node storage reads (EXPORTER_EXACT_AVAILABLE), taken once: node -> (reason, error)."""
+    def _logged_in(self, call: Callable[[object], object]) -> object:
+        return call(self._client())
+
+    def _client(self, before: Callable[[], None] = lambda: None):
+        """The client, logged in once (a password login is a call): whoever comes during a login waits for it and
+        shares its client, or its failure; never two logins at once. ConfigError when the settings cannot log in."""
+        if self._api.value is None:  # a login to make, or to wait for
+            self._config.check_proxmox()
+            before()  # a login is a call: a read given up makes none
+        return self._api.get(functools.partial(self._connect, self._config))
+
+    def storage_outcomes(self) -> tuple[int | None, dict[str, tuple[str | None, str | None]]]:
+        """The last refresh's per-node storage reads (EXPORTER_EXACT_AVAILABLE), taken once: the epoch they were read
+        under, and node -> (reason, error)."""
         with self._outcomes_lock:
             taken, self._outcomes = self._outcomes, {}
-            return taken
+            return self._outcomes_fence, taken
 
     def _fetch(self, outcome: dict, abandoned: threading.Event) -> None:
         def before() -> None:
@@ -247,11 +256,7 @@ class Reader:
                 raise Abandoned
 
         try:
-            api = self._api
-            if api is None:
-                self._config.check_proxmox()
-                before()  # a password login is a call too
-                self._api = api = self._connect(self._config)
+            api = self._client(before)
             outcome["payloads"] = fetch(api, before)
             before()
             outcome["extras"] = gather(self._extra_calls(api, outcome["payloads"][0]),
@@ -262,7 +267,7 @@ class Reader:
         except (AuthenticationError, ResourceException, requests.exceptions.RequestException) as exc:
             reason = classify(exc)
             if reason == "auth":
-                self._api = None  # log in again next time: a ticket may have expired or been revoked
+                self._api.forget()  # log in again next time: a ticket may have expired or been revoked
             outcome["error"] = RefreshFailed(reason, self._clean(f"Proxmox API call failed: {exc}"))
         except ConfigError as exc:
             outcome["error"] = RefreshFailed("auth", str(exc))
@@ -270,6 +275,8 @@ class Reader:
             outcome["error"] = RefreshFailed("connection", self._clean(f"cannot reach Proxmox: {exc}"))
         except Exception as exc:  # noqa: BLE001 - e.g. proxmoxer choking on an odd login answer
             outcome["error"] = RefreshFailed("parse", self._clean(f"unexpected answer from Proxmox: {exc!r}"))
+        finally:
+            self._fetches.give()
 
     def _extra_calls(self, api, resources) -> dict:
         """After the two lists, all at once: the cluster's name when due, each online node's storage if asked for."""
@@ -282,7 +289,7 @@ class Reader:
             calls.update({("node", n): functools.partial(fetch_node_storage, api, n) for n in online_nodes(resources)})
         return calls
 
-    def _take_avail(self, datastores: list[Datastore], extras: dict) -> list[Datastore]:
+    def _take_avail(self, datastores: list[Datastore], extras: dict, fence: int | None) -> list[Datastore]:
         """The nodes' answers taken in: a failed call costs that node's exact figures, never the refresh."""
         avail, failed, outcomes = {}, {}, {}
         for (_, node), answer in extras.items():
@@ -295,6 +302,8 @@ class Reader:
                 failed[node] = self._clean(describe(exc))
                 outcomes[node] = (node_reason(exc), failed[node])
         with self._outcomes_lock:
+            if fence != self._outcomes_fence:  # those of an earlier lock would be stored under this one's epoch
+                self._outcomes, self._outcomes_fence = {}, fence
             self._outcomes.update(outcomes)
         self._log_nodes(failed, set(avail))
         return with_exact_available(datastores, avail) if avail else datastores

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from .coordination import MAX_BACKOFF, TICK, NotLeader
 from .records import RefreshFailed, RefreshInfo, View
-from .store import Fenced, OtherCluster, StoreError
+from .store import Fenced, ForeignCluster, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class Refresher:
         self._fence = None
         try:
             with self._coordinator.reading(self._deadline) as self._fence:  # fenced: see coordination.py
-                datastores = self._reader.read()
+                datastores = self._reader.read(self._fence)
         except NotLeader as exc:  # not recorded: the bookkeeping is the leader's to write
             raise RefreshFailed("db", str(exc)) from None
         except RefreshFailed as exc:
@@ -94,7 +94,7 @@ class Refresher:
                     lambda: self._next(started, None, None), self._reader.cluster, self._fence, self._reader.label)
             except Fenced as exc:  # not recorded either: the bookkeeping is the new leader's now
                 raise self._refused(exc) from None
-            except OtherCluster as exc:  # another cluster's datastores: never written over, nor shown as ours
+            except ForeignCluster as exc:  # another cluster's datastores: never written over, nor shown as ours
                 raise self._foreign(started, exc) from None
             except StoreError as exc:
                 raise self._fail(started, "db", f"database write failed: {exc}", self._unsaved(datastores)) from None
@@ -137,12 +137,12 @@ class Refresher:
             generation = self._record(info)
             return self._settle(dataclasses.replace(unsaved or self._display.view, refresh=info), generation) or failed
 
-    def _foreign(self, started: float, exc: OtherCluster) -> RefreshFailed:
+    def _foreign(self, started: float, exc: ForeignCluster) -> RefreshFailed:
         """A snapshot refused because the database holds another cluster's: a failure ("db"), their rows not shown."""
         log.error("%s", exc)
         ours = dataclasses.replace(self._display.present(View()), cluster=self._reader.cluster)
         self._display.fall_back(self._fallback.instead(ours))
-        return self._fail(started, "db", str(exc))  # its bookkeeping is not stored either (OtherCluster again)
+        return self._fail(started, "db", str(exc))  # its bookkeeping is not stored either (ForeignCluster again)
 
     def _refused(self, exc: Fenced) -> RefreshFailed:
         """A write the store refused to a replica that had lost the lead: logged, counted (pve_datastore_fenced_writes_total)."""

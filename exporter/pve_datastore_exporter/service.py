@@ -18,13 +18,9 @@ from .node_reads import NodeReads
 from .proxmox import Reader
 from .records import RefreshFailed, View
 from .refreshing import Refresher
-from .store import DatabaseAway, Store, StoreError, UnknownDatastore
+from .store import DatabaseAway, ForeignCluster, Store, StoreError, UnknownDatastore
 
 log = logging.getLogger(__name__)
-
-
-class ForeignCluster(StoreError):
-    """The database holds another cluster's datastores: PROXMOX_CLUSTER_NAME differs from the name stored with them."""
 
 
 class Fallback:
@@ -121,8 +117,7 @@ class Service:
         if not ours or not stored.cluster or self._reader.label(stored.cluster) is not None:
             return
         named = f"PROXMOX_CLUSTER_NAME={ours!r}" if configured else f"{ours!r} (read from /cluster/status)"
-        error = ForeignCluster(f"the database holds the datastores of cluster {stored.cluster!r}, not of "
-                               f"{named}: one database per cluster")
+        error = ForeignCluster(stored.cluster, named, "one database per cluster")
         if self._foreign_seen != stored.cluster:
             self._foreign_seen = stored.cluster
             log.error("%s; this replica shows none of them", error)

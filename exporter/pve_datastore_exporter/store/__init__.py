@@ -26,6 +26,7 @@ from .tables import (
     RefreshStateModel,
     db,
     drop_placeholders,
+    ensure_schema,
     iso,
     migrate_schema,
     open_database,
@@ -46,12 +47,15 @@ class UnknownDatastore(LookupError):
     """A default was asked for a datastore the cluster does not have (or has disabled)."""
 
 
-class OtherCluster(DatabaseError):
-    """A write refused, rolled back: the database holds another cluster's datastores, which it would relabel."""
+class ForeignCluster(DatabaseError):
+    """The database holds another cluster's datastores: never written over (a write refused, rolled back), nor shown as ours.
 
-    def __init__(self, stored: str, ours: str):
-        super().__init__(f"the database holds the datastores of cluster {stored!r}, not of {ours!r}: refused to "
-                         "store over them (one database per cluster; a renamed cluster: see docs/runbooks.md)")
+    `ours` names this replica's cluster as the operator knows it; `outcome` says what was not done.
+    """
+
+    def __init__(self, stored: str, ours: str, outcome: str = "refused to store over them (one database per "
+                 "cluster; a renamed cluster: see docs/runbooks.md)"):
+        super().__init__(f"the database holds the datastores of cluster {stored!r}, not of {ours}: {outcome}")
 
 
 class Fenced(Exception):
@@ -85,7 +89,7 @@ class Store:
         db.initialize(self.database)
 
     @contextlib.contextmanager
-    def _write(self, announce: bool = True, fence: int | None = None):
+    def _write(self, announce: bool = True, fence: int | None = None, migrate: bool = False):
         """One transaction; it yields the Commit whose generation is set when the body is done.
 
         A leader's write carries `fence`, the epoch its lock was taken with: checked last, just before
@@ -99,7 +103,8 @@ class Store:
         with self._writing, self._connection(), self.database.atomic(**immediate):
             if self._postgres:  # one writer at a time among replicas too: two CREATE TABLEs at once collide
                 self.database.execute_sql(WRITER_LOCK)
-            migrate_schema(self.database)  # also what recreates a DB file deleted under us
+            # `migrate`: every table and column; else only a missing table (a DB file deleted under us) is made.
+            (migrate_schema if migrate else ensure_schema)(self.database)
             yield commit
             self._check_fence(fence)
             if announce and commit.changed:
@@ -125,7 +130,7 @@ class Store:
 
     def migrate(self) -> None:
         """Create missing tables and columns in place; a seed-era file keeps its rows and flags."""
-        with self._write(announce=False):
+        with self._write(announce=False, migrate=True):
             pass
 
     def is_empty(self) -> bool:
@@ -144,7 +149,7 @@ class Store:
         `bookkeeping()` is called last, so that the refresh's duration includes its write. `cluster` is
         the cluster's name as the reader knows it, kept for the replicas that do not read. `fence`: the
         leader's epoch (Fenced when another replica took the lock since). `label(stored name)`: the
-        name to store over the one stored, None when that is another cluster's (OtherCluster, nothing written).
+        name to store over the one stored, None when that is another cluster's (ForeignCluster, nothing written).
         """
         now = utcnow()
         with self._write(fence=fence) as commit:
@@ -301,7 +306,7 @@ class Store:
         stored = (state and state.cluster) or ""
         name = label(stored)
         if name is None:
-            raise OtherCluster(stored, cluster)
+            raise ForeignCluster(stored, repr(cluster))
         return name
 
     def _save_refresh(self, info: RefreshInfo, cluster: str = "") -> None:
@@ -311,5 +316,5 @@ class Store:
 
 
 # What the coordination (coordination.py) takes from here: the store stays the one door to the database.
-__all__ = ["PROBE", "AlreadyServed", "DatabaseAway", "Fenced", "HeldLock", "NoSignals", "OtherCluster", "SessionError", "Store",
+__all__ = ["PROBE", "AlreadyServed", "DatabaseAway", "Fenced", "ForeignCluster", "HeldLock", "NoSignals", "SessionError", "Store",
            "StoreError", "UnknownDatastore", "is_sqlite", "open_coordination"]

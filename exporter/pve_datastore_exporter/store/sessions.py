@@ -47,22 +47,22 @@ def with_defaults(url: str, defaults: dict) -> dict:
     return extra
 
 
-def pg_params(url: str) -> dict:
-    """The connection's parameters in a postgresql:// URL, the user and password percent-decoded as libpq does (%40 is @)."""
+def pg_params(url: str, defaults: dict) -> dict:
+    """The connection's parameters in a postgresql:// URL, then `defaults` for those it does not set: the one parser
+    of the URL, so the store's connections and the dedicated sessions log in alike. The user and password are
+    percent-decoded as libpq does (%40 is @)."""
     from playhouse.db_url import parseresult_to_dict
 
     # A password with / ? # cannot stand in a URL as it is: percent-encoding is the only way to write it.
-    return parseresult_to_dict(urlparse(url), unquote_password=True, unquote_user=True)
+    return {**parseresult_to_dict(urlparse(url), unquote_password=True, unquote_user=True), **with_defaults(url, defaults)}
 
 
 def pg_connect(url: str):
     """A new autocommit psycopg2 session for `url`, with SESSION's timeouts; SessionError when it fails."""
     import psycopg2
 
-    # Parsed as the store's connections are, so the lock's session logs in exactly as they do.
-    params = {**pg_params(url), **with_defaults(url, SESSION)}
     try:
-        conn = psycopg2.connect(**params)
+        conn = psycopg2.connect(**pg_params(url, SESSION))
     except psycopg2.Error as exc:
         raise SessionError(f"cannot open a database session: {first_line(exc)}") from None
     conn.autocommit = True
