@@ -60,7 +60,7 @@ COPY --from=build /opt/venv /opt/venv
 # (the virtualenv's were compiled in the build stage); the running user could not write them.
 RUN PYTHONOPTIMIZE=2 PYTHONNODEBUGRANGES=1 /opt/venv/bin/python -c "import pve_datastore_exporter.cli, \
 pve_datastore_exporter.server, pve_datastore_exporter.i18n, pve_datastore_exporter.http.tls, psycopg2, yaml, bcrypt, \
-babel.numbers, babel.dates, babel.support"
+babel.numbers, babel.dates, babel.support, proxmoxer.backends.https, _strptime, encodings.unicode_escape, shlex"
 COPY deploy/image/entrypoint.sh /usr/local/bin/pve-datastore-exporter-entrypoint
 # No DATABASE_URL here (it would clash with a DATABASE_URL_FILE): the default, the relative
 # sqlite:///instance/proxmox_manager.db, lands in the volume because the working directory is /data.

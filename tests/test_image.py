@@ -61,7 +61,7 @@ def test_serve_runs_without_docstrings_nor_column_tables_from_bytecode_compiled_
     # python -v names each module's code: from a .pyc, or from its source (compiled again at every start).
     probe = ("import sys; co = compile('x = 1', 'probe', 'exec'); "
              "print(sys.flags.optimize, {column for *_, column in co.co_positions()}); "
-             "import pve_datastore_exporter.cli, pve_datastore_exporter.server")
+             "import pve_datastore_exporter.cli, pve_datastore_exporter.server, proxmoxer.backends.https, _strptime")
     done = podman("run", "--rm", "--read-only", "--user", "4242:4242", "--entrypoint", "python3", image, "-v",
                   "-c", probe)
     assert done.stdout.splitlines()[0] == "2 {None}"  # PYTHONOPTIMIZE=2, PYTHONNODEBUGRANGES=1

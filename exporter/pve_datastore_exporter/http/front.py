@@ -131,9 +131,9 @@ class Front:
     def plain_metrics(self, accept_encoding: bytes, authorization: bytes):
         """`metrics_answer` for a GET /metrics the listener may answer in its own callback, or None when
         the request needs the ASGI path: a rate limit or configured headers, a password not verified
-        before (bcrypt), an Accept-Encoding with weights (werkzeug reads those)."""
+        before (bcrypt), an Accept-Encoding with weights or quotes (werkzeug reads those)."""
         rules = self.rules
-        if rules.buckets or rules.extra or b";" in accept_encoding:
+        if rules.buckets or rules.extra or b";" in accept_encoding or b'"' in accept_encoding:
             return None
         if rules.auth and rules.auth.remembered(authorization.decode("latin-1")) is None:
             return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import socket
 import ssl
 import threading
@@ -28,6 +29,8 @@ from . import SECURITY_HEADERS
 from .clients import Tally
 from .front import ONE_WRITE, Front
 from .gate import Gate, Ticket, WriteWatch
+
+log = logging.getLogger(__name__)
 
 HTTP_THREADS = 8
 REQUEST_DEADLINE = 10  # seconds from a connection (or a request's first byte) to its whole head
@@ -76,6 +79,7 @@ class _Protocol(HttpToolsProtocol):
     head_until: float | None = None  # the first head's deadline (the gate's), else one per request
     _late = _watch = None
     _answered = False  # this request was answered by _answer_scrape: no ASGI cycle to complete
+    _answered_in_read = 0  # scrapes _answer_scrape answered from the current read (pipelined ones)
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -90,12 +94,16 @@ class _Protocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        # A request read with the one answered before it (pipelined): the idle timer that answer armed
+        # must not run during this one (uvicorn cancels it only when more bytes arrive).
+        self._unset_keepalive_if_required()
         if not self._in_head:
             self._begin_head()  # a kept-alive or pipelined request: its own deadline and size
 
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
             return
+        self._answered_in_read = 0
         super().data_received(data)
         if self._in_head and not self.transport.is_closing():
             # A whole read counts: a pipelined head may be charged its predecessor's tail (<= one read).
@@ -123,19 +131,25 @@ class _Protocol(HttpToolsProtocol):
         another, what the front's rules must decide) takes the ASGI path; the bytes are the same.
         """
         if (self.url != b"/metrics" or self.pipeline or self.cycle is not None and not self.cycle.response_complete
+                or self.flow.write_paused  # the client reads no faster: queued, MAX_PIPELINE bounds it
+                or self._answered_in_read >= self.listener.limits.max_pipeline  # so is a pipelined flood
                 or self.parser.get_method() != b"GET" or self.parser.get_http_version() != "1.1"
                 or not self.parser.should_keep_alive()):
             return False
-        accept_encoding = authorization = b""
+        accept_encoding = authorization = None
         for name, value in self.headers:
-            if name == b"accept-encoding":
+            if name == b"accept-encoding" and accept_encoding is None:  # the first, as the front reads it
                 accept_encoding = value
-            elif name == b"authorization":
+            elif name == b"authorization" and authorization is None:
                 authorization = value
             elif name in (b"content-length", b"transfer-encoding", b"expect", b"upgrade"):
                 return False
         answer = getattr(self.listener.front, "plain_metrics", None)
-        found = answer(accept_encoding, authorization) if answer else None
+        try:
+            found = answer(accept_encoding or b"", authorization or b"") if answer else None
+        except Exception:  # nothing written yet: the ASGI path answers (its 500) and logs it
+            log.exception("GET /metrics could not be answered in the listener; the front answers it")
+            return False
         if found is None:
             return False
         headers, chunks = found
@@ -150,6 +164,7 @@ class _Protocol(HttpToolsProtocol):
             for chunk in chunks:
                 self.transport.write(chunk)
         self._answered = True
+        self._answered_in_read += 1
         self.on_response_complete()  # counts it, arms the keep-alive timer
         return True
 
