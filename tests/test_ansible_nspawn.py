@@ -4,6 +4,11 @@ One play deploys three exporters into the container: the single unit, and two in
 templated unit (alpha over HTTP, beta over HTTPS from a throw-away CA with basic auth), each naming
 its own cluster (the same simulator under two names).
 
+Only the first real run copies the wheelhouse in (pve_datastore_exporter_wheelhouse_src, two round trips
+per wheel and run); the other runs install from the copy it left there. That the copy task changes
+nothing the second time, and nothing in check mode, is tests/test_ansible_role.py's claim (its converged
+prefix copies a wheelhouse of its own in every run).
+
 The rootfs (debootstrap, ~330 MB, ~1 min) is built once and cached in PVEDX_ROOTFS
 (/var/cache/pvedx-test-rootfs); each run boots an ephemeral copy of it, so the cache stays
 pristine. The container shares the host's network namespace: its sshd and the exporter listen
@@ -230,6 +235,7 @@ def wait_for(fetch, predicate, timeout: float = 60):
     raise AssertionError(f"timed out; last answer: {last!r}"[:2000])
 
 
+COPIED_WHEELHOUSE = "/opt/pve-datastore-exporter/wheelhouse"  # where wheelhouse_src goes (the role's default)
 CERT_TASK = "pvedx.datastore_exporter.pve_datastore_exporter : Write the TLS certificate, key and client CA given as content"
 
 
@@ -263,12 +269,14 @@ def test_role_on_a_real_systemd(container, tmp_path):
         "pve_datastore_exporter_proxmox_ca_bundle": "/etc/ssl/pvedx-sim-ca.pem",
     }
     # The instances share what the single unit installs first in the play (the OS packages, the wheelhouse,
-    # the virtualenv): copying a wheelhouse of ~30 wheels costs one round trip per wheel and application.
+    # the virtualenv): copying a wheelhouse of ~30 wheels costs two round trips per wheel and application.
     installed_by_single = {"pve_datastore_exporter_install_os_packages": False,
-                           "pve_datastore_exporter_pip_find_links": "/opt/pve-datastore-exporter/wheelhouse"}
+                           "pve_datastore_exporter_pip_find_links": COPIED_WHEELHOUSE}
+    # The single unit copies the wheelhouse in the first real run only (deploy(copy_wheelhouse=True)).
+    single_source = {True: {"pve_datastore_exporter_wheelhouse_src": str(wheelhouse())},
+                     False: {"pve_datastore_exporter_pip_find_links": COPIED_WHEELHOUSE}}
     exporters = {
-        "single": {"pve_datastore_exporter_wheelhouse_src": str(wheelhouse()),
-                   "pve_datastore_exporter_listen_address": f"127.0.0.1:{ports['single']}",
+        "single": {"pve_datastore_exporter_listen_address": f"127.0.0.1:{ports['single']}",
                    "pve_datastore_exporter_api_token": API_TOKEN,
                    "pve_datastore_exporter_default_hdd_datastore": "ceph-vm",
                    "pve_datastore_exporter_default_ssd_datastore": "tank"},
@@ -288,13 +296,14 @@ def test_role_on_a_real_systemd(container, tmp_path):
     control = tempfile.mkdtemp(prefix="pvedx-cp-")  # short: ssh's ControlPath must fit a socket name
     env = ansible_env(tmp_path, ANSIBLE_SSH_CONTROL_PATH_DIR=control, ANSIBLE_PIPELINING="True")
 
-    def deploy(*flags, **overrides):
+    def deploy(*flags, copy_wheelhouse=False, **overrides):
         """One play applying the role to each exporter (its own settings as role parameters)."""
         play = tmp_path / f"play-{time.monotonic_ns()}.json"
         play.write_text(json.dumps([{
             "name": "Deploy three exporters", "hosts": "pve_datastore_exporter", "gather_facts": False,
-            "roles": [{"role": "pvedx.datastore_exporter.pve_datastore_exporter", **settings}
-                      for settings in exporters.values()]}]))
+            "roles": [{"role": "pvedx.datastore_exporter.pve_datastore_exporter", **settings,
+                       **(single_source[copy_wheelhouse] if name == "single" else {})}
+                      for name, settings in exporters.items()]}]))
         extra = write_vars(tmp_path / f"vars-{time.monotonic_ns()}.json", {**shared, **overrides})
         started = time.monotonic()
         result = run_playbook(tmp_path, ["-i", str(container.inventory()), "-e", extra, *flags, str(play)],
@@ -313,9 +322,11 @@ def test_role_on_a_real_systemd(container, tmp_path):
     assert dry.output.count("a real run would") == 3  # the defaults step explains why it compared nothing
     assert container.ssh(installed).stdout.strip() == "", "check mode must not install anything"
 
-    first = deploy("--diff")
+    first = deploy("--diff", copy_wheelhouse=True)
     assert first.rc == 0, first.output[-5000:]
     assert first.changed("nspawn") >= 8
+    copied = container.ssh(f"ls {COPIED_WHEELHOUSE}").stdout.split()
+    assert copied == sorted(p.name for p in wheelhouse().iterdir()), copied
     for service in ("pve-datastore-exporter", "pve-datastore-exporter@alpha", "pve-datastore-exporter@beta"):
         assert container.ssh(f"systemctl is-active {service}").stdout.strip() == "active", service
         assert container.ssh(f"systemctl is-enabled {service}").stdout.strip() == "enabled", service

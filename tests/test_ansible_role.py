@@ -56,6 +56,16 @@ UNIT_ONLY_PLAY = """\
         name: pvedx.datastore_exporter.pve_datastore_exporter
         tasks_from: service.yml
 """
+INSTALL_ONLY_PLAY = """\
+- name: Apply the role's install step alone
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Install the exporter
+      ansible.builtin.include_role:
+        name: pvedx.datastore_exporter.pve_datastore_exporter
+        tasks_from: install.yml
+"""
 # Awkward for both .env parsers (systemd's and python-dotenv's): space, quotes, backslash, hash.
 ODD_DATABASE_URL = 'sqlite:////var/lib/pvedx odd/"quoted" #not-a-comment\\db.sqlite'
 UNIT = "etc/systemd/system/pve-datastore-exporter.service"
@@ -89,10 +99,10 @@ def role_vars(prefix: Path, package: str, **extra) -> dict:
     }
 
 
-def apply(base: Path, variables: dict, *flags: str, name: str = "vars"):
-    """ansible-playbook of the role on localhost with the given variables."""
-    play = base / "play.yml"
-    play.write_text(PLAY)
+def apply(base: Path, variables: dict, *flags: str, name: str = "vars", play: str = PLAY):
+    """ansible-playbook of the role (or of `play`) on localhost with the given variables."""
+    text, play = play, base / "play.yml"
+    play.write_text(text)
     args = [*localhost_args(), "-e", write_vars(base / f"{name}.json", variables), *flags, str(play)]
     return run_playbook(base, args, timeout=600)
 
@@ -159,14 +169,26 @@ def converged(tmp_path_factory):
     entries, key, hashed = instance_entries(ca, prefix)
     shared = role_vars(prefix, str(exporter_wheel()))
     # Extra vars outrank role parameters: the single unit's DATABASE_URL is a role parameter, so the
-    # instances keep their own.
-    single = {"pve_datastore_exporter_database_url": ODD_DATABASE_URL}
+    # instances keep their own. The single unit copies a wheelhouse in (two wheels: the copy task's
+    # round trips are per file), so every run of it here says what that task does a second time and in
+    # check mode (tests/test_ansible_nspawn.py copies the whole wheelhouse in its first run only).
+    single = {"pve_datastore_exporter_database_url": ODD_DATABASE_URL,
+              "pve_datastore_exporter_wheelhouse_src": str(small_wheelhouse(base / "wheelhouse-src"))}
     first = apply_instances(base, shared, [single, *entries], "-v", "--diff", name="converge1")
     second = apply_instances(base, shared, [single, *entries], "-v", "--diff", name="converge2")
     return {"base": base, "prefix": prefix, "variables": dict(shared, **single), "shared": shared,
             "entries": entries, "ca": ca, "hashed": hashed, "key": key, "first": first, "second": second}
 
 
+def small_wheelhouse(folder: Path) -> Path:
+    """Two wheels of the session's wheelhouse (the exporter's and one dependency's) in a folder of their own."""
+    folder.mkdir()
+    for wheel in (exporter_wheel(), *wheelhouse().glob("python_dotenv-*.whl")):
+        shutil.copy2(wheel, folder)
+    return folder
+
+
+COPY_TASK = "pvedx.datastore_exporter.pve_datastore_exporter : Copy the wheelhouse to the target"
 INSTALL_TASK = "pvedx.datastore_exporter.pve_datastore_exporter : Install the exporter from the local package"
 
 
@@ -189,8 +211,10 @@ def instance_secrets(run: dict) -> tuple[str, ...]:
 def test_first_run_installs_second_run_changes_nothing(converged):
     first, second = converged["first"], converged["second"]
     assert first.rc == 0, first.output[-4000:]
-    assert len(changed_tasks_per_application(first.output)[0]) >= 6  # the single unit's
+    single = changed_tasks_per_application(first.output)[0]
+    assert len(single) >= 6 and COPY_TASK in single, single
     assert second.rc == 0, second.output[-4000:]
+    # beta's passwords are given in plain text: bcrypt salts anew on every run, the hash in use is kept
     assert second.stats()["changed"] == 0 and second.stats()["failed"] == 0, second.output[-4000:]
 
 
@@ -205,6 +229,10 @@ def test_installed_layout_and_modes(converged):
     assert "ExecStart=/opt/pve-datastore-exporter/venv/bin/pve-datastore-exporter serve" in unit
     assert "EnvironmentFile=/etc/pve-datastore-exporter/exporter.env" in unit
     assert "StateDirectory=pve-datastore-exporter" in unit
+    copied = prefix / "opt/pve-datastore-exporter/wheelhouse"
+    source = Path(converged["variables"]["pve_datastore_exporter_wheelhouse_src"])
+    assert sorted(p.name for p in copied.iterdir()) == sorted(p.name for p in source.iterdir()) != []
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in copied.iterdir())
     proc = subprocess.run([str(prefix / VENV / "bin/pve-datastore-exporter"), "--version"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and __version__ in proc.stdout + proc.stderr
@@ -271,15 +299,20 @@ def test_check_mode_on_a_converged_prefix_reports_nothing(converged):
 
 
 def test_source_directory_package_is_idempotent(tmp_path):
-    """A checkout (here a copy of the repo's sources) installs once, then only when it changes."""
+    """A checkout (here a copy of the repo's sources) installs once, then only when it changes.
+
+    The role's install step alone (tasks_from: install.yml): the rest of the role reads nothing of the
+    package but its path, and runs with these settings in the converged prefix, twice, changing nothing.
+    """
     src = _copy_source(tmp_path)
     variables = role_vars(tmp_path / "prefix", str(src))
-    first, second = apply(tmp_path, variables), apply(tmp_path, variables)
+    first, second = apply(tmp_path, variables, play=INSTALL_ONLY_PLAY), apply(tmp_path, variables, play=INSTALL_ONLY_PLAY)
     assert first.rc == 0, first.output[-4000:]
     assert second.changed() == 0, second.output[-4000:]
     (src / "exporter" / "pve_datastore_exporter" / "_touched.py").write_text("# changed\n")
-    third = apply(tmp_path, variables)
+    third = apply(tmp_path, variables, play=INSTALL_ONLY_PLAY)
     assert third.changed() == 2, third.output[-4000:]  # reinstall + new fingerprint
+    assert (tmp_path / "prefix" / VENV / "bin/pve-datastore-exporter").exists()
 
 
 @pytest.fixture(scope="module")
@@ -420,7 +453,8 @@ def with_beta(entries: list[dict], beta: dict) -> list[dict]:
 
 def test_renewed_certificate_and_changed_password(converged):
     """A new certificate rewrites only its files (the exporter re-reads them: nothing restarts); a new
-    password rewrites the web config; the same password keeps its hash although bcrypt salts anew."""
+    password rewrites the web config (that the same password keeps its hash although bcrypt salts anew
+    is the converged fixture's second run)."""
     base, prefix, shared, entries = converged["base"], converged["prefix"], converged["shared"], converged["entries"]
     config = prefix / "etc/pve-datastore-exporter"
     web_before = (config / "beta.web.yml").read_text()
@@ -443,8 +477,8 @@ def test_renewed_certificate_and_changed_password(converged):
 
     users = yaml.safe_load((config / "beta.web.yml").read_text())["basic_auth_users"]
     assert bcrypt.checkpw(new_password.encode(), users["prometheus"].encode())
-    again = apply_instances(base, shared, changed_users, name="password2")
-    assert again.rc == 0 and again.changed() == 0, again.output[-4000:]
+    # The same password again keeps its hash: the converged fixture's second run (beta's passwords
+    # given in plain text, nothing changed) says so.
     converged["entries"] = with_beta(entries, changed_users[0])
 
 
