@@ -8,6 +8,7 @@ installs from one wheelhouse built once per session (tests.ansible_helpers.wheel
 
 from __future__ import annotations
 
+import concurrent.futures
 import grp
 import json
 import os
@@ -154,6 +155,39 @@ def instance_entries(ca, prefix: Path) -> tuple[list[dict], str, str]:
     return entries, key, hashed
 
 
+def fresh_prefix_check(base: Path) -> tuple:
+    """Check mode of the single unit (the converged fixture's settings) on a prefix nothing was installed in."""
+    fresh = base / "fresh"
+    variables = dict(role_vars(fresh, str(exporter_wheel())), **single_unit(base))
+    return apply(base, variables, "--check", "--diff"), fresh
+
+
+def source_directory_runs(base: Path) -> tuple:
+    """The install step thrice from a copy of the repo's sources: as it is, again, and after a change."""
+    src = _copy_source(base)
+    variables = role_vars(base / "prefix", str(src))
+    first, second = apply(base, variables, play=INSTALL_ONLY_PLAY), apply(base, variables, play=INSTALL_ONLY_PLAY)
+    (src / "exporter" / "pve_datastore_exporter" / "_touched.py").write_text("# changed\n")
+    return first, second, apply(base, variables, play=INSTALL_ONLY_PLAY), base / "prefix"
+
+
+BESIDE = {"test_check_mode_on_a_fresh_prefix_creates_nothing": fresh_prefix_check,
+          "test_source_directory_package_is_idempotent": source_directory_runs}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def beside(request, tmp_path_factory):
+    """The plays of the tests in BESIDE (prefixes of their own, nothing shared with the converged one), begun
+    in a second thread before the converged fixture's plays and run beside them: an ansible-playbook keeps
+    about one core busy, and the machine has two. {test name: Future of its scenario's results}; only the
+    selected tests' scenarios run. A test's assertions stay in the test."""
+    selected = {item.originalname for item in request.session.items if item.module is request.module}
+    wheelhouse()  # built here, once: both threads take it
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        yield {name: pool.submit(scenario, tmp_path_factory.mktemp(name.removeprefix("test_")[:30]))
+               for name, scenario in BESIDE.items() if name in selected}
+
+
 @pytest.fixture(scope="module")
 def converged(tmp_path_factory):
     """One prefix where one play installs the single unit (an awkward DATABASE_URL) and the instances
@@ -172,12 +206,17 @@ def converged(tmp_path_factory):
     # instances keep their own. The single unit copies a wheelhouse in (two wheels: the copy task's
     # round trips are per file), so every run of it here says what that task does a second time and in
     # check mode (tests/test_ansible_nspawn.py copies the whole wheelhouse in its first run only).
-    single = {"pve_datastore_exporter_database_url": ODD_DATABASE_URL,
-              "pve_datastore_exporter_wheelhouse_src": str(small_wheelhouse(base / "wheelhouse-src"))}
+    single = single_unit(base)
     first = apply_instances(base, shared, [single, *entries], "-v", "--diff", name="converge1")
     second = apply_instances(base, shared, [single, *entries], "-v", "--diff", name="converge2")
     return {"base": base, "prefix": prefix, "variables": dict(shared, **single), "shared": shared,
             "entries": entries, "ca": ca, "hashed": hashed, "key": key, "first": first, "second": second}
+
+
+def single_unit(base: Path) -> dict:
+    """The single unit's role parameters: an awkward DATABASE_URL, and a small wheelhouse to copy in."""
+    return {"pve_datastore_exporter_database_url": ODD_DATABASE_URL,
+            "pve_datastore_exporter_wheelhouse_src": str(small_wheelhouse(base / "wheelhouse-src"))}
 
 
 def small_wheelhouse(folder: Path) -> Path:
@@ -269,10 +308,8 @@ def test_secrets_never_reach_the_output(converged):
     assert all(value in text for value in SECRETS.values())
 
 
-def test_check_mode_on_a_fresh_prefix_creates_nothing(converged, tmp_path):
-    fresh = tmp_path / "fresh"
-    result = apply(tmp_path, dict(converged["variables"], pve_datastore_exporter_prefix=str(fresh)),
-                   "--check", "--diff")
+def test_check_mode_on_a_fresh_prefix_creates_nothing(beside):
+    result, fresh = beside["test_check_mode_on_a_fresh_prefix_creates_nothing"].result()
     assert result.rc == 0, result.output[-4000:]
     assert result.changed() >= 6
     assert not fresh.exists()
@@ -298,21 +335,17 @@ def test_check_mode_on_a_converged_prefix_reports_nothing(converged):
     assert result.changed() == 0
 
 
-def test_source_directory_package_is_idempotent(tmp_path):
+def test_source_directory_package_is_idempotent(beside):
     """A checkout (here a copy of the repo's sources) installs once, then only when it changes.
 
     The role's install step alone (tasks_from: install.yml): the rest of the role reads nothing of the
     package but its path, and runs with these settings in the converged prefix, twice, changing nothing.
     """
-    src = _copy_source(tmp_path)
-    variables = role_vars(tmp_path / "prefix", str(src))
-    first, second = apply(tmp_path, variables, play=INSTALL_ONLY_PLAY), apply(tmp_path, variables, play=INSTALL_ONLY_PLAY)
+    first, second, third, prefix = beside["test_source_directory_package_is_idempotent"].result()
     assert first.rc == 0, first.output[-4000:]
     assert second.changed() == 0, second.output[-4000:]
-    (src / "exporter" / "pve_datastore_exporter" / "_touched.py").write_text("# changed\n")
-    third = apply(tmp_path, variables, play=INSTALL_ONLY_PLAY)
-    assert third.changed() == 2, third.output[-4000:]  # reinstall + new fingerprint
-    assert (tmp_path / "prefix" / VENV / "bin/pve-datastore-exporter").exists()
+    assert third.changed() == 2, third.output[-4000:]  # reinstall + new fingerprint (a file was added)
+    assert (prefix / VENV / "bin/pve-datastore-exporter").exists()
 
 
 @pytest.fixture(scope="module")
