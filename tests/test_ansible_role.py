@@ -171,13 +171,16 @@ def source_directory_runs(base: Path) -> tuple:
     return first, second, apply(base, variables, play=INSTALL_ONLY_PLAY), base / "prefix"
 
 
-BESIDE = {"test_check_mode_on_a_fresh_prefix_creates_nothing": fresh_prefix_check,
-          "test_source_directory_package_is_idempotent": source_directory_runs}
+def beside_scenarios() -> dict:
+    """The tests whose plays run beside the converged fixture's, and what runs them."""
+    return {"test_check_mode_on_a_fresh_prefix_creates_nothing": fresh_prefix_check,
+            "test_source_directory_package_is_idempotent": source_directory_runs,
+            "test_preflight_refuses_bad_tls_auth_and_instance_settings": refused_runs}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def beside(request, tmp_path_factory):
-    """The plays of the tests in BESIDE (prefixes of their own, nothing shared with the converged one), begun
+    """The plays of the tests of beside_scenarios() (prefixes of their own, nothing shared with the converged one), begun
     in a second thread before the converged fixture's plays and run beside them: an ansible-playbook keeps
     about one core busy, and the machine has two. {test name: Future of its scenario's results}; only the
     selected tests' scenarios run. A test's assertions stay in the test."""
@@ -185,7 +188,7 @@ def beside(request, tmp_path_factory):
     wheelhouse()  # built here, once: both threads take it
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         yield {name: pool.submit(scenario, tmp_path_factory.mktemp(name.removeprefix("test_")[:30]))
-               for name, scenario in BESIDE.items() if name in selected}
+               for name, scenario in beside_scenarios().items() if name in selected}
 
 
 @pytest.fixture(scope="module")
@@ -623,10 +626,14 @@ _FAILED = re.compile(r"^(?:fatal|failed): \[([^]]+)\](?:: FAILED!| \(item=.*?\))
 
 
 @pytest.fixture(scope="module")
-def refused(tmp_path_factory):
+def refused(beside):
+    """{host: (PlayResult, the messages of that host's failures, its prefix)} of refused_runs()."""
+    return beside["test_preflight_refuses_bad_tls_auth_and_instance_settings"].result()
+
+
+def refused_runs(base: Path) -> dict:
     """One play over one inventory host per bad setting (all this machine, each with its own prefix):
     {host: (PlayResult, the messages of that host's failures, its prefix)}."""
-    base = tmp_path_factory.mktemp("preflight")
     hosts = {f"bad{i}": dict(role_vars(base / f"prefix{i}", f"pve-datastore-exporter=={__version__}", **settings),
                              ansible_connection="local", ansible_python_interpreter=str(ANSIBLE_VENV / "bin/python"))
              for i, (settings, _) in enumerate(BAD_SETTINGS)}
