@@ -4,6 +4,12 @@ One play deploys three exporters into the container: the single unit, and two in
 templated unit (alpha over HTTP, beta over HTTPS from a throw-away CA with basic auth), each naming
 its own cluster (the same simulator under two names).
 
+Check mode on a fresh host runs in a second container, beside the first real run in the main one.
+Only the first real run copies the wheelhouse in (pve_datastore_exporter_wheelhouse_src, two round trips
+per wheel and run); the other runs install from the copy it left there. That the copy task changes
+nothing the second time, and nothing in check mode, is tests/test_ansible_role.py's claim (its converged
+prefix copies a wheelhouse of its own in every run).
+
 The rootfs (debootstrap, ~330 MB, ~1 min) is built once and cached in PVEDX_ROOTFS
 (/var/cache/pvedx-test-rootfs); each run boots an ephemeral copy of it, so the cache stays
 pristine. The container shares the host's network namespace: its sshd and the exporter listen
@@ -13,6 +19,7 @@ on free loopback ports, and it reaches the simulated Proxmox on the host's loopb
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import fcntl
 import json
 import os
@@ -116,6 +123,7 @@ class Container:
         binds = {str(self.key) + ".pub": "/root/.ssh/authorized_keys",
                  str(sshd): "/etc/ssh/sshd_config.d/pvedx.conf", **binds}
         self.log_path = work / "nspawn.log"
+        self.control, self.master = os.path.join(tempfile.mkdtemp(prefix="pvedx-ssh-"), "m"), None  # short: a socket name
         self.cmd = [require_tool("systemd-nspawn"), "--quiet", "--register=no", "--keep-unit", "--ephemeral",
                     f"--directory={ROOTFS}", f"--machine=pvedx-{os.getpid()}-{self.port}",
                     *[f"--bind-ro={src}:{dst}" for src, dst in binds.items()], "--console=pipe", "--boot"]
@@ -127,7 +135,18 @@ class Container:
 
     def ssh(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run([require_tool("ssh"), *SSH_OPTS, "-i", str(self.key), "-p", str(self.port),
+                               "-o", f"ControlPath={self.control}", "-o", "ControlMaster=no",
                                "root@127.0.0.1", command], capture_output=True, text=True, timeout=timeout)
+
+    def multiplex(self, timeout: float = 10):
+        """One ssh master for the test's own commands: each ssh() then skips the handshake (~0.15 s).
+        Without it (no socket yet), ssh() connects on its own."""
+        self.master = subprocess.Popen([require_tool("ssh"), *SSH_OPTS, "-i", str(self.key), "-p", str(self.port),
+                                        "-o", f"ControlPath={self.control}", "-M", "-N", "root@127.0.0.1"],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.control) and self.master.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def wait_for_ssh(self, timeout: float = 90):
         deadline = time.monotonic() + timeout
@@ -141,6 +160,8 @@ class Container:
 
     def stop(self):
         """SIGTERM asks the container's systemd to halt; SIGKILL if it takes too long."""
+        if self.master is not None:
+            terminate(self.master, grace=5)
         terminate(self.proc, grace=45)
 
     def inventory(self) -> Path:
@@ -154,7 +175,8 @@ class Container:
 
 
 @pytest.fixture(scope="module")
-def container(tmp_path_factory):
+def containers(tmp_path_factory):
+    """Two containers booted side by side, {"main": ..., "fresh": ...}, reading one simulator."""
     if os.environ.get("PVEDX_NSPAWN") == "0" and not in_ci():
         pytest.skip("PVEDX_NSPAWN=0")
     for name in ("systemd-nspawn", "debootstrap", "ssh", "ssh-keygen"):
@@ -171,13 +193,19 @@ def container(tmp_path_factory):
     test_ca = trustme.CA()
     test_ca.cert_pem.write_to_path(work / "test-ca.pem")
     (work / "test-ca.pem").chmod(0o644)
-    box = Container(work, {str(ca): "/etc/ssl/pvedx-sim-ca.pem", str(work / "test-ca.pem"): TEST_CA})
+    boxes = {}
     try:
-        box.wait_for_ssh()
-        box.sim, box.test_ca, box.test_ca_file = sim, test_ca, str(work / "test-ca.pem")
-        yield box
+        for name in ("main", "fresh"):  # both boot at once: wait_for_ssh only waits
+            (work / name).mkdir()
+            boxes[name] = Container(work / name, {str(ca): "/etc/ssl/pvedx-sim-ca.pem", str(work / "test-ca.pem"): TEST_CA})
+        for box in boxes.values():
+            box.wait_for_ssh()
+            box.multiplex()
+            box.sim, box.test_ca, box.test_ca_file = sim, test_ca, str(work / "test-ca.pem")
+        yield boxes
     finally:
-        box.stop()
+        for box in boxes.values():
+            box.stop()
         sim.stop()
 
 
@@ -230,6 +258,7 @@ def wait_for(fetch, predicate, timeout: float = 60):
     raise AssertionError(f"timed out; last answer: {last!r}"[:2000])
 
 
+COPIED_WHEELHOUSE = "/opt/pve-datastore-exporter/wheelhouse"  # where wheelhouse_src goes (the role's default)
 CERT_TASK = "pvedx.datastore_exporter.pve_datastore_exporter : Write the TLS certificate, key and client CA given as content"
 
 
@@ -249,73 +278,104 @@ def exposure(container: Container, unit: str) -> float:
     return score
 
 
-def test_role_on_a_real_systemd(container, tmp_path):
-    sim, ports = container.sim, {name: free_port() for name in ("single", "alpha", "beta")}
-    cert, key, serial = issue(container.test_ca)
-    secrets = (sim.token_value, API_TOKEN, *PASSWORDS.values(), key.splitlines()[1])
-    shared = {
-        "pve_datastore_exporter_package": f"pve-datastore-exporter=={__version__}",
-        "pve_datastore_exporter_pip_no_index": True,
-        "pve_datastore_exporter_proxmox_host": f"127.0.0.1:{sim.port}",
-        "pve_datastore_exporter_proxmox_user": sim.user,
-        "pve_datastore_exporter_proxmox_token_name": sim.token_name,
-        "pve_datastore_exporter_proxmox_token_value": sim.token_value,
-        "pve_datastore_exporter_proxmox_ca_bundle": "/etc/ssl/pvedx-sim-ca.pem",
-    }
-    # The instances share what the single unit installs first in the play (the OS packages, the wheelhouse,
-    # the virtualenv): copying a wheelhouse of ~30 wheels costs one round trip per wheel and application.
-    installed_by_single = {"pve_datastore_exporter_install_os_packages": False,
-                           "pve_datastore_exporter_pip_find_links": "/opt/pve-datastore-exporter/wheelhouse"}
-    exporters = {
-        "single": {"pve_datastore_exporter_wheelhouse_src": str(wheelhouse()),
-                   "pve_datastore_exporter_listen_address": f"127.0.0.1:{ports['single']}",
-                   "pve_datastore_exporter_api_token": API_TOKEN,
-                   "pve_datastore_exporter_default_hdd_datastore": "ceph-vm",
-                   "pve_datastore_exporter_default_ssd_datastore": "tank"},
-        "alpha": {**installed_by_single, "pve_datastore_exporter_instance": "alpha",
-                  "pve_datastore_exporter_listen_address": f"127.0.0.1:{ports['alpha']}",
-                  "pve_datastore_exporter_proxmox_cluster_name": "alpha",
-                  "pve_datastore_exporter_default_hdd_datastore": "tank"},
-        "beta": {**installed_by_single, "pve_datastore_exporter_instance": "beta",
-                 "pve_datastore_exporter_listen_address": f"127.0.0.1:{ports['beta']}",
-                 "pve_datastore_exporter_proxmox_cluster_name": "beta",
-                 "pve_datastore_exporter_tls_cert": cert, "pve_datastore_exporter_tls_key": key,
-                 "pve_datastore_exporter_basic_auth_users": [{"name": n, "password": p} for n, p in PASSWORDS.items()],
-                 "pve_datastore_exporter_write_users": "ansible",
-                 "pve_datastore_exporter_api_ca_path": TEST_CA,
-                 "pve_datastore_exporter_default_ssd_datastore": "ceph-vm"},
-    }
-    control = tempfile.mkdtemp(prefix="pvedx-cp-")  # short: ssh's ControlPath must fit a socket name
-    env = ansible_env(tmp_path, ANSIBLE_SSH_CONTROL_PATH_DIR=control, ANSIBLE_PIPELINING="True")
+class Deployment:
+    """The three exporters of one container (loopback ports of their own: the containers share the host's
+    network), and one play applying the role to each of them."""
 
-    def deploy(*flags, **overrides):
-        """One play applying the role to each exporter (its own settings as role parameters)."""
-        play = tmp_path / f"play-{time.monotonic_ns()}.json"
+    def __init__(self, box: Container, base: Path):
+        sim, self.box, self.base = box.sim, box, base
+        base.mkdir(exist_ok=True)
+        self.ports = ports = {name: free_port() for name in ("single", "alpha", "beta")}
+        cert, key, self.serial = issue(box.test_ca)
+        self.secrets = [sim.token_value, API_TOKEN, *PASSWORDS.values(), key.splitlines()[1]]
+        self.shared = {
+            "pve_datastore_exporter_package": f"pve-datastore-exporter=={__version__}",
+            "pve_datastore_exporter_pip_no_index": True,
+            "pve_datastore_exporter_proxmox_host": f"127.0.0.1:{sim.port}",
+            "pve_datastore_exporter_proxmox_user": sim.user,
+            "pve_datastore_exporter_proxmox_token_name": sim.token_name,
+            "pve_datastore_exporter_proxmox_token_value": sim.token_value,
+            "pve_datastore_exporter_proxmox_ca_bundle": "/etc/ssl/pvedx-sim-ca.pem",
+        }
+        # The instances share what the single unit installs first in the play (the OS packages, the wheelhouse,
+        # the virtualenv): copying a wheelhouse of ~30 wheels costs two round trips per wheel and application.
+        installed_by_single = {"pve_datastore_exporter_install_os_packages": False,
+                               "pve_datastore_exporter_pip_find_links": COPIED_WHEELHOUSE}
+        self.exporters = {
+            "single": {"pve_datastore_exporter_listen_address": f"127.0.0.1:{ports['single']}",
+                       "pve_datastore_exporter_api_token": API_TOKEN,
+                       "pve_datastore_exporter_default_hdd_datastore": "ceph-vm",
+                       "pve_datastore_exporter_default_ssd_datastore": "tank"},
+            "alpha": {**installed_by_single, "pve_datastore_exporter_instance": "alpha",
+                      "pve_datastore_exporter_listen_address": f"127.0.0.1:{ports['alpha']}",
+                      "pve_datastore_exporter_proxmox_cluster_name": "alpha",
+                      "pve_datastore_exporter_default_hdd_datastore": "tank"},
+            "beta": {**installed_by_single, "pve_datastore_exporter_instance": "beta",
+                     "pve_datastore_exporter_listen_address": f"127.0.0.1:{ports['beta']}",
+                     "pve_datastore_exporter_proxmox_cluster_name": "beta",
+                     "pve_datastore_exporter_tls_cert": cert, "pve_datastore_exporter_tls_key": key,
+                     "pve_datastore_exporter_basic_auth_users": [{"name": n, "password": p} for n, p in PASSWORDS.items()],
+                     "pve_datastore_exporter_write_users": "ansible",
+                     "pve_datastore_exporter_api_ca_path": TEST_CA,
+                     "pve_datastore_exporter_default_ssd_datastore": "ceph-vm"},
+        }
+        control = tempfile.mkdtemp(prefix="pvedx-cp-")  # short: ssh's ControlPath must fit a socket name
+        self.env = ansible_env(base, ANSIBLE_SSH_CONTROL_PATH_DIR=control, ANSIBLE_PIPELINING="True")
+        # What the role installs, listed in the container (empty output: nothing is).
+        self.installed = ("ls -d /opt/pve-datastore-exporter /etc/pve-datastore-exporter /var/lib/pve-datastore-exporter "
+                          "/etc/systemd/system/pve-datastore-exporter.service /etc/systemd/system/pve-datastore-exporter@.service "
+                          "2>/dev/null; getent passwd pve-datastore-exporter; getent group pve-datastore-exporter; "
+                          "systemctl list-units --all --no-legend 'pve-datastore-exporter*'; "
+                          + "; ".join(f"ss -Hltn 'sport = :{port}'" for port in ports.values()))
+
+    def deploy(self, *flags, copy_wheelhouse=False, **overrides):
+        """One play applying the role to each exporter (its own settings as role parameters); the single unit
+        copies the wheelhouse in with copy_wheelhouse, else it installs from the copy a first run left."""
+        source = ({"pve_datastore_exporter_wheelhouse_src": str(wheelhouse())} if copy_wheelhouse
+                  else {"pve_datastore_exporter_pip_find_links": COPIED_WHEELHOUSE})
+        play = self.base / f"play-{time.monotonic_ns()}.json"
         play.write_text(json.dumps([{
             "name": "Deploy three exporters", "hosts": "pve_datastore_exporter", "gather_facts": False,
-            "roles": [{"role": "pvedx.datastore_exporter.pve_datastore_exporter", **settings}
-                      for settings in exporters.values()]}]))
-        extra = write_vars(tmp_path / f"vars-{time.monotonic_ns()}.json", {**shared, **overrides})
+            "roles": [{"role": "pvedx.datastore_exporter.pve_datastore_exporter", **settings,
+                       **(source if name == "single" else {})}
+                      for name, settings in self.exporters.items()]}]))
+        extra = write_vars(self.base / f"vars-{time.monotonic_ns()}.json", {**self.shared, **overrides})
         started = time.monotonic()
-        result = run_playbook(tmp_path, ["-i", str(container.inventory()), "-e", extra, *flags, str(play)],
-                              env=env, timeout=600)
-        print(f"ansible-playbook {' '.join(flags)} {overrides or ''}: {time.monotonic() - started:.0f} s")
-        assert_no_secrets(result.output, secrets)
+        result = run_playbook(self.base, ["-i", str(self.box.inventory()), "-e", extra, *flags, str(play)],
+                              env=self.env, timeout=600)
+        print(f"{self.base.name}: ansible-playbook {' '.join(flags)} {overrides or ''}: {time.monotonic() - started:.0f} s")
+        assert_no_secrets(result.output, tuple(self.secrets))
         return result
 
-    installed = ("ls -d /opt/pve-datastore-exporter /etc/pve-datastore-exporter /var/lib/pve-datastore-exporter "
-                 "/etc/systemd/system/pve-datastore-exporter.service /etc/systemd/system/pve-datastore-exporter@.service "
-                 "2>/dev/null; getent passwd pve-datastore-exporter; getent group pve-datastore-exporter; "
-                 "systemctl list-units --all --no-legend 'pve-datastore-exporter*'; "
-                 + "; ".join(f"ss -Hltn 'sport = :{port}'" for port in ports.values()))
-    dry = deploy("--check", "--diff")
+
+def check_mode_on_a_fresh_host(fresh: Deployment):
+    """The play in check mode on a host the role never ran on: changes announced, nothing installed."""
+    dry = fresh.deploy("--check", "--diff")
     assert dry.rc == 0 and dry.changed("nspawn") >= 8, dry.output[-5000:]
     assert dry.output.count("a real run would") == 3  # the defaults step explains why it compared nothing
-    assert container.ssh(installed).stdout.strip() == "", "check mode must not install anything"
+    assert fresh.box.ssh(fresh.installed).stdout.strip() == "", "check mode must not install anything"
 
-    first = deploy("--diff")
+
+def test_role_on_a_real_systemd(containers, tmp_path):
+    # Check mode on a fresh host has a container of its own, so it runs beside the first real run here
+    # (an ansible-playbook keeps about one core busy; the machine has two).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        dry = pool.submit(check_mode_on_a_fresh_host, Deployment(containers["fresh"], tmp_path / "fresh"))
+        try:
+            converge_renew_check_and_remove(Deployment(containers["main"], tmp_path / "main"))
+        finally:
+            dry.result()  # its assertion error, if any
+
+
+def converge_renew_check_and_remove(main: Deployment):
+    """The install and what it runs; a renewed certificate as the only change; check mode on the converged
+    host; state=absent, twice."""
+    container, ports, exporters, deploy, installed = main.box, main.ports, main.exporters, main.deploy, main.installed
+    first = deploy("--diff", copy_wheelhouse=True)
     assert first.rc == 0, first.output[-5000:]
     assert first.changed("nspawn") >= 8
+    copied = container.ssh(f"ls {COPIED_WHEELHOUSE}").stdout.split()
+    assert copied == sorted(p.name for p in wheelhouse().iterdir()), copied
     for service in ("pve-datastore-exporter", "pve-datastore-exporter@alpha", "pve-datastore-exporter@beta"):
         assert container.ssh(f"systemctl is-active {service}").stdout.strip() == "active", service
         assert container.ssh(f"systemctl is-enabled {service}").stdout.strip() == "enabled", service
@@ -351,7 +411,7 @@ def test_role_on_a_real_systemd(container, tmp_path):
     assert files.stdout.split("\n")[:3] == ["beta.web.yml root:pve-datastore-exporter 640",
                                             "beta.key root:pve-datastore-exporter 640",
                                             "beta.crt root:pve-datastore-exporter 644"], files.stdout + files.stderr
-    assert served_serial(ports["beta"], ca) == serial
+    assert served_serial(ports["beta"], ca) == main.serial
 
     for unit in ("pve-datastore-exporter.service", "pve-datastore-exporter@alpha.service",
                  "pve-datastore-exporter@beta.service"):
@@ -365,7 +425,7 @@ def test_role_on_a_real_systemd(container, tmp_path):
     pids = {s: container.ssh(f"systemctl show -p MainPID --value {s}").stdout.strip() for s in services}
     cert, key, serial = issue(container.test_ca)
     exporters["beta"].update(pve_datastore_exporter_tls_cert=cert, pve_datastore_exporter_tls_key=key)
-    secrets += (key.splitlines()[1],)
+    main.secrets.append(key.splitlines()[1])
     second = deploy()
     assert second.rc == 0 and second.changed("nspawn") == 1, second.output[-5000:]
     assert changed_tasks(second.output) == [CERT_TASK], second.output[-5000:]

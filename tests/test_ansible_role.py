@@ -8,6 +8,7 @@ installs from one wheelhouse built once per session (tests.ansible_helpers.wheel
 
 from __future__ import annotations
 
+import concurrent.futures
 import grp
 import json
 import os
@@ -56,6 +57,16 @@ UNIT_ONLY_PLAY = """\
         name: pvedx.datastore_exporter.pve_datastore_exporter
         tasks_from: service.yml
 """
+INSTALL_ONLY_PLAY = """\
+- name: Apply the role's install step alone
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Install the exporter
+      ansible.builtin.include_role:
+        name: pvedx.datastore_exporter.pve_datastore_exporter
+        tasks_from: install.yml
+"""
 # Awkward for both .env parsers (systemd's and python-dotenv's): space, quotes, backslash, hash.
 ODD_DATABASE_URL = 'sqlite:////var/lib/pvedx odd/"quoted" #not-a-comment\\db.sqlite'
 UNIT = "etc/systemd/system/pve-datastore-exporter.service"
@@ -89,10 +100,10 @@ def role_vars(prefix: Path, package: str, **extra) -> dict:
     }
 
 
-def apply(base: Path, variables: dict, *flags: str, name: str = "vars"):
-    """ansible-playbook of the role on localhost with the given variables."""
-    play = base / "play.yml"
-    play.write_text(PLAY)
+def apply(base: Path, variables: dict, *flags: str, name: str = "vars", play: str = PLAY):
+    """ansible-playbook of the role (or of `play`) on localhost with the given variables."""
+    text, play = play, base / "play.yml"
+    play.write_text(text)
     args = [*localhost_args(), "-e", write_vars(base / f"{name}.json", variables), *flags, str(play)]
     return run_playbook(base, args, timeout=600)
 
@@ -144,6 +155,42 @@ def instance_entries(ca, prefix: Path) -> tuple[list[dict], str, str]:
     return entries, key, hashed
 
 
+def fresh_prefix_check(base: Path) -> tuple:
+    """Check mode of the single unit (the converged fixture's settings) on a prefix nothing was installed in."""
+    fresh = base / "fresh"
+    variables = dict(role_vars(fresh, str(exporter_wheel())), **single_unit(base))
+    return apply(base, variables, "--check", "--diff"), fresh
+
+
+def source_directory_runs(base: Path) -> tuple:
+    """The install step thrice from a copy of the repo's sources: as it is, again, and after a change."""
+    src = _copy_source(base)
+    variables = role_vars(base / "prefix", str(src))
+    first, second = apply(base, variables, play=INSTALL_ONLY_PLAY), apply(base, variables, play=INSTALL_ONLY_PLAY)
+    (src / "exporter" / "pve_datastore_exporter" / "_touched.py").write_text("# changed\n")
+    return first, second, apply(base, variables, play=INSTALL_ONLY_PLAY), base / "prefix"
+
+
+def beside_scenarios() -> dict:
+    """The tests whose plays run beside the converged fixture's, and what runs them."""
+    return {"test_check_mode_on_a_fresh_prefix_creates_nothing": fresh_prefix_check,
+            "test_source_directory_package_is_idempotent": source_directory_runs,
+            "test_preflight_refuses_bad_tls_auth_and_instance_settings": refused_runs}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def beside(request, tmp_path_factory):
+    """The plays of the tests of beside_scenarios() (prefixes of their own, nothing shared with the converged one), begun
+    in a second thread before the converged fixture's plays and run beside them: an ansible-playbook keeps
+    about one core busy, and the machine has two. {test name: Future of its scenario's results}; only the
+    selected tests' scenarios run. A test's assertions stay in the test."""
+    selected = {item.originalname for item in request.session.items if item.module is request.module}
+    wheelhouse()  # built here, once: both threads take it
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        yield {name: pool.submit(scenario, tmp_path_factory.mktemp(name.removeprefix("test_")[:30]))
+               for name, scenario in beside_scenarios().items() if name in selected}
+
+
 @pytest.fixture(scope="module")
 def converged(tmp_path_factory):
     """One prefix where one play installs the single unit (an awkward DATABASE_URL) and the instances
@@ -159,14 +206,31 @@ def converged(tmp_path_factory):
     entries, key, hashed = instance_entries(ca, prefix)
     shared = role_vars(prefix, str(exporter_wheel()))
     # Extra vars outrank role parameters: the single unit's DATABASE_URL is a role parameter, so the
-    # instances keep their own.
-    single = {"pve_datastore_exporter_database_url": ODD_DATABASE_URL}
+    # instances keep their own. The single unit copies a wheelhouse in (two wheels: the copy task's
+    # round trips are per file), so every run of it here says what that task does a second time and in
+    # check mode (tests/test_ansible_nspawn.py copies the whole wheelhouse in its first run only).
+    single = single_unit(base)
     first = apply_instances(base, shared, [single, *entries], "-v", "--diff", name="converge1")
     second = apply_instances(base, shared, [single, *entries], "-v", "--diff", name="converge2")
     return {"base": base, "prefix": prefix, "variables": dict(shared, **single), "shared": shared,
             "entries": entries, "ca": ca, "hashed": hashed, "key": key, "first": first, "second": second}
 
 
+def single_unit(base: Path) -> dict:
+    """The single unit's role parameters: an awkward DATABASE_URL, and a small wheelhouse to copy in."""
+    return {"pve_datastore_exporter_database_url": ODD_DATABASE_URL,
+            "pve_datastore_exporter_wheelhouse_src": str(small_wheelhouse(base / "wheelhouse-src"))}
+
+
+def small_wheelhouse(folder: Path) -> Path:
+    """Two wheels of the session's wheelhouse (the exporter's and one dependency's) in a folder of their own."""
+    folder.mkdir()
+    for wheel in (exporter_wheel(), *wheelhouse().glob("python_dotenv-*.whl")):
+        shutil.copy2(wheel, folder)
+    return folder
+
+
+COPY_TASK = "pvedx.datastore_exporter.pve_datastore_exporter : Copy the wheelhouse to the target"
 INSTALL_TASK = "pvedx.datastore_exporter.pve_datastore_exporter : Install the exporter from the local package"
 
 
@@ -189,8 +253,10 @@ def instance_secrets(run: dict) -> tuple[str, ...]:
 def test_first_run_installs_second_run_changes_nothing(converged):
     first, second = converged["first"], converged["second"]
     assert first.rc == 0, first.output[-4000:]
-    assert len(changed_tasks_per_application(first.output)[0]) >= 6  # the single unit's
+    single = changed_tasks_per_application(first.output)[0]
+    assert len(single) >= 6 and COPY_TASK in single, single
     assert second.rc == 0, second.output[-4000:]
+    # beta's passwords are given in plain text: bcrypt salts anew on every run, the hash in use is kept
     assert second.stats()["changed"] == 0 and second.stats()["failed"] == 0, second.output[-4000:]
 
 
@@ -205,6 +271,10 @@ def test_installed_layout_and_modes(converged):
     assert "ExecStart=/opt/pve-datastore-exporter/venv/bin/pve-datastore-exporter serve" in unit
     assert "EnvironmentFile=/etc/pve-datastore-exporter/exporter.env" in unit
     assert "StateDirectory=pve-datastore-exporter" in unit
+    copied = prefix / "opt/pve-datastore-exporter/wheelhouse"
+    source = Path(converged["variables"]["pve_datastore_exporter_wheelhouse_src"])
+    assert sorted(p.name for p in copied.iterdir()) == sorted(p.name for p in source.iterdir()) != []
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in copied.iterdir())
     proc = subprocess.run([str(prefix / VENV / "bin/pve-datastore-exporter"), "--version"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and __version__ in proc.stdout + proc.stderr
@@ -241,10 +311,8 @@ def test_secrets_never_reach_the_output(converged):
     assert all(value in text for value in SECRETS.values())
 
 
-def test_check_mode_on_a_fresh_prefix_creates_nothing(converged, tmp_path):
-    fresh = tmp_path / "fresh"
-    result = apply(tmp_path, dict(converged["variables"], pve_datastore_exporter_prefix=str(fresh)),
-                   "--check", "--diff")
+def test_check_mode_on_a_fresh_prefix_creates_nothing(beside):
+    result, fresh = beside["test_check_mode_on_a_fresh_prefix_creates_nothing"].result()
     assert result.rc == 0, result.output[-4000:]
     assert result.changed() >= 6
     assert not fresh.exists()
@@ -270,16 +338,17 @@ def test_check_mode_on_a_converged_prefix_reports_nothing(converged):
     assert result.changed() == 0
 
 
-def test_source_directory_package_is_idempotent(tmp_path):
-    """A checkout (here a copy of the repo's sources) installs once, then only when it changes."""
-    src = _copy_source(tmp_path)
-    variables = role_vars(tmp_path / "prefix", str(src))
-    first, second = apply(tmp_path, variables), apply(tmp_path, variables)
+def test_source_directory_package_is_idempotent(beside):
+    """A checkout (here a copy of the repo's sources) installs once, then only when it changes.
+
+    The role's install step alone (tasks_from: install.yml): the rest of the role reads nothing of the
+    package but its path, and runs with these settings in the converged prefix, twice, changing nothing.
+    """
+    first, second, third, prefix = beside["test_source_directory_package_is_idempotent"].result()
     assert first.rc == 0, first.output[-4000:]
     assert second.changed() == 0, second.output[-4000:]
-    (src / "exporter" / "pve_datastore_exporter" / "_touched.py").write_text("# changed\n")
-    third = apply(tmp_path, variables)
-    assert third.changed() == 2, third.output[-4000:]  # reinstall + new fingerprint
+    assert third.changed() == 2, third.output[-4000:]  # reinstall + new fingerprint (a file was added)
+    assert (prefix / VENV / "bin/pve-datastore-exporter").exists()
 
 
 @pytest.fixture(scope="module")
@@ -420,7 +489,8 @@ def with_beta(entries: list[dict], beta: dict) -> list[dict]:
 
 def test_renewed_certificate_and_changed_password(converged):
     """A new certificate rewrites only its files (the exporter re-reads them: nothing restarts); a new
-    password rewrites the web config; the same password keeps its hash although bcrypt salts anew."""
+    password rewrites the web config (that the same password keeps its hash although bcrypt salts anew
+    is the converged fixture's second run)."""
     base, prefix, shared, entries = converged["base"], converged["prefix"], converged["shared"], converged["entries"]
     config = prefix / "etc/pve-datastore-exporter"
     web_before = (config / "beta.web.yml").read_text()
@@ -443,8 +513,8 @@ def test_renewed_certificate_and_changed_password(converged):
 
     users = yaml.safe_load((config / "beta.web.yml").read_text())["basic_auth_users"]
     assert bcrypt.checkpw(new_password.encode(), users["prometheus"].encode())
-    again = apply_instances(base, shared, changed_users, name="password2")
-    assert again.rc == 0 and again.changed() == 0, again.output[-4000:]
+    # The same password again keeps its hash: the converged fixture's second run (beta's passwords
+    # given in plain text, nothing changed) says so.
     converged["entries"] = with_beta(entries, changed_users[0])
 
 
@@ -556,10 +626,14 @@ _FAILED = re.compile(r"^(?:fatal|failed): \[([^]]+)\](?:: FAILED!| \(item=.*?\))
 
 
 @pytest.fixture(scope="module")
-def refused(tmp_path_factory):
+def refused(beside):
+    """{host: (PlayResult, the messages of that host's failures, its prefix)} of refused_runs()."""
+    return beside["test_preflight_refuses_bad_tls_auth_and_instance_settings"].result()
+
+
+def refused_runs(base: Path) -> dict:
     """One play over one inventory host per bad setting (all this machine, each with its own prefix):
     {host: (PlayResult, the messages of that host's failures, its prefix)}."""
-    base = tmp_path_factory.mktemp("preflight")
     hosts = {f"bad{i}": dict(role_vars(base / f"prefix{i}", f"pve-datastore-exporter=={__version__}", **settings),
                              ansible_connection="local", ansible_python_interpreter=str(ANSIBLE_VENV / "bin/python"))
              for i, (settings, _) in enumerate(BAD_SETTINGS)}
