@@ -323,6 +323,7 @@ class Deployment:
         self.env = ansible_env(base, ANSIBLE_SSH_CONTROL_PATH_DIR=control, ANSIBLE_PIPELINING="True")
         # What the role installs, listed in the container (empty output: nothing is).
         self.installed = ("ls -d /opt/pve-datastore-exporter /etc/pve-datastore-exporter /var/lib/pve-datastore-exporter "
+                          "/var/cache/pve-datastore-exporter "
                           "/etc/systemd/system/pve-datastore-exporter.service /etc/systemd/system/pve-datastore-exporter@.service "
                           "2>/dev/null; getent passwd pve-datastore-exporter; getent group pve-datastore-exporter; "
                           "systemctl list-units --all --no-legend 'pve-datastore-exporter*'; "
@@ -394,6 +395,13 @@ def converge_renew_check_and_remove(main: Deployment):
     owner = container.ssh("ps -o user= -p $(systemctl show -p MainPID --value pve-datastore-exporter)")
     assert owner.stdout.split() == ["pve-datastore-exporter"], owner.stdout + owner.stderr
     assert container.ssh("test -f /var/lib/pve-datastore-exporter/proxmox_manager.db").returncode == 0
+    # Python's flags in the process, and their bytecode written by it into the unit's cache directory.
+    environ = container.ssh("tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value pve-datastore-exporter)/environ")
+    assert {"PYTHONOPTIMIZE=2", "PYTHONNODEBUGRANGES=1"} <= set(environ.stdout.split()), environ.stdout
+    cached = container.ssh("find /var/cache/pve-datastore-exporter/pycache -name '*.opt-2.pyc' | wc -l; "
+                           "stat -c %U /var/cache/pve-datastore-exporter")
+    count, cache_owner = cached.stdout.split()
+    assert int(count) > 300 and cache_owner == "pve-datastore-exporter", cached.stdout
 
     # alpha: its own port, cluster name, database and defaults
     alpha = f"http://127.0.0.1:{ports['alpha']}"
@@ -437,9 +445,9 @@ def converge_renew_check_and_remove(main: Deployment):
 
     gone = deploy(pve_datastore_exporter_state="absent")
     assert gone.rc == 0 and gone.changed("nspawn") >= 4, gone.output[-5000:]
-    leftovers = container.ssh(
+    # systemd unloads a removed unit when nothing refers to it any more, not at once: polled.
+    wait_for(lambda: container.ssh(
         installed + "; ls -d /var/lib/private/pve-datastore-exporter /etc/systemd/system/multi-user.target.wants/"
-        "pve-datastore-exporter*.service 2>/dev/null")
-    assert leftovers.stdout.strip() == "", leftovers.stdout
+        "pve-datastore-exporter*.service 2>/dev/null").stdout.strip(), lambda leftovers: leftovers == "", timeout=20)
     again = deploy(pve_datastore_exporter_state="absent")
     assert again.rc == 0 and again.changed("nspawn") == 0, again.output[-5000:]
