@@ -100,7 +100,7 @@ def import_times(repeat: int = 3) -> dict:
 
 
 def interpreter_flags(sim_env: dict[str, str], work: Path, refreshes: int = 6, scrapes: int = 400,
-                      rounds: int = 2) -> dict:
+                      rounds: int = 2, settle: float = 1.5) -> dict:
     """VmRSS of `serve` as shipped (AS_SHIPPED) and under a plain `python`, each after the same refreshes
     and scrapes, in alternating order, the lower of `rounds` each: what the interpreter flags buy."""
     from .exporters import Ours  # noqa: PLC0415 - exporters imports this module
@@ -115,7 +115,7 @@ def interpreter_flags(sim_env: dict[str, str], work: Path, refreshes: int = 6, s
                     ours.refresh()
                 for number in range(scrapes):
                     _get(ours.port, "/metrics", {"Accept-Encoding": "gzip" if number % 10 else "identity"})
-                time.sleep(1.5)  # the heap a refresh freed goes back a second after it
+                time.sleep(settle)  # the heap a refresh freed goes back a second after it
                 rss = (ours.proc.rss_kib() or 0) * 1024 / 1e6
             finally:
                 ours.stop()
@@ -130,7 +130,7 @@ def _pss_kib(pid: int) -> int:
     return 0
 
 
-def instances(sim_env: dict[str, str], work: Path, counts=(1, 5, 10)) -> dict:
+def instances(sim_env: dict[str, str], work: Path, counts=(1, 5, 10), settle: float = 1.5) -> dict:
     """RSS and PSS of 1, 5 and 10 `serve` processes (one SQLite file each) after their first refresh."""
     procs, out = [], {}
     try:
@@ -140,7 +140,7 @@ def instances(sim_env: dict[str, str], work: Path, counts=(1, 5, 10)) -> dict:
                 proc, port = _serve(sim_env, work / f"instance-{index}.db", work, f"instance-{index}")
                 procs.append(proc)
                 wait_until(lambda port=port: _metrics_hold_data(port), proc, 120, "first refresh")
-            time.sleep(1.5)  # each process returns a refresh's freed heap a second after it
+            time.sleep(settle)  # each process returns a refresh's freed heap a second after it
             rss = sum(p.rss_kib() or 0 for p in procs)
             pss = sum(_pss_kib(p.pid) for p in procs)
             out[str(count)] = {"rss_mb": rss * 1024 / 1e6, "pss_mb": pss * 1024 / 1e6}

@@ -66,7 +66,8 @@ class Plan:
     nginx_sizes: tuple[str, ...] = ("S", "L")
     poll_sizes: tuple[str, ...] = ("L",)
     instance_counts: tuple[int, ...] = (1, 5, 10)  # serve processes at S, on the S simulator
-    flag_rounds: tuple[int, int] = (6, 400)  # refreshes and scrapes before the RSS as shipped and plain (S)
+    flag_rounds: tuple[int, int, int] = (6, 400, 2)  # refreshes, scrapes, rounds: RSS as shipped and plain (S)
+    settle_s: float = 1.5  # before a memory figure: malloc_trim runs a second after a refresh
 
 
 def tiny_plan() -> Plan:
@@ -74,7 +75,7 @@ def tiny_plan() -> Plan:
     return Plan(sizes=("S",), rounds=1, warmup=2, refreshes=2, fast=Counts(10, 2, 32, 2), plain=Counts(5, 2),
                 peer={"S": Counts(2, 5, 4, 10)}, with_replicas=False, with_db_away=False, tls_sizes=("S",), start_sizes=("S",),
                 nginx_sizes=("S",) if lean.nginx_available() else (), poll_sizes=("S",), instance_counts=(1, 2),
-                flag_rounds=(1, 10),
+                flag_rounds=(1, 10, 1), settle_s=0.1,
                 risk_sizes=())
 
 
@@ -212,9 +213,9 @@ def before_ours(name: str, plan: Plan, sim: SimulatorProc, work: Path) -> dict:
         out["start_up"] = lean.start_up(sim.env, work, name)
     if name == "S" and plan.instance_counts:
         say(f"S: {', '.join(map(str, plan.instance_counts))} serve processes")
-        out["instances"] = lean.instances(sim.env, work, plan.instance_counts)
+        out["instances"] = lean.instances(sim.env, work, plan.instance_counts, plan.settle_s)
         say("S: serve as shipped and under a plain python, the same refreshes and scrapes")
-        out["interpreter_flags"] = lean.interpreter_flags(sim.env, work, *plan.flag_rounds)
+        out["interpreter_flags"] = lean.interpreter_flags(sim.env, work, *plan.flag_rounds, settle=plan.settle_s)
     return out
 
 
