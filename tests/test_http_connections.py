@@ -141,7 +141,10 @@ def test_an_endless_header_behind_pipelined_requests_is_cut_at_the_head_cap(list
             cut = True  # closed by the server: what should happen
     # Before: every byte was taken (165 MB in 25 s). Now: the head cap, plus what socket buffers hold (~3 MiB).
     assert cut and sent < 16 * 1024 * 1024, f"{sent >> 20} MiB of one header were taken"
-    assert "head_too_large" in server.closed
+    # Which limit cuts it is a race: the head cap when the server's first reads held 64 KiB of the
+    # header; else the server stopped reading behind the queued /big (pipelining) and the write
+    # timeout drops the client that reads neither answer (seen 1 run in 5 under load).
+    assert {"head_too_large", "write_timeout"} & set(server.closed), server.closed
 
 
 def test_a_pipelined_request_gets_its_own_deadline(listener):
