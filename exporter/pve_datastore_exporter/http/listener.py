@@ -168,10 +168,6 @@ class _Protocol(HttpToolsProtocol):
         self.on_response_complete()  # counts it, arms the keep-alive timer
         return True
 
-    def on_body(self, body: bytes) -> None:
-        if not self._answered:
-            super().on_body(body)
-
     def on_message_complete(self) -> None:
         if self._answered:
             self._answered = False
