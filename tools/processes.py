@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,11 +28,30 @@ def terminate(proc: subprocess.Popen, grace: float = 10) -> int:
     return proc.returncode
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port free on every address right now, taken below the kernel's ephemeral range.
+
+    A port the kernel hands out (bind to port 0) is one it may give the next outgoing connection too,
+    before whoever asked binds it: podman's publish of such a port failed once in CI with "address already
+    in use". Below the range, only a listener can take it, and the bind on every address checks that.
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    lowest = max(1024, low - 12000)
+    for _ in range(500):
+        port = random.randrange(lowest, low)
+        if port in _GIVEN:  # two asked in a row before either is bound
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+            _GIVEN.add(port)
+            return port
+    raise RuntimeError(f"no free TCP port in {lowest}-{low - 1}")
 
 
 class ExporterProcess:
