@@ -186,7 +186,11 @@
   async function updateNow() {
     if (pending || polling || document.hidden) return;
     polling = true;
-    try { reachable(await poll()); } finally { polling = false; }
+    // Busy while a poll is out and its answer being put in place: assistive technology takes the
+    // changes as a whole, and a tick of the timer meanwhile is skipped (the tests wait on it too).
+    const main = document.querySelector("main");
+    main.setAttribute("aria-busy", "true");
+    try { reachable(await poll()); } finally { polling = false; main.removeAttribute("aria-busy"); }
   }
 
   // -- the API ---------------------------------------------------------------------------
