@@ -239,3 +239,32 @@ def test_silent_tls_connections_cost_a_few_kilobytes_each_and_a_scrape_still_ans
                 s.close()
     finally:
         sim.stop()
+
+
+def read_all(s: socket.socket) -> bytes:
+    answer = b""
+    while chunk := s.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_bad_requests_and_upgrades_are_counted_or_answered_never_a_log_line_each(listener, caplog):
+    """uvicorn logged a warning per request that was not HTTP (one that only said "Invalid HTTP request
+    received."), and two per `Upgrade:` request: any client could fill the log. The refusals are counted."""
+    server = listener()
+    caplog.set_level("WARNING")
+    for _ in range(3):
+        with server.connect() as s:
+            s.sendall(b"NOT HTTP\r\n\r\n")
+            assert read_all(s).startswith(b"HTTP/1.1 400")
+        with server.connect() as s:  # no WebSocket here: the request is answered as plain HTTP
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"hello"):
+                answer += s.recv(65536) or b"<closed>"
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello"), answer
+    with server.connect(SO_RCVBUF=4096) as s:  # the pipeline bound stops the parse with a parser error
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 400)
+        assert closed_within(s, 5) is not None
+    assert server.closed.count("not_http") == 3 and "pipeline_too_deep" in server.closed
+    assert [r.getMessage() for r in caplog.records if r.levelname != "DEBUG"] == []

@@ -104,7 +104,16 @@ class _Protocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         self._answered_in_read = 0
-        super().data_received(data)
+        # uvicorn's parse, without its warnings: each refusal is counted (not_http, pipeline_too_deep),
+        # and a line per bad request or per `Upgrade:` (no WebSocket here) would let any client fill the log.
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.send_400_response(NOT_HTTP)  # nothing more when the pipeline bound has already refused
+            return
+        except httptools.HttpParserUpgrade:
+            log.debug("%s asked for an upgrade; answered as plain HTTP", self.client and self.client[0])
         if self._in_head and not self.transport.is_closing():
             # A whole read counts: a pipelined head may be charged its predecessor's tail (<= one read).
             self._head_bytes += len(data)
