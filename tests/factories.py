@@ -56,7 +56,7 @@ def config(tmp_path, **changes) -> Config:
 class FakeReader:
     """Stands in for Proxmox: returns `records`, or raises `error`; counts calls."""
 
-    cluster = "pve-test"  # the cluster's name, as proxmox.Reader.cluster
+    cluster = "pve-test"  # the cluster's name, as reader.Reader.cluster
 
     def __init__(self, records=None, error: RefreshFailed | None = None, gate: threading.Event | None = None):
         self.records = cluster() if records is None else records
@@ -65,15 +65,15 @@ class FakeReader:
         self.calls = 0
 
     def known(self) -> str:
-        """As proxmox.Reader.known, for a reader that read the name."""
+        """As reader.Reader.known, for a reader that read the name."""
         return self.cluster
 
     def name(self, stored: str = "") -> str:
-        """As proxmox.Reader.name, with no PROXMOX_CLUSTER_NAME."""
+        """As reader.Reader.name, with no PROXMOX_CLUSTER_NAME."""
         return stored or self.cluster
 
     def label(self, stored: str) -> str | None:
-        """As proxmox.Reader.label: once the name is known, another stored name is another cluster's."""
+        """As reader.Reader.label: once the name is known, another stored name is another cluster's."""
         if not stored or stored == self.cluster:
             return self.cluster
         return None if self.known() else stored

@@ -12,7 +12,7 @@ from proxmoxer import ResourceException
 
 from pve_datastore_exporter.config import Config
 from pve_datastore_exporter.parse import online_nodes, parse, parse_node_storage, with_exact_available
-from pve_datastore_exporter.proxmox import Reader
+from pve_datastore_exporter.reader import Reader
 from pve_datastore_exporter.records import RefreshFailed
 from pve_datastore_exporter.simulator import Simulator
 
@@ -154,7 +154,7 @@ def test_off_by_default_it_is_two_calls_whatever_the_size():
 def test_a_failing_node_keeps_its_figures_and_never_fails_the_refresh(failure, caplog):
     plain = by_id(parse(RESOURCES, STORAGE))
     reader = make_reader(fake_api(pve2=failure))
-    with caplog.at_level(logging.INFO, "pve_datastore_exporter.proxmox"):
+    with caplog.at_level(logging.INFO, "pve_datastore_exporter.reader"):
         datastores = by_id(reader.read())
         reader.read()
     local = datastores["local"]
@@ -168,7 +168,7 @@ def test_a_failing_node_keeps_its_figures_and_never_fails_the_refresh(failure, c
 def test_a_node_answering_again_is_said_once(caplog):
     answers = [ResourceException(596, "TLS", "Connection timed out"), NODE_STORAGE["pve2"]]
     reader = make_reader(fake_api(pve2=lambda: answers[0]))
-    with caplog.at_level(logging.INFO, "pve_datastore_exporter.proxmox"):
+    with caplog.at_level(logging.INFO, "pve_datastore_exporter.reader"):
         reader.read()
         answers.pop(0)
         assert by_id(reader.read())["local"].available == 82340397056 + 75818640384

@@ -436,7 +436,7 @@ def test_a_burst_of_requests_when_the_database_vanishes_pays_one_connect_timeout
 
 
 class NamedReader(FakeReader):
-    """A reader with PROXMOX_CLUSTER_NAME set: its name is always the configured one, as proxmox.Reader's."""
+    """A reader with PROXMOX_CLUSTER_NAME set: its name is always the configured one, as reader.Reader's."""
 
     def __init__(self, name: str, records=None):
         super().__init__(records)
@@ -472,7 +472,7 @@ def test_a_replica_of_another_cluster_refuses_the_database_and_never_relabels(st
 
 
 class ReadName(FakeReader):
-    """A reader with PROXMOX_CLUSTER_NAME unset that read `name` from /cluster/status (as proxmox.Reader.label)."""
+    """A reader with PROXMOX_CLUSTER_NAME unset that read `name` from /cluster/status (as reader.Reader.label)."""
 
     def __init__(self, name: str, records=None):
         super().__init__(records)
@@ -564,7 +564,7 @@ class Retaking:
 
     def __init__(self, server, store: Store, state_dir, **settings):
         from pve_datastore_exporter.config import Config
-        from pve_datastore_exporter.proxmox import Reader
+        from pve_datastore_exporter.reader import Reader
         from pve_datastore_exporter.simulator import Simulator
 
         self.server = server

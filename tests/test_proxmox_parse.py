@@ -171,7 +171,7 @@ def test_stuck_calls_to_proxmox_are_bounded(tmp_path):
     import threading
 
     from pve_datastore_exporter.config import Config
-    from pve_datastore_exporter.proxmox import MAX_STUCK, Reader
+    from pve_datastore_exporter.reader import MAX_STUCK, Reader
 
     release, made = threading.Event(), []
     config = Config(proxmox_host="pve1", proxmox_user="m@pve", proxmox_token_name="t", proxmox_token_value="v")

@@ -9,7 +9,7 @@ import pytest
 
 from pve_datastore_exporter.calls import MAX_CALL_THREADS
 from pve_datastore_exporter.config import Config
-from pve_datastore_exporter.proxmox import Reader
+from pve_datastore_exporter.reader import Reader
 from pve_datastore_exporter.records import RefreshFailed
 from pve_datastore_exporter.simulator import Simulator
 

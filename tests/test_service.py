@@ -388,7 +388,7 @@ def test_a_follower_asked_to_refresh_with_no_leader_takes_the_lead_and_refreshes
 
 
 class RenamingReader(FakeReader):
-    """Learns the cluster's name with its first read, as proxmox.Reader does from /cluster/status."""
+    """Learns the cluster's name with its first read, as reader.Reader does from /cluster/status."""
 
     cluster = "127.0.0.1"
 

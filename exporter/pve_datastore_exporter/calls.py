@@ -1,6 +1,6 @@
 """Calls to Proxmox on threads that may never end: how many run (or hang) at once, and a read given up.
 
-No I/O of its own: proxmox.py hands in the calls. A thread blocked on an answer that drips a byte at a
+No I/O of its own: reader.py hands in the calls (proxmox.py's). A thread blocked on an answer that drips a byte at a
 time outlives any timeout requests can set; what bounds threads and sockets is not starting more.
 """
 

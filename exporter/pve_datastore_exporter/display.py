@@ -32,7 +32,7 @@ class Display:
         self._store = store
         self._own = own  # service.Service._own_cluster: raises unless a stored view is this cluster's
         self._role = role  # the coordinator's: "leader" or "follower"
-        self._cluster = cluster  # proxmox.Reader.name: the cluster's name, given the one a view carries
+        self._cluster = cluster  # reader.Reader.name: the cluster's name, given the one a view carries
         self._complete = complete  # service.Fallback.complete: the .env defaults where the store has none
         self._subscribers: list[Subscriber] = []
         self.view = view  # the last view published

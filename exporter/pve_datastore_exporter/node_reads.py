@@ -20,7 +20,8 @@ from .config import scrub
 from .coordination import NotLeader
 from .parse import NODE_NAME, quoted
 from .parse_risk import can_see_guest_disks, parse_content, parse_disks, parse_lvmthin, parse_zfs, provisioned_targets
-from .proxmox import NODE_WORKERS, describe, fetch_content, fetch_disks, fetch_permissions, fetch_pools, node_reason
+from .proxmox import describe, fetch_content, fetch_disks, fetch_permissions, fetch_pools, node_reason
+from .reader import NODE_WORKERS
 from .records import MAX_MESSAGE, Partial, View
 from .store import Fenced, StoreError
 

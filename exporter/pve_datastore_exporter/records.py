@@ -205,7 +205,7 @@ class View:
     default_ssd: str | None = None
     source: str = "db"
     refresh: RefreshInfo = field(default_factory=RefreshInfo)
-    cluster: str = ""  # the cluster's name: the `pve_cluster` label and the answers' "cluster" (proxmox.Reader.cluster)
+    cluster: str = ""  # the cluster's name: the `pve_cluster` label and the answers' "cluster" (reader.Reader.cluster)
     role: str = "leader"  # of the replica answering: "leader" reads Proxmox, a "follower" shows what it stored
     risk: Risk = field(default_factory=Risk)  # the per-node reads (thin pools, zpools, disks, provisioned)
 

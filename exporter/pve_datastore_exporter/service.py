@@ -15,7 +15,7 @@ from .config import Config, ConfigError
 from .coordination import Coordinator
 from .display import Display, Subscriber
 from .node_reads import NodeReads
-from .proxmox import Reader
+from .reader import Reader
 from .records import RefreshFailed, View
 from .refreshing import Refresher
 from .store import DatabaseAway, ForeignCluster, Store, StoreError, UnknownDatastore
