@@ -268,3 +268,32 @@ def test_bad_requests_and_upgrades_are_counted_or_answered_never_a_log_line_each
         assert closed_within(s, 5) is not None
     assert server.closed.count("not_http") == 3 and "pipeline_too_deep" in server.closed
     assert [r.getMessage() for r in caplog.records if r.levelname != "DEBUG"] == []
+
+
+class BrokenScrape:
+    """A front whose scrape answer the listener cannot write: a bug met inside the parser's callbacks."""
+
+    def __init__(self):
+        self.pool = wsgi_pool(app, 2)
+
+    async def __call__(self, scope, receive, send):
+        await self.pool(scope, receive, send)
+
+    def plain_metrics(self, accept_encoding, authorization):
+        return None, [b"x"]  # no headers where a tuple of them is due
+
+
+def test_a_bug_in_a_parser_callback_is_logged_with_its_traceback_not_taken_for_a_bad_request(caplog):
+    """httptools turns what a callback raises into a parser error: the client gets its 400, and the log the bug."""
+    server = HttpServer(BrokenScrape(), listening_socket("127.0.0.1", 0), count=lambda reason: None)
+    thread = server.start_in_thread()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_all(s).startswith(b"HTTP/1.1 400")
+    finally:
+        server.stop()
+        thread.join(10)
+        server.sock.close()
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info and errors[0].exc_info[0] is TypeError, caplog.records

@@ -109,7 +109,8 @@ class _Protocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
+            self._callback_failed(exc.__context__)
             self.send_400_response(NOT_HTTP)  # nothing more when the pipeline bound has already refused
             return
         except httptools.HttpParserUpgrade:
@@ -120,6 +121,12 @@ class _Protocol(HttpToolsProtocol):
             if self._head_bytes > self.listener.limits.max_head:
                 self._refuse("head_too_large", b"431 Request Header Fields Too Large", "request_header_fields_too_large",
                              HEAD_TOO_LARGE)
+
+    @staticmethod
+    def _callback_failed(error: BaseException | None) -> None:
+        """Log what one of our parser callbacks raised: a bug, not the client's bytes (httptools chains it)."""
+        if error is not None and not isinstance(error, httptools.HttpParserError):  # not the pipeline bound's own
+            log.error("a request could not be read: the listener failed on it", exc_info=error)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
