@@ -262,12 +262,12 @@ def test_the_page_keeps_itself_current_without_a_click(exporter, sim, page):
 def next_poll(page, answer):
     """One tick of the page's 15-second timer, waited for until the page has put `answer` in place.
 
-    The page is busy from the tick until the poll's answer is read and applied; a tick meanwhile is
-    skipped. The answer arriving is not enough, then: the next tick could come while it is being read.
+    The status section is busy from the tick until the poll's answer is read and applied; a tick meanwhile
+    is skipped. The answer arriving is not enough, then: the next tick could come while it is being read.
     """
     with page.expect_response(answer):
         page.clock.run_for(15_000)
-    expect(page.locator("main")).not_to_have_attribute("aria-busy", "true")
+    expect(page.locator("#status")).not_to_have_attribute("aria-busy", "true")
 
 
 def test_polls_fetch_the_status_alone_until_the_data_changes_and_say_when_they_fail(exporter, page):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import signal
@@ -38,20 +39,31 @@ def free_port() -> int:
     before whoever asked binds it: podman's publish of such a port failed once in CI with "address already
     in use". Below the range, only a listener can take it, and the bind on every address checks that.
     """
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    lowest = max(1024, low - 12000)
-    for _ in range(500):
-        port = random.randrange(lowest, low)
-        if port in _GIVEN:  # two asked in a row before either is bound
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    # Below the range; above it when the range starts low (a host tuned for many connections).
+    lowest, highest = (max(1024, low - 12000), low) if low > 2048 else (high + 1, min(65536, high + 12001))
+    for _ in range(500 if lowest < highest else 0):
+        port = random.randrange(lowest, highest)
+        if port in _GIVEN or not _free(port):  # two asked in a row before either is bound
             continue
-        with socket.socket() as s:
-            try:
-                s.bind(("", port))
-            except OSError:
-                continue
-            _GIVEN.add(port)
-            return port
-    raise RuntimeError(f"no free TCP port in {lowest}-{low - 1}")
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError(f"no free TCP port in {lowest}-{highest - 1}")
+
+
+def _free(port: int) -> bool:
+    """Nothing bound to `port` on any IPv4 or IPv6 address (podman publishes on both)."""
+    for family, address in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        try:
+            with socket.socket(family) as s:
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind((address, port))
+        except OSError as exc:
+            if family == socket.AF_INET6 and exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                continue  # no IPv6 on this host
+            return False
+    return True
 
 
 class ExporterProcess:

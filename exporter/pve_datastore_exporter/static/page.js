@@ -186,11 +186,10 @@
   async function updateNow() {
     if (pending || polling || document.hidden) return;
     polling = true;
-    // Busy while a poll is out and its answer being put in place: assistive technology takes the
-    // changes as a whole, and a tick of the timer meanwhile is skipped (the tests wait on it too).
-    const main = document.querySelector("main");
-    main.setAttribute("aria-busy", "true");
-    try { reachable(await poll()); } finally { polling = false; main.removeAttribute("aria-busy"); }
+    // The status section is busy while a poll for it is out (a tick of the timer meanwhile is skipped;
+    // the tests wait on it too). Its answer is put in place in one step, a new section if it changed.
+    $("status").setAttribute("aria-busy", "true");
+    try { reachable(await poll()); } finally { polling = false; $("status").removeAttribute("aria-busy"); }
   }
 
   // -- the API ---------------------------------------------------------------------------
