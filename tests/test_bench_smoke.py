@@ -67,6 +67,8 @@ def test_tiny_bench_writes_one_table(tmp_path):
     assert len(tables) == 1
     assert "Proxmox requests per scrape" in markdown and "**PASS**" in markdown
     assert "scrape p50 over TLS + basic auth, new connection per scrape" in markdown
+    refreshes, scrapes, rounds = plan.flag_rounds  # the row says what was run, not the full plan's figures
+    assert f"VmRSS after {refreshes} refreshes and {scrapes} scrapes, the lower of {rounds} (MB)" in markdown
     assert all(row["verdict"] in ("", "PASS", "MISS") for row in saved["table"])
 
 

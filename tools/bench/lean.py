@@ -105,7 +105,7 @@ def interpreter_flags(sim_env: dict[str, str], work: Path, refreshes: int = 6, s
     and scrapes, in alternating order, the lower of `rounds` each: what the interpreter flags buy."""
     from .exporters import Ours  # noqa: PLC0415 - exporters imports this module
 
-    out: dict[str, float] = {}
+    out: dict[str, float] = {"refreshes": refreshes, "scrapes": scrapes, "rounds": rounds}
     for index in range(rounds):
         for shipped in (True, False) if index % 2 == 0 else (False, True):
             name = "shipped" if shipped else "plain"

@@ -226,7 +226,8 @@ def _lean_rows(name: str, label: str, size: dict) -> list[dict]:
                         memory["rss_mb"]))
     flags = size.get("interpreter_flags")
     if flags:
-        out.append(_row(label, "–", "VmRSS after 6 refreshes and 400 scrapes, the lower of 2 (MB), as the image and "
+        out.append(_row(label, "–", f"VmRSS after {flags['refreshes']} refreshes and {flags['scrapes']} scrapes, the "
+                        f"lower of {flags['rounds']} (MB), as the image and "
                         "the role run it (PYTHONOPTIMIZE=2, PYTHONNODEBUGRANGES=1); the same under a plain python: "
                         f"{number(flags['plain'])}", flags["shipped"]))
     polls = size.get("page_polls")
